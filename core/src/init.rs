@@ -1,0 +1,185 @@
+//! A small deterministic PRNG that works in `no_std`, and the parameter initialisers.
+
+use crate::error::Error;
+use crate::net::{Arch, Layer};
+
+/// SplitMix64: tiny, fast, statistically solid for initialisation and shuffling, and
+/// identical on every target. Not cryptographic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rng {
+    state: u64,
+}
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The SplitMix64 output function: a strong 64-bit mixer.
+pub const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A counter-based random 32-bit value for `(seed, index)`: the same inputs give the same
+/// value whatever order they are asked in (used for dropout masks, so that masks do not
+/// depend on how a batch is split across threads).
+pub const fn hash32(seed: u64, index: u64) -> u32 {
+    (mix64(seed ^ mix64(index.wrapping_mul(GOLDEN).wrapping_add(GOLDEN))) >> 32) as u32
+}
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub const fn new(seed: u64) -> Self {
+        Rng { state: seed }
+    }
+    /// The internal state, to save in a checkpoint.
+    pub const fn state(&self) -> u64 {
+        self.state
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN);
+        mix64(self.state)
+    }
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn uniform_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    /// Uniform integer in `0..n` (`n > 0`), without modulo bias worth noticing
+    /// (Lemire's multiply-shift on 64 bits).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+    /// Standard normal (Box-Muller, in `f64`).
+    pub fn normal(&mut self) -> f64 {
+        // u1 in (0, 1] so that ln(u1) is finite.
+        let u1 = 1.0 - self.uniform_f64();
+        let u2 = self.uniform_f64();
+        libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(core::f64::consts::TAU * u2)
+    }
+    /// Standard normal truncated to `[-2, 2]` by resampling, as TensorFlow's `truncated_normal`.
+    pub fn truncated_normal(&mut self) -> f64 {
+        loop {
+            let z = self.normal();
+            if z.abs() <= 2.0 {
+                return z;
+            }
+        }
+    }
+    /// Fisher-Yates shuffle of `items`.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+}
+
+/// How parameters are initialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// The seed experiment's: every weight and bias ~ normal(0, 1), except the last
+    /// layer's, ~ truncated normal(0, 1). Makes logits huge on purpose.
+    Seed,
+    /// He (Kaiming) normal for weights, `std = sqrt(2 / fan_in)`, zero biases: the
+    /// default, suited to ReLU networks.
+    He,
+    /// Glorot (Xavier) uniform, `U(-l, l)` with `l = sqrt(6 / (fan_in + fan_out))`, zero biases.
+    Glorot,
+}
+
+/// Fills `params` (length [`Arch::param_count`]) for `arch` with `init`, deterministically from `seed`.
+///
+/// Parameters are drawn layer by layer, weights then biases, in memory order.
+pub fn init_params(
+    arch: &Arch<'_>,
+    init: Init,
+    seed: u64,
+    params: &mut [f32],
+) -> Result<(), Error> {
+    arch.validate()?;
+    crate::error::check_len("params", params, arch.param_count())?;
+    let mut rng = Rng::new(seed);
+    let last = arch.last_param_layer();
+    for (i, layer) in arch.layers.iter().enumerate() {
+        let (input, _) = arch.layer_io(i)?;
+        // fan_in, fan_out and the weight count (biases follow the weights).
+        let (fan_in, fan_out, wlen) = match layer {
+            Layer::Conv2d(c) => (
+                c.kernel * c.kernel * input.c,
+                c.kernel * c.kernel * c.filters,
+                c.weight_len(input),
+            ),
+            Layer::Dense(d) => (input.len(), d.units, d.weight_len(input)),
+            _ => continue,
+        };
+        let range = arch.param_range(i)?;
+        let (w, b) = params[range].split_at_mut(wlen);
+        match init {
+            Init::Seed => {
+                let truncated = Some(i) == last;
+                for v in w.iter_mut().chain(b.iter_mut()) {
+                    *v = if truncated {
+                        rng.truncated_normal()
+                    } else {
+                        rng.normal()
+                    } as f32;
+                }
+            }
+            Init::He => {
+                let std = libm::sqrt(2.0 / fan_in as f64);
+                w.iter_mut().for_each(|v| *v = (rng.normal() * std) as f32);
+                b.fill(0.0);
+            }
+            Init::Glorot => {
+                let l = libm::sqrt(6.0 / (fan_in + fan_out) as f64);
+                w.iter_mut()
+                    .for_each(|v| *v = ((rng.uniform_f64() * 2.0 - 1.0) * l) as f32);
+                b.fill(0.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_moments() {
+        let mut r = Rng::new(1);
+        let n = 200_000;
+        let (mut s, mut s2, mut tmax) = (0.0, 0.0, 0.0f64);
+        for _ in 0..n {
+            let z = r.normal();
+            s += z;
+            s2 += z * z;
+            tmax = tmax.max(r.truncated_normal().abs());
+        }
+        let mean = s / n as f64;
+        let var = s2 / n as f64 - mean * mean;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.02, "var {var}");
+        assert!(tmax <= 2.0);
+    }
+
+    #[test]
+    fn deterministic_and_shuffle_is_permutation() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        for _ in 0..10 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        let mut v = [0u32; 100];
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = i as u32;
+        }
+        a.shuffle(&mut v);
+        let mut seen = [false; 100];
+        v.iter().for_each(|&x| seen[x as usize] = true);
+        assert!(seen.iter().all(|&s| s));
+        assert_ne!(v[..10], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(hash32(3, 9), hash32(3, 9));
+        assert_ne!(hash32(3, 9), hash32(3, 10));
+    }
+}

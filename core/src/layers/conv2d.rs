@@ -1,0 +1,711 @@
+//! 2-D convolution with bias, stride and SAME/VALID padding.
+//!
+//! ```text
+//! x  [n, h,  w,  cin ]      input, NHWC
+//! w  [k, k, cin, cout]      weights, HWIO
+//! b  [cout]                 bias
+//! y  [n, oh, ow, cout]      y[n,oy,ox,co] = b[co] + sum_{ky,kx,ci} x[n, oy*s+ky-pt, ox*s+kx-pl, ci] * w[ky,kx,ci,co]
+//!                           (positions outside x are zeros; oh, ow, pt, pl from `Padding`)
+//! ```
+//! Two algorithms compute the same thing: [`ConvAlgo::Direct`], the readable reference
+//! that needs no scratch memory (what a microcontroller runs), and [`ConvAlgo::Im2col`],
+//! which copies patches into a scratch matrix and calls a [`Gemm`] (fast on the host).
+
+use crate::error::{check_len, Error, ShapeError};
+use crate::gemm::{Gemm, MatMut, MatRef};
+use crate::shape::{window_axis, window_output, Padding, Shape};
+
+/// A convolution layer's configuration: a square `kernel x kernel` window, `filters`
+/// output channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Kernel height and width.
+    pub kernel: usize,
+    /// Stride along both axes.
+    pub stride: usize,
+    /// Border handling.
+    pub padding: Padding,
+    /// Output channels.
+    pub filters: usize,
+}
+
+/// Which convolution algorithm to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    /// Direct loops, no scratch: the reference.
+    Direct,
+    /// Patches copied to scratch, then one matrix product per group of images.
+    Im2col,
+}
+
+/// Geometry of one convolution, derived once.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    input: Shape,
+    output: Shape,
+    k: usize,
+    s: usize,
+    pt: usize,
+    pl: usize,
+}
+
+impl Conv2d {
+    /// A `kernel x kernel` convolution with `filters` outputs, stride 1, SAME padding.
+    pub const fn new(kernel: usize, filters: usize) -> Self {
+        Conv2d {
+            kernel,
+            stride: 1,
+            padding: Padding::Same,
+            filters,
+        }
+    }
+
+    /// Same with a given stride and padding.
+    pub const fn with(kernel: usize, stride: usize, padding: Padding, filters: usize) -> Self {
+        Conv2d {
+            kernel,
+            stride,
+            padding,
+            filters,
+        }
+    }
+
+    /// Output shape for `input`.
+    pub const fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError> {
+        window_output(input, self.kernel, self.stride, self.padding, self.filters)
+    }
+
+    /// Number of weights, `k * k * cin * cout` (saturating).
+    pub const fn weight_len(&self, input: Shape) -> usize {
+        self.kernel
+            .saturating_mul(self.kernel)
+            .saturating_mul(input.c)
+            .saturating_mul(self.filters)
+    }
+
+    /// Number of parameters: weights then biases.
+    pub const fn param_len(&self, input: Shape) -> usize {
+        self.weight_len(input).saturating_add(self.filters)
+    }
+
+    /// Scratch elements that [`ConvAlgo::Im2col`] needs per image: `oh * ow * k * k * cin`.
+    pub const fn im2col_len(&self, input: Shape) -> usize {
+        match self.output_shape(input) {
+            Ok(o) => (o.h * o.w).saturating_mul(self.kernel * self.kernel * input.c),
+            Err(_) => 0,
+        }
+    }
+
+    fn geom(&self, input: Shape) -> Result<Geom, Error> {
+        let shape_err = |reason| Error::Shape {
+            layer: usize::MAX,
+            reason,
+        };
+        let output = self.output_shape(input).map_err(shape_err)?;
+        let (_, pt) =
+            window_axis(input.h, self.kernel, self.stride, self.padding).map_err(shape_err)?;
+        let (_, pl) =
+            window_axis(input.w, self.kernel, self.stride, self.padding).map_err(shape_err)?;
+        Ok(Geom {
+            input,
+            output,
+            k: self.kernel,
+            s: self.stride,
+            pt,
+            pl,
+        })
+    }
+
+    fn check(
+        &self,
+        g: &Geom,
+        n: usize,
+        x: usize,
+        w: usize,
+        b: usize,
+        y: usize,
+    ) -> Result<(), Error> {
+        let expect = |buffer, actual, expected| {
+            if actual == expected {
+                Ok(())
+            } else {
+                Err(Error::BufferLen {
+                    buffer,
+                    expected,
+                    actual,
+                })
+            }
+        };
+        expect("conv2d input", x, n * g.input.len())?;
+        expect("conv2d weights", w, self.weight_len(g.input))?;
+        expect("conv2d bias", b, self.filters)?;
+        expect("conv2d output", y, n * g.output.len())
+    }
+
+    /// Forward pass over a batch of `n` images. See the module doc for shapes.
+    /// `scratch` is unused by [`ConvAlgo::Direct`] (pass `&mut []`); [`ConvAlgo::Im2col`]
+    /// needs at least [`Conv2d::im2col_len`] elements and processes as many images per
+    /// matrix product as fit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        algo: ConvAlgo,
+        scratch: &mut [f32],
+        gemm: &dyn Gemm,
+    ) -> Result<(), Error> {
+        let g = self.geom(input)?;
+        self.check(&g, n, x.len(), w.len(), b.len(), y.len())?;
+        match algo {
+            ConvAlgo::Direct => {
+                forward_direct(&g, x, w, b, y);
+                Ok(())
+            }
+            ConvAlgo::Im2col => forward_im2col(&g, n, x, w, b, y, scratch, gemm),
+        }
+    }
+
+    /// Backward pass: accumulates `dw += dL/dw`, `db += dL/db`, and, if `dx` is given,
+    /// overwrites it with `dL/dx` (the first layer of a network does not need it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: &mut [f32],
+        algo: ConvAlgo,
+        scratch: &mut [f32],
+        gemm: &dyn Gemm,
+    ) -> Result<(), Error> {
+        let g = self.geom(input)?;
+        self.check(&g, n, x.len(), w.len(), db.len(), dy.len())?;
+        check_len("conv2d weight gradient", dw, w.len())?;
+        if let Some(dx) = &dx {
+            check_len("conv2d input gradient", dx, x.len())?;
+        }
+        match algo {
+            ConvAlgo::Direct => {
+                backward_direct(&g, x, w, dy, dx, dw, db);
+                Ok(())
+            }
+            ConvAlgo::Im2col => backward_im2col(&g, n, x, w, dy, dx, dw, db, scratch, gemm),
+        }
+    }
+}
+
+/// Input row/column for output position `o` and kernel offset `kk`, or `None` in the padding.
+#[inline]
+fn src(o: usize, kk: usize, s: usize, pad: usize, len: usize) -> Option<usize> {
+    let i = (o * s + kk).checked_sub(pad)?;
+    (i < len).then_some(i)
+}
+
+fn forward_direct(g: &Geom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    let (cin, cout) = (g.input.c, g.output.c);
+    let in_img = g.input.len();
+    for (yi, yo) in y.chunks_exact_mut(g.output.len()).enumerate() {
+        let xi = &x[yi * in_img..(yi + 1) * in_img];
+        for oy in 0..g.output.h {
+            for ox in 0..g.output.w {
+                let out = &mut yo[(oy * g.output.w + ox) * cout..][..cout];
+                out.copy_from_slice(b);
+                for ky in 0..g.k {
+                    let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
+                        continue;
+                    };
+                    for kx in 0..g.k {
+                        let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
+                            continue;
+                        };
+                        let xs = &xi[(iy * g.input.w + ix) * cin..][..cin];
+                        let wk = &w[(ky * g.k + kx) * cin * cout..][..cin * cout];
+                        for (xv, wrow) in xs.iter().zip(wk.chunks_exact(cout)) {
+                            for (o, wv) in out.iter_mut().zip(wrow) {
+                                *o += xv * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn backward_direct(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let (cin, cout) = (g.input.c, g.output.c);
+    let (in_img, out_img) = (g.input.len(), g.output.len());
+    if let Some(dx) = dx.as_deref_mut() {
+        dx.fill(0.0);
+    }
+    for (ni, dyi) in dy.chunks_exact(out_img).enumerate() {
+        let xi = &x[ni * in_img..(ni + 1) * in_img];
+        for oy in 0..g.output.h {
+            for ox in 0..g.output.w {
+                let d = &dyi[(oy * g.output.w + ox) * cout..][..cout];
+                for (acc, dv) in db.iter_mut().zip(d) {
+                    *acc += dv;
+                }
+                for ky in 0..g.k {
+                    let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
+                        continue;
+                    };
+                    for kx in 0..g.k {
+                        let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
+                            continue;
+                        };
+                        let at = (iy * g.input.w + ix) * cin;
+                        let wo = (ky * g.k + kx) * cin * cout;
+                        for ci in 0..cin {
+                            let xv = xi[at + ci];
+                            let wrow = &w[wo + ci * cout..][..cout];
+                            let dwrow = &mut dw[wo + ci * cout..][..cout];
+                            let mut acc = 0.0;
+                            for ((dwv, wv), dv) in dwrow.iter_mut().zip(wrow).zip(d) {
+                                *dwv += xv * dv;
+                                acc += wv * dv;
+                            }
+                            if let Some(dx) = dx.as_deref_mut() {
+                                dx[ni * in_img + at + ci] += acc;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies the patches of `images` consecutive images starting at `x` into `col`,
+/// one row per output position: `col[(img*oh*ow + oy*ow + ox), (ky, kx, ci)]`.
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+    let cin = g.input.c;
+    let kk = g.k * g.k * cin;
+    let in_img = g.input.len();
+    let mut row = 0;
+    for xi in x.chunks_exact(in_img) {
+        for oy in 0..g.output.h {
+            for ox in 0..g.output.w {
+                let r = &mut col[row * kk..(row + 1) * kk];
+                row += 1;
+                for ky in 0..g.k {
+                    let seg = &mut r[ky * g.k * cin..(ky + 1) * g.k * cin];
+                    let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
+                        seg.fill(0.0);
+                        continue;
+                    };
+                    for kx in 0..g.k {
+                        let dst = &mut seg[kx * cin..(kx + 1) * cin];
+                        match src(ox, kx, g.s, g.pl, g.input.w) {
+                            Some(ix) => {
+                                dst.copy_from_slice(&xi[(iy * g.input.w + ix) * cin..][..cin])
+                            }
+                            None => dst.fill(0.0),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each patch row of `col` back into `dx`.
+fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
+    let cin = g.input.c;
+    let kk = g.k * g.k * cin;
+    let in_img = g.input.len();
+    let mut row = 0;
+    for dxi in dx.chunks_exact_mut(in_img) {
+        for oy in 0..g.output.h {
+            for ox in 0..g.output.w {
+                let r = &col[row * kk..(row + 1) * kk];
+                row += 1;
+                for ky in 0..g.k {
+                    let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
+                        continue;
+                    };
+                    for kx in 0..g.k {
+                        let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
+                            continue;
+                        };
+                        let d = &mut dxi[(iy * g.input.w + ix) * cin..][..cin];
+                        for (a, v) in d.iter_mut().zip(&r[(ky * g.k + kx) * cin..][..cin]) {
+                            *a += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Images per matrix product that fit in `scratch`.
+fn group(g: &Geom, scratch: usize) -> Result<usize, Error> {
+    let per = g.output.h * g.output.w * g.k * g.k * g.input.c;
+    if scratch < per {
+        return Err(Error::BufferLen {
+            buffer: "conv2d im2col scratch",
+            expected: per,
+            actual: scratch,
+        });
+    }
+    Ok(scratch / per)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_im2col(
+    g: &Geom,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    scratch: &mut [f32],
+    gemm: &dyn Gemm,
+) -> Result<(), Error> {
+    let per_img = group(g, scratch.len())?;
+    let kk = g.k * g.k * g.input.c;
+    let p = g.output.h * g.output.w;
+    let wm = MatRef::row_major(w, kk, g.output.c)?;
+    let mut start = 0;
+    while start < n {
+        let cnt = per_img.min(n - start);
+        let col = &mut scratch[..cnt * p * kk];
+        im2col(
+            g,
+            &x[start * g.input.len()..(start + cnt) * g.input.len()],
+            col,
+        );
+        let yo = &mut y[start * g.output.len()..(start + cnt) * g.output.len()];
+        for row in yo.chunks_exact_mut(g.output.c) {
+            row.copy_from_slice(b);
+        }
+        gemm.gemm(
+            MatRef::row_major(col, cnt * p, kk)?,
+            wm,
+            MatMut::row_major(yo, cnt * p, g.output.c)?,
+            true,
+        )?;
+        start += cnt;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_im2col(
+    g: &Geom,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: &mut [f32],
+    scratch: &mut [f32],
+    gemm: &dyn Gemm,
+) -> Result<(), Error> {
+    let per_img = group(g, scratch.len())?;
+    let (kk, cout) = (g.k * g.k * g.input.c, g.output.c);
+    let p = g.output.h * g.output.w;
+    for row in dy.chunks_exact(cout) {
+        for (a, v) in db.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    let mut start = 0;
+    while start < n {
+        let cnt = per_img.min(n - start);
+        let rows = cnt * p;
+        let col = &mut scratch[..rows * kk];
+        let dyg = MatRef::row_major(
+            &dy[start * g.output.len()..(start + cnt) * g.output.len()],
+            rows,
+            cout,
+        )?;
+        im2col(
+            g,
+            &x[start * g.input.len()..(start + cnt) * g.input.len()],
+            col,
+        );
+        // dw[kk, cout] += col^T[kk, rows] · dy[rows, cout]
+        gemm.gemm(
+            MatRef::row_major(col, rows, kk)?.t(),
+            dyg,
+            MatMut::row_major(dw, kk, cout)?,
+            true,
+        )?;
+        if let Some(dx) = dx.as_deref_mut() {
+            // dcol[rows, kk] = dy[rows, cout] · w^T[cout, kk], then scattered back.
+            gemm.gemm(
+                dyg,
+                MatRef::row_major(w, kk, cout)?.t(),
+                MatMut::row_major(col, rows, kk)?,
+                false,
+            )?;
+            let dxg = &mut dx[start * g.input.len()..(start + cnt) * g.input.len()];
+            dxg.fill(0.0);
+            col2im(g, col, dxg);
+        }
+        start += cnt;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::gemm::PortableGemm;
+    use crate::testutil::{check_grad, dot, rand_vec};
+    use std::vec;
+
+    const CASES: [(usize, usize, usize, usize, Padding); 5] = [
+        // (h=w, cin, k, stride, padding); cout = 3
+        (5, 2, 3, 1, Padding::Same),
+        (6, 1, 3, 2, Padding::Same),
+        (7, 2, 2, 2, Padding::Same),
+        (5, 2, 3, 1, Padding::Valid),
+        (7, 3, 3, 2, Padding::Valid),
+    ];
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        for (ci, &(hw, cin, k, s, pad)) in CASES.iter().enumerate() {
+            let conv = Conv2d::with(k, s, pad, 3);
+            let input = Shape::new(hw, hw, cin);
+            let out = conv.output_shape(input).unwrap();
+            let n = 2;
+            let x = rand_vec(1, n * input.len(), 1.0);
+            let w = rand_vec(2, conv.weight_len(input), 0.5);
+            let b = rand_vec(3, 3, 0.5);
+            let r = rand_vec(4, n * out.len(), 1.0);
+            let loss = |x: &[f32], w: &[f32], b: &[f32]| {
+                let mut y = vec![0.0; n * out.len()];
+                conv.forward(
+                    input,
+                    n,
+                    x,
+                    w,
+                    b,
+                    &mut y,
+                    ConvAlgo::Direct,
+                    &mut [],
+                    &PortableGemm,
+                )
+                .unwrap();
+                dot(&y, &r)
+            };
+            let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 3]);
+            conv.backward(
+                input,
+                n,
+                &x,
+                &w,
+                &r,
+                Some(&mut dx),
+                &mut dw,
+                &mut db,
+                ConvAlgo::Direct,
+                &mut [],
+                &PortableGemm,
+            )
+            .unwrap();
+            check_grad(&std::format!("conv{ci} dx"), &x, &dx, 1e-2, 2e-3, |x| {
+                loss(x, &w, &b)
+            });
+            check_grad(&std::format!("conv{ci} dw"), &w, &dw, 1e-2, 2e-3, |w| {
+                loss(&x, w, &b)
+            });
+            check_grad(&std::format!("conv{ci} db"), &b, &db, 1e-2, 2e-3, |b| {
+                loss(&x, &w, b)
+            });
+        }
+    }
+
+    #[test]
+    fn im2col_equals_direct() {
+        for &(hw, cin, k, s, pad) in CASES.iter() {
+            let conv = Conv2d::with(k, s, pad, 3);
+            let input = Shape::new(hw, hw, cin);
+            let out = conv.output_shape(input).unwrap();
+            let n = 3;
+            let x = rand_vec(5, n * input.len(), 1.0);
+            let w = rand_vec(6, conv.weight_len(input), 0.5);
+            let b = rand_vec(7, 3, 0.5);
+            let dy = rand_vec(8, n * out.len(), 1.0);
+            let mut y_ref = vec![0.0; n * out.len()];
+            conv.forward(
+                input,
+                n,
+                &x,
+                &w,
+                &b,
+                &mut y_ref,
+                ConvAlgo::Direct,
+                &mut [],
+                &PortableGemm,
+            )
+            .unwrap();
+            let (mut dx_ref, mut dw_ref, mut db_ref) =
+                (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 3]);
+            conv.backward(
+                input,
+                n,
+                &x,
+                &w,
+                &dy,
+                Some(&mut dx_ref),
+                &mut dw_ref,
+                &mut db_ref,
+                ConvAlgo::Direct,
+                &mut [],
+                &PortableGemm,
+            )
+            .unwrap();
+            // One image per product, two, and the whole batch at once.
+            for images in [1, 2, 3] {
+                let mut scratch = vec![0.0; conv.im2col_len(input) * images];
+                let mut y = vec![0.0; n * out.len()];
+                conv.forward(
+                    input,
+                    n,
+                    &x,
+                    &w,
+                    &b,
+                    &mut y,
+                    ConvAlgo::Im2col,
+                    &mut scratch,
+                    &PortableGemm,
+                )
+                .unwrap();
+                let (mut dx, mut dw, mut db) =
+                    (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 3]);
+                conv.backward(
+                    input,
+                    n,
+                    &x,
+                    &w,
+                    &dy,
+                    Some(&mut dx),
+                    &mut dw,
+                    &mut db,
+                    ConvAlgo::Im2col,
+                    &mut scratch,
+                    &PortableGemm,
+                )
+                .unwrap();
+                for (a, b) in y
+                    .iter()
+                    .zip(&y_ref)
+                    .chain(dx.iter().zip(&dx_ref))
+                    .chain(dw.iter().zip(&dw_ref))
+                    .chain(db.iter().zip(&db_ref))
+                {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_buffers_are_errors() {
+        let conv = Conv2d::new(3, 2);
+        let input = Shape::new(4, 4, 1);
+        let x = [0.0; 16];
+        let w = [0.0; 18];
+        let mut y = [0.0; 32];
+        let g = &PortableGemm;
+        assert!(conv
+            .forward(
+                input,
+                1,
+                &x,
+                &w,
+                &[0.0; 2],
+                &mut y,
+                ConvAlgo::Direct,
+                &mut [],
+                g
+            )
+            .is_ok());
+        assert!(matches!(
+            conv.forward(
+                input,
+                1,
+                &x,
+                &w[..17],
+                &[0.0; 2],
+                &mut y,
+                ConvAlgo::Direct,
+                &mut [],
+                g
+            ),
+            Err(Error::BufferLen {
+                buffer: "conv2d weights",
+                expected: 18,
+                actual: 17
+            })
+        ));
+        assert!(conv
+            .forward(
+                input,
+                2,
+                &x,
+                &w,
+                &[0.0; 2],
+                &mut y,
+                ConvAlgo::Direct,
+                &mut [],
+                g
+            )
+            .is_err());
+        assert!(conv
+            .forward(
+                input,
+                1,
+                &x,
+                &w,
+                &[0.0; 2],
+                &mut y,
+                ConvAlgo::Im2col,
+                &mut [0.0; 10],
+                g
+            )
+            .is_err());
+        let big = Conv2d::with(5, 1, Padding::Valid, 2);
+        assert!(matches!(
+            big.forward(
+                input,
+                1,
+                &x,
+                &[0.0; 50],
+                &[0.0; 2],
+                &mut y,
+                ConvAlgo::Direct,
+                &mut [],
+                g
+            ),
+            Err(Error::Shape {
+                reason: ShapeError::WindowLargerThanInput,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,188 @@
+//! Fully connected layer.
+//!
+//! ```text
+//! x  [n, in]         (a flat input: put `Flatten` before it)
+//! w  [in, out]       (TensorFlow's layout)
+//! b  [out]
+//! y  [n, out]        y = x · w + b
+//! ```
+
+use crate::error::{check_len, Error, ShapeError};
+use crate::gemm::{Gemm, MatMut, MatRef};
+use crate::shape::Shape;
+
+/// A dense layer's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dense {
+    /// Output units.
+    pub units: usize,
+}
+
+impl Dense {
+    /// A dense layer with `units` outputs.
+    pub const fn new(units: usize) -> Self {
+        Dense { units }
+    }
+
+    /// Output shape `(1, 1, units)`; the input must be flat.
+    pub const fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError> {
+        if input.is_empty() || self.units == 0 {
+            Err(ShapeError::Zero)
+        } else if !input.is_flat() {
+            Err(ShapeError::NeedsFlatInput)
+        } else {
+            Ok(Shape::flat(self.units))
+        }
+    }
+
+    /// Number of weights, `in * out` (saturating).
+    pub const fn weight_len(&self, input: Shape) -> usize {
+        input.len().saturating_mul(self.units)
+    }
+
+    /// Number of parameters: weights then biases.
+    pub const fn param_len(&self, input: Shape) -> usize {
+        self.weight_len(input).saturating_add(self.units)
+    }
+
+    fn check(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: usize,
+        y: usize,
+    ) -> Result<(), Error> {
+        self.output_shape(input).map_err(|reason| Error::Shape {
+            layer: usize::MAX,
+            reason,
+        })?;
+        check_len("dense input", x, n * input.len())?;
+        check_len("dense weights", w, self.weight_len(input))?;
+        let expect = |buffer, actual, expected| {
+            if actual == expected {
+                Ok(())
+            } else {
+                Err(Error::BufferLen {
+                    buffer,
+                    expected,
+                    actual,
+                })
+            }
+        };
+        expect("dense bias", b, self.units)?;
+        expect("dense output", y, n * self.units)
+    }
+
+    /// Forward pass over a batch of `n` samples.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        gemm: &dyn Gemm,
+    ) -> Result<(), Error> {
+        self.check(input, n, x, w, b.len(), y.len())?;
+        for row in y.chunks_exact_mut(self.units) {
+            row.copy_from_slice(b);
+        }
+        let k = input.len();
+        gemm.gemm(
+            MatRef::row_major(x, n, k)?,
+            MatRef::row_major(w, k, self.units)?,
+            MatMut::row_major(y, n, self.units)?,
+            true,
+        )
+    }
+
+    /// Backward pass: `dw += x^T · dy`, `db += sum over the batch of dy`, and, if given,
+    /// `dx = dy · w^T` (overwritten).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: &mut [f32],
+        gemm: &dyn Gemm,
+    ) -> Result<(), Error> {
+        self.check(input, n, x, w, db.len(), dy.len())?;
+        check_len("dense weight gradient", dw, w.len())?;
+        let k = input.len();
+        let dym = MatRef::row_major(dy, n, self.units)?;
+        gemm.gemm(
+            MatRef::row_major(x, n, k)?.t(),
+            dym,
+            MatMut::row_major(dw, k, self.units)?,
+            true,
+        )?;
+        for row in dy.chunks_exact(self.units) {
+            for (a, v) in db.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+        if let Some(dx) = dx {
+            check_len("dense input gradient", dx, x.len())?;
+            gemm.gemm(
+                dym,
+                MatRef::row_major(w, k, self.units)?.t(),
+                MatMut::row_major(dx, n, k)?,
+                false,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::gemm::PortableGemm;
+    use crate::testutil::{check_grad, dot, rand_vec};
+    use std::vec;
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let d = Dense::new(4);
+        let input = Shape::flat(6);
+        let n = 3;
+        let x = rand_vec(1, n * 6, 1.0);
+        let w = rand_vec(2, 24, 0.5);
+        let b = rand_vec(3, 4, 0.5);
+        let r = rand_vec(4, n * 4, 1.0);
+        let g = &PortableGemm;
+        let loss = |x: &[f32], w: &[f32], b: &[f32]| {
+            let mut y = vec![0.0; n * 4];
+            d.forward(input, n, x, w, b, &mut y, g).unwrap();
+            dot(&y, &r)
+        };
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; 24], vec![0.0; 4]);
+        d.backward(input, n, &x, &w, &r, Some(&mut dx), &mut dw, &mut db, g)
+            .unwrap();
+        check_grad("dense dx", &x, &dx, 1e-2, 1e-3, |x| loss(x, &w, &b));
+        check_grad("dense dw", &w, &dw, 1e-2, 1e-3, |w| loss(&x, w, &b));
+        check_grad("dense db", &b, &db, 1e-2, 1e-3, |b| loss(&x, &w, b));
+    }
+
+    #[test]
+    fn needs_flat_input() {
+        assert_eq!(
+            Dense::new(3).output_shape(Shape::new(2, 2, 1)),
+            Err(ShapeError::NeedsFlatInput)
+        );
+        assert_eq!(
+            Dense::new(0).output_shape(Shape::flat(2)),
+            Err(ShapeError::Zero)
+        );
+    }
+}

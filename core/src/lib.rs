@@ -1,0 +1,73 @@
+//! # microconv
+//!
+//! A `#![no_std]`, allocation-free library of conv-net layers with forward **and**
+//! backward passes, numerically stable losses and optimizers. Every byte of memory
+//! comes from slices the caller hands in, so the same code trains on a desktop and
+//! runs (or fine-tunes) on a microcontroller.
+//!
+//! ## Layout
+//! - [`layers`]: one file per layer (`conv2d`, `maxpool`, `dense`, `relu`, `dropout`,
+//!   `flatten`), each a `forward` / `backward` pair over flat `f32` slices in NHWC
+//!   order, with its shapes spelled out in a comment.
+//! - [`loss`]: `log_sum_exp`, `softmax`, `log_softmax` and three cross-entropies
+//!   (the fused, stable one, the log-softmax one and the seed's naive one).
+//! - [`optim`]: Adam and SGD with momentum, updating parameters in place.
+//! - [`init`]: a small deterministic PRNG and the initialisers.
+//! - [`net`]: a network as a `const` layer list ([`Arch`]), `const fn` buffer sizes, and
+//!   the whole training step.
+//! - [`gemm`]: the matrix-multiply hook: a portable reference kernel here, faster ones
+//!   plugged in by the host.
+//!
+//! ## Example: one training step, every buffer declared statically
+//! ```
+//! use microconv::{Arch, Layer, Shape, Padding, net, loss::{Loss, Reduction}, optim::{Adam, Optimizer}};
+//! use microconv::layers::{Conv2d, MaxPool, Dense};
+//!
+//! const ARCH: Arch = Arch::new(Shape::new(8, 8, 1), &[
+//!     Layer::Conv2d(Conv2d::new(3, 4)),
+//!     Layer::Relu,
+//!     Layer::MaxPool(MaxPool::new(2, 2, Padding::Valid)),
+//!     Layer::Flatten,
+//!     Layer::Dense(Dense::new(3)),
+//! ]);
+//! const BATCH: usize = 2;
+//! const OPT: Optimizer = Optimizer::Adam(Adam::new(1e-3));
+//! let mut params = [0.0f32; ARCH.param_count()];
+//! let mut grads = [0.0f32; ARCH.param_count()];
+//! let mut state = [0.0f32; OPT.state_len(ARCH.param_count())];
+//! let mut acts = [0.0f32; ARCH.activations_len(BATCH)];
+//! let mut gbuf = [0.0f32; ARCH.grad_buffer_len(BATCH)];
+//! microconv::init::init_params(&ARCH, microconv::init::Init::He, 42, &mut params).unwrap();
+//!
+//! let x = [0.5f32; 8 * 8 * BATCH];
+//! let labels = [0u8, 2];
+//! let mut opt = OPT;
+//! let mut ws = net::Workspace { acts: &mut acts, grad: &mut gbuf, scratch: &mut [] };
+//! let stats = net::train_step(&ARCH, &mut params, &mut grads, &mut state, &mut ws, &x, &labels,
+//!     Loss::Fused, Reduction::Mean, &mut opt, 7, &net::Exec::REFERENCE).unwrap();
+//! assert!(stats.loss.is_finite());
+//! ```
+#![no_std]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod error;
+pub mod gemm;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod math;
+pub mod net;
+pub mod optim;
+pub mod shape;
+
+#[cfg(test)]
+mod testutil;
+
+pub use error::Error;
+pub use net::{Arch, Layer};
+pub use shape::{Padding, Shape};
+
+/// Architectures that ship with microconv.
+pub mod archs;
