@@ -131,3 +131,5 @@ pub(crate) fn check_min_len<T>(
         })
     }
 }
+
+impl core::error::Error for Error {}

@@ -305,12 +305,20 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
             for ox in 0..g.output.w {
                 let r = &mut col[row * kk..(row + 1) * kk];
                 row += 1;
+                // Columns ix0..ix0+k, when all inside the input, are one contiguous run.
+                let ix0 = (ox * g.s)
+                    .checked_sub(g.pl)
+                    .filter(|&i| i + g.k <= g.input.w);
                 for ky in 0..g.k {
                     let seg = &mut r[ky * g.k * cin..(ky + 1) * g.k * cin];
                     let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
                         seg.fill(0.0);
                         continue;
                     };
+                    if let Some(ix0) = ix0 {
+                        seg.copy_from_slice(&xi[(iy * g.input.w + ix0) * cin..][..g.k * cin]);
+                        continue;
+                    }
                     for kx in 0..g.k {
                         let dst = &mut seg[kx * cin..(kx + 1) * cin];
                         match src(ox, kx, g.s, g.pl, g.input.w) {

@@ -12,6 +12,9 @@
 use crate::error::{check_len, Error, ShapeError};
 use crate::shape::{window_axis, window_output, Padding, Shape};
 
+/// Channels whose running maxima are kept on the stack at once.
+const CHANNEL_BLOCK: usize = 64;
+
 /// A max-pool layer's configuration: a square `size x size` window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaxPool {
@@ -39,6 +42,9 @@ impl MaxPool {
     }
 
     /// Calls `f(out_index, in_index_of_first_max)` for every output value of one image.
+    ///
+    /// Channels are the innermost loop (contiguous in NHWC), processed in blocks of
+    /// [`CHANNEL_BLOCK`] with the running maxima on the stack.
     fn each_argmax(
         &self,
         input: Shape,
@@ -49,6 +55,8 @@ impl MaxPool {
         mut f: impl FnMut(usize, usize),
     ) {
         let c = input.c;
+        let mut best_v = [0.0f32; CHANNEL_BLOCK];
+        let mut best_i = [0usize; CHANNEL_BLOCK];
         for oy in 0..output.h {
             let y0 = (oy * self.stride).saturating_sub(pt);
             let y1 = (oy * self.stride + self.size)
@@ -59,20 +67,38 @@ impl MaxPool {
                 let x1 = (ox * self.stride + self.size)
                     .saturating_sub(pl)
                     .min(input.w);
-                for ch in 0..c {
-                    // SAME windows always hold at least one in-bounds position.
-                    let mut best = (y0 * input.w + x0) * c + ch;
+                let out = (oy * output.w + ox) * c;
+                let mut c0 = 0;
+                while c0 < c {
+                    let cb = CHANNEL_BLOCK.min(c - c0);
+                    // SAME windows always hold at least one in-bounds position: start there.
+                    let first = (y0 * input.w + x0) * c + c0;
+                    best_v[..cb].copy_from_slice(&x[first..first + cb]);
+                    for (k, bi) in best_i[..cb].iter_mut().enumerate() {
+                        *bi = first + k;
+                    }
                     for iy in y0..y1 {
                         for ix in x0..x1 {
-                            let at = (iy * input.w + ix) * c + ch;
-                            // `>` keeps the first maximum; a NaN never wins, except
-                            // that a NaN in first place stays (and so propagates).
-                            if x[at] > x[best] {
-                                best = at;
+                            let at = (iy * input.w + ix) * c + c0;
+                            // `>` keeps the first maximum in row-major order; a NaN never
+                            // wins, except that a NaN in first place stays (and propagates).
+                            for (k, (bv, bi)) in best_v[..cb]
+                                .iter_mut()
+                                .zip(best_i[..cb].iter_mut())
+                                .enumerate()
+                            {
+                                let v = x[at + k];
+                                if v > *bv {
+                                    *bv = v;
+                                    *bi = at + k;
+                                }
                             }
                         }
                     }
-                    f((oy * output.w + ox) * c + ch, best);
+                    for (k, &bi) in best_i[..cb].iter().enumerate() {
+                        f(out + c0 + k, bi);
+                    }
+                    c0 += cb;
                 }
             }
         }

@@ -1,0 +1,219 @@
+//! MNIST's IDX files (gzip-compressed or raw): read, check, scale pixels to [0, 1].
+//!
+//! IDX: a big-endian header `0x00 0x00 <type> <ndims>` (type `0x08` = unsigned byte),
+//! then `ndims` big-endian `u32` sizes, then the data. Images are `ndims = 3`
+//! (`count, rows, cols`), labels `ndims = 1`.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use flate2::read::GzDecoder;
+
+/// A labelled image set, pixels scaled to [0, 1], row-major, one channel.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// `count * rows * cols` pixels.
+    pub images: Vec<f32>,
+    /// `count` labels.
+    pub labels: Vec<u8>,
+    /// Rows per image.
+    pub rows: usize,
+    /// Columns per image.
+    pub cols: usize,
+}
+
+impl Dataset {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// True if there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// Pixels of one image.
+    pub fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+    /// Image `i`'s pixels.
+    pub fn image(&self, i: usize) -> &[f32] {
+        &self.images[i * self.pixels()..(i + 1) * self.pixels()]
+    }
+    /// The images `range` as a new dataset.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
+        Dataset {
+            images: self.images[range.start * self.pixels()..range.end * self.pixels()].to_vec(),
+            labels: self.labels[range].to_vec(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+/// Reads a whole file, gunzipping it if it starts with gzip's magic bytes.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut raw))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| {
+                format!(
+                    "{}: corrupt gzip data (re-download or re-copy the file)",
+                    path.display()
+                )
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses an IDX byte buffer of unsigned bytes with `ndims` dimensions; returns the
+/// sizes and the data.
+pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<usize>, &'b [u8])> {
+    if bytes.len() < 4 {
+        bail!(
+            "{what}: {} bytes is too short for an IDX header",
+            bytes.len()
+        );
+    }
+    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != ndims {
+        bail!(
+            "{what}: bad IDX magic {:02x} {:02x} {:02x} {:02x}, expected 00 00 08 {ndims:02x} (unsigned bytes, {ndims} dimensions)",
+            bytes[0],
+            bytes[1],
+            bytes[2],
+            bytes[3]
+        );
+    }
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
+        bail!(
+            "{what}: truncated IDX header ({} bytes, need {header})",
+            bytes.len()
+        );
+    }
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .context("IDX sizes overflow")?;
+    let data = &bytes[header..];
+    if data.len() != expected {
+        bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has {} (truncated or corrupt file)", data.len());
+    }
+    Ok((dims, data))
+}
+
+/// Loads an image file and a label file and checks that they agree.
+pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset> {
+    let ib = read_maybe_gz(images)?;
+    let lb = read_maybe_gz(labels)?;
+    let (idims, ipix) = parse_idx(&ib, 3, &images.display().to_string())?;
+    let (ldims, lab) = parse_idx(&lb, 1, &labels.display().to_string())?;
+    if idims[0] != ldims[0] {
+        bail!(
+            "{} has {} images but {} has {} labels",
+            images.display(),
+            idims[0],
+            labels.display(),
+            ldims[0]
+        );
+    }
+    if idims[1] == 0 || idims[2] == 0 {
+        bail!(
+            "{}: images of size {}x{}",
+            images.display(),
+            idims[1],
+            idims[2]
+        );
+    }
+    if let Some((i, &l)) = lab.iter().enumerate().find(|(_, &l)| l > 9) {
+        bail!(
+            "{}: label {l} at index {i} is not a digit 0-9",
+            labels.display()
+        );
+    }
+    Ok(Dataset {
+        images: ipix.iter().map(|&p| p as f32 / 255.0).collect(),
+        labels: lab.to_vec(),
+        rows: idims[1],
+        cols: idims[2],
+    })
+}
+
+/// Finds `stem` or `stem.gz` in `dir`.
+fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    for name in [format!("{stem}.gz"), stem.to_string()] {
+        let p = dir.join(&name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("{}: no {stem}.gz or {stem} (expected MNIST's IDX files; the repo vendors them in data/mnist)", dir.display())
+}
+
+/// MNIST's training and test sets from `dir`.
+pub fn load_mnist(dir: &Path) -> Result<(Dataset, Dataset)> {
+    let train = load_pair(
+        &find(dir, "train-images-idx3-ubyte")?,
+        &find(dir, "train-labels-idx1-ubyte")?,
+    )?;
+    let test = load_pair(
+        &find(dir, "t10k-images-idx3-ubyte")?,
+        &find(dir, "t10k-labels-idx1-ubyte")?,
+    )?;
+    if (train.rows, train.cols) != (test.rows, test.cols) {
+        bail!(
+            "training images are {}x{} but test images are {}x{}",
+            train.rows,
+            train.cols,
+            test.rows,
+            test.cols
+        );
+    }
+    Ok((train, test))
+}
+
+/// The default data directory: `data/mnist` of this repository.
+pub fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(ndims: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0, 0, 8, ndims];
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn parses_and_rejects() {
+        let ok = idx(3, &[2, 2, 2], &[0; 8]);
+        assert_eq!(parse_idx(&ok, 3, "x").unwrap().0, vec![2, 2, 2]);
+        let e = |b: &[u8], n| parse_idx(b, n, "f").unwrap_err().to_string();
+        assert!(e(&ok[..10], 3).contains("truncated IDX header"));
+        assert!(e(&ok[..15], 3).contains("truncated or corrupt"));
+        assert!(e(&ok, 1).contains("bad IDX magic"));
+        assert!(e(&[1, 2], 1).contains("too short"));
+        assert!(
+            e(&idx(3, &[u32::MAX, u32::MAX, u32::MAX], &[]), 3).contains("overflow")
+                || cfg!(target_pointer_width = "64")
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! The host side of microconv: MNIST loading, a fast multi-threaded engine over the
+//! core's layers, and the `host-trainer` commands.
+
+pub mod data;
+pub mod engine;
+pub mod params_file;
+pub mod reproduce;
+pub mod train;

@@ -1,0 +1,1 @@
+//! End-to-end tests across microconv's crates live in `tests/tests/`.
