@@ -53,7 +53,9 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod crc32;
 pub mod error;
+pub mod format;
 pub mod gemm;
 pub mod init;
 pub mod layers;

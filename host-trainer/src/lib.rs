@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod engine;
+pub mod export;
 pub mod params_file;
 pub mod reproduce;
 pub mod train;

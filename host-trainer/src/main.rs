@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use host_trainer::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
-use host_trainer::{data, engine, params_file, reproduce, train};
+use host_trainer::{data, engine, export, params_file, reproduce, train};
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +93,15 @@ enum Command {
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [LossName::Naive, LossName::LogSoftmax, LossName::Fused])]
         losses: Vec<LossName>,
     },
+    /// Write a weights file for firmware (docs/weights-format.md) from a parameter file
+    Export {
+        /// Parameter file written by `train`
+        #[arg(long, default_value = "runs/small.params")]
+        params: PathBuf,
+        /// The weights file to write
+        #[arg(long, default_value = "runs/small.mcw")]
+        out: PathBuf,
+    },
     /// Evaluate saved parameters on the test set
     Eval {
         #[command(flatten)]
@@ -173,6 +182,10 @@ fn run(cli: Cli) -> Result<()> {
                 &mut |l| say(l),
             )?;
             println!("\n{}", reproduce::table(&rows, steps));
+        }
+        Command::Export { params, out } => {
+            let n = export::export(&params, &out)?;
+            println!("wrote {} ({n} bytes)", out.display());
         }
         Command::Eval { common, params } => {
             let (name, p) = params_file::load(&params)?;
