@@ -1,0 +1,154 @@
+//! A WeAct "Black Pill" STM32F411CE board (25 MHz crystal, core at 100 MHz).
+//!
+//! Serial: USART1, TX on PA9, RX on PA10, 115200 8N1 (a USB-serial adapter). Pin: the
+//! blue LED on PC13 (active low), lit while classifying. Logs: defmt over RTT (probe-rs).
+//! Cost: the DWT cycle counter (real cycles on this chip).
+#![no_std]
+#![no_main]
+
+use cortex_m::peripheral::DWT;
+use cortex_m_rt::entry;
+use defmt_rtt as _;
+use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
+use embedded_hal_nb::serial::{Read as NbRead, Write as NbWrite};
+use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write};
+use microconv::format::Model;
+use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch};
+use panic_probe as _;
+use stm32f4xx_hal::pac;
+use stm32f4xx_hal::prelude::*;
+use stm32f4xx_hal::rcc::Config;
+use stm32f4xx_hal::serial::{RxISR, Serial};
+
+include!(concat!(env!("OUT_DIR"), "/model.rs"));
+
+/// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
+struct Port(Serial<pac::USART1>);
+
+/// Serial line errors (framing, noise, overrun, parity): reported as `Other`.
+#[derive(Debug)]
+struct LineError;
+
+impl core::fmt::Display for LineError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("serial line error")
+    }
+}
+
+impl core::error::Error for LineError {}
+
+impl embedded_io::Error for LineError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Other
+    }
+}
+
+impl ErrorType for Port {
+    type Error = LineError;
+}
+
+impl ReadReady for Port {
+    fn read_ready(&mut self) -> Result<bool, LineError> {
+        Ok(self.0.is_rx_not_empty())
+    }
+}
+
+impl Read for Port {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, LineError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        buf[0] = nb::block!(NbRead::read(&mut self.0)).map_err(|_| LineError)?;
+        Ok(1)
+    }
+}
+
+impl Write for Port {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, LineError> {
+        for &b in buf {
+            nb::block!(NbWrite::write(&mut self.0, b)).map_err(|_| LineError)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), LineError> {
+        nb::block!(NbWrite::flush(&mut self.0)).map_err(|_| LineError)
+    }
+}
+
+/// An active-low LED: "high" lights it.
+struct ActiveLow<P>(P);
+
+impl<P: OutputPin> PinErrorType for ActiveLow<P> {
+    type Error = P::Error;
+}
+
+impl<P: OutputPin> OutputPin for ActiveLow<P> {
+    fn set_high(&mut self) -> Result<(), P::Error> {
+        self.0.set_low()
+    }
+    fn set_low(&mut self) -> Result<(), P::Error> {
+        self.0.set_high()
+    }
+}
+
+/// The DWT cycle counter.
+struct Cycles(u32);
+
+impl Stopwatch for Cycles {
+    fn start(&mut self) {
+        self.0 = DWT::cycle_count();
+    }
+    fn ticks(&mut self) -> u32 {
+        DWT::cycle_count().wrapping_sub(self.0)
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let (Some(dp), Some(mut cp)) = (pac::Peripherals::take(), cortex_m::Peripherals::take()) else {
+        defmt::panic!("peripherals taken twice");
+    };
+    cp.DCB.enable_trace();
+    cp.DWT.enable_cycle_counter();
+    let mut rcc = dp.RCC.freeze(Config::hse(25.MHz()).sysclk(100.MHz()));
+    let gpioa = dp.GPIOA.split(&mut rcc);
+    let gpioc = dp.GPIOC.split(&mut rcc);
+    let serial = match dp
+        .USART1
+        .serial((gpioa.pa9, gpioa.pa10), 115_200.bps(), &mut rcc)
+    {
+        Ok(s) => s,
+        Err(_) => defmt::panic!("USART1 configuration refused"),
+    };
+    let led = ActiveLow(gpioc.pc13.into_push_pull_output());
+    let delay = dp.TIM2.delay_us(&mut rcc);
+    let model = match Model::parse(&MODEL.0) {
+        Ok(m) => m,
+        Err(e) => defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e)),
+    };
+    if model.arch() != ARCH {
+        defmt::panic!("embedded weights do not match the compiled architecture");
+    }
+    let buf = cortex_m::singleton!(: [f32; ARCH.inference_len(1)] = [0.0; ARCH.inference_len(1)]);
+    let input = cortex_m::singleton!(: [f32; 784] = [0.0; 784]);
+    let (Some(buf), Some(input)) = (buf, input) else {
+        defmt::panic!("buffers taken twice")
+    };
+    let Ok(classifier) = Classifier::new(ARCH, model.params(), buf, input) else {
+        defmt::panic!("model does not fit the classifier");
+    };
+    defmt::info!("microconv on STM32F411: {=usize} parameters, waiting for frames on USART1 (PA9/PA10, 115200)", ARCH.param_count());
+    let mut app = App::new(Port(serial), led, delay, Cycles(0), classifier);
+    loop {
+        match app.poll() {
+            Ok(Outcome::Classified(c)) => {
+                defmt::info!("digit {=u8} in {=u32} cycles", c.digit, c.ticks)
+            }
+            Ok(Outcome::Refused(e)) => defmt::warn!("refused a frame: {}", e),
+            Ok(_) => {}
+            Err(_) => {
+                defmt::warn!("serial line error (framing, noise or overrun); resynchronising")
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! microconv firmware: the board-independent part.
+//!
+//! - [`protocol`]: the framed serial protocol (also used by `host-trainer` on the PC side);
+//! - [`app`]: the application loop, generic over embedded-hal 1.0 and embedded-io traits.
+//!
+//! One binary per target in `src/bin/` adds only the board: `mps2_an386.rs` (QEMU's
+//! Cortex-M4F machine, used by CI) and `stm32f411.rs` (a "Black Pill" board).
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod protocol;
