@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use host_trainer::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
-use host_trainer::{data, engine, export, params_file, reproduce, train};
+use host_trainer::{board, data, engine, export, params_file, reproduce, train};
 
 #[derive(Parser)]
 #[command(
@@ -92,6 +92,35 @@ enum Command {
         /// Losses to run
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [LossName::Naive, LossName::LogSoftmax, LossName::Fused])]
         losses: Vec<LossName>,
+    },
+    /// Send MNIST test images to the firmware (QEMU or a serial port) and compare with the host
+    Board {
+        #[command(flatten)]
+        common: Common,
+        /// Start QEMU's mps2-an386 with this firmware ELF
+        #[arg(long, conflicts_with = "port", required_unless_present = "port")]
+        qemu: Option<PathBuf>,
+        /// Serial port of a board, for example /dev/ttyUSB0
+        #[arg(long)]
+        port: Option<String>,
+        /// Baud rate of the serial port
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// The weights file the firmware was built with
+        #[arg(long, default_value = "firmware/models/small.mcw")]
+        weights: PathBuf,
+        /// Test images to send
+        #[arg(long, default_value_t = 10_000)]
+        images: usize,
+        /// Send raw 784-byte images instead of PackBits-compressed ones
+        #[arg(long)]
+        raw: bool,
+        /// Fail unless every board answer equals the host's prediction
+        #[arg(long)]
+        require_agreement: bool,
+        /// Where to save QEMU's raw defmt log
+        #[arg(long, default_value = "runs/qemu-defmt.bin")]
+        defmt_log: PathBuf,
     },
     /// Write a weights file for firmware (docs/weights-format.md) from a parameter file
     Export {
@@ -182,6 +211,31 @@ fn run(cli: Cli) -> Result<()> {
                 &mut |l| say(l),
             )?;
             println!("\n{}", reproduce::table(&rows, steps));
+        }
+        Command::Board { common, qemu, port, baud, weights, images, raw, require_agreement, defmt_log } => {
+            let (_, te) = common.load()?;
+            let target = match (&qemu, port) {
+                (Some(elf), _) => board::Target::Qemu { elf: elf.clone(), defmt_log: defmt_log.clone() },
+                (None, Some(path)) => board::Target::Port { path, baud },
+                (None, None) => bail!("give --qemu FIRMWARE.elf or --port DEVICE"),
+            };
+            let r = board::run(&target, &weights, &te, images, !raw, common.threads(), &mut |l| say(l))?;
+            if let Some(elf) = &qemu {
+                if let Some(text) = board::decode_defmt(elf, &defmt_log) {
+                    println!("firmware log (defmt):\n{}", text.trim_end());
+                }
+            }
+            let unit = if qemu.is_some() { "instructions (QEMU -icount shift=0, 40 per SysTick tick)" } else { "cycles (DWT)" };
+            let scale = if qemu.is_some() { 40.0 } else { 1.0 };
+            println!("firmware parameters: {}, stack high-water mark: {} bytes", r.firmware_params, r.stack_bytes);
+            println!("per inference: {:.0} {unit} (min {:.0}, max {:.0})", r.ticks.0 * scale, r.ticks.1 as f64 * scale, r.ticks.2 as f64 * scale);
+            println!("time per image: {:.2} ms (wire and inference)", r.ms_per_image);
+            println!("bit-identical scores: {}/{} (max |difference| {:e})", r.bit_exact, r.images, r.max_abs_diff);
+            println!("agreement with host: {}/{}", r.agree, r.images);
+            println!("board accuracy: {:.4} (host: {:.4})", r.correct as f64 / r.images.max(1) as f64, r.host_correct as f64 / r.images.max(1) as f64);
+            if require_agreement && r.agree != r.images {
+                bail!("{} of {} board answers differ from the host's", r.images - r.agree, r.images);
+            }
         }
         Command::Export { params, out } => {
             let n = export::export(&params, &out)?;

@@ -210,6 +210,9 @@ fn src(o: usize, kk: usize, s: usize, pad: usize, len: usize) -> Option<usize> {
     (i < len).then_some(i)
 }
 
+/// Output channels accumulated together in registers by the direct kernel.
+const CO_BLOCK: usize = 8;
+
 fn forward_direct(g: &Geom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     let (cin, cout) = (g.input.c, g.output.c);
     let in_img = g.input.len();
@@ -218,23 +221,37 @@ fn forward_direct(g: &Geom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
         for oy in 0..g.output.h {
             for ox in 0..g.output.w {
                 let out = &mut yo[(oy * g.output.w + ox) * cout..][..cout];
-                out.copy_from_slice(b);
-                for ky in 0..g.k {
-                    let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
-                        continue;
-                    };
-                    for kx in 0..g.k {
-                        let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
-                            continue;
-                        };
-                        let xs = &xi[(iy * g.input.w + ix) * cin..][..cin];
-                        let wk = &w[(ky * g.k + kx) * cin * cout..][..cin * cout];
-                        for (xv, wrow) in xs.iter().zip(wk.chunks_exact(cout)) {
-                            for (o, wv) in out.iter_mut().zip(wrow) {
-                                *o += xv * wv;
+                // Blocks of CO_BLOCK output channels, each summed in registers in the
+                // order bias, then (ky, kx, ci): the same order for every block size,
+                // so results do not depend on the blocking.
+                let mut co0 = 0;
+                while co0 < cout {
+                    let cb = CO_BLOCK.min(cout - co0);
+                    let mut acc = [0.0f32; CO_BLOCK];
+                    acc[..cb].copy_from_slice(&b[co0..co0 + cb]);
+                    for ky in 0..g.k {
+                        let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else { continue };
+                        for kx in 0..g.k {
+                            let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else { continue };
+                            let xs = &xi[(iy * g.input.w + ix) * cin..][..cin];
+                            let wk = &w[(ky * g.k + kx) * cin * cout..][..cin * cout];
+                            for (xv, wrow) in xs.iter().zip(wk.chunks_exact(cout)) {
+                                let wb = &wrow[co0..co0 + cb];
+                                if let (Ok(a), Ok(wv)) = (<&mut [f32; CO_BLOCK]>::try_from(&mut acc[..]), <&[f32; CO_BLOCK]>::try_from(wb)) {
+                                    // Full block: fixed trip count, unrolled, accumulators in registers.
+                                    for j in 0..CO_BLOCK {
+                                        a[j] += xv * wv[j];
+                                    }
+                                } else {
+                                    for (a, wv) in acc.iter_mut().zip(wb) {
+                                        *a += xv * wv;
+                                    }
+                                }
                             }
                         }
                     }
+                    out[co0..co0 + cb].copy_from_slice(&acc[..cb]);
+                    co0 += cb;
                 }
             }
         }

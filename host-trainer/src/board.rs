@@ -1,0 +1,335 @@
+//! `host-trainer board`: the PC side of the wire. Sends MNIST test images to the
+//! firmware (a QEMU process it starts, or a board on a serial port), and checks every
+//! answer against the host running the same core code on the same weights.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use microconv::format::Model;
+use microconv::net::{infer, Exec};
+use microconv_firmware::protocol::{encode, kind, pack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, OVERHEAD, PONG_LEN};
+
+use crate::data::Dataset;
+use crate::engine::split;
+
+/// Where the firmware runs.
+pub enum Target {
+    /// Start QEMU's mps2-an386 with this firmware ELF (UART0 on a Unix socket, defmt on
+    /// QEMU's stdout, `-icount shift=0` so that SysTick counts instructions).
+    Qemu {
+        /// The firmware ELF.
+        elf: PathBuf,
+        /// Where to save the raw defmt stream.
+        defmt_log: PathBuf,
+    },
+    /// A board on a serial port.
+    Port {
+        /// Device path, for example `/dev/ttyUSB0`.
+        path: String,
+        /// Baud rate.
+        baud: u32,
+    },
+}
+
+/// What the run measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Images sent.
+    pub images: usize,
+    /// Board answers equal to the label.
+    pub correct: usize,
+    /// Host predictions equal to the label.
+    pub host_correct: usize,
+    /// Board digit equal to the host's.
+    pub agree: usize,
+    /// All ten scores bit-identical to the host's.
+    pub bit_exact: usize,
+    /// Largest |board score - host score|.
+    pub max_abs_diff: f32,
+    /// Wall time per image (send, infer, answer), in milliseconds.
+    pub ms_per_image: f64,
+    /// Mean, min and max SysTick/cycle ticks per inference.
+    pub ticks: (f64, u32, u32),
+    /// Stack high-water mark the firmware reported at the end, in bytes.
+    pub stack_bytes: u32,
+    /// Parameter count the firmware reported.
+    pub firmware_params: u32,
+}
+
+struct Link {
+    tx: Box<dyn Write + Send>,
+    rx: Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+    decoder: Decoder,
+    child: Option<Child>,
+    what: String,
+}
+
+impl Link {
+    fn send(&mut self, k: u8, payload: &[u8]) -> Result<()> {
+        let mut out = vec![0u8; OVERHEAD + payload.len()];
+        let n = encode(k, payload, &mut out).ok_or_else(|| anyhow!("payload too long"))?;
+        self.send_raw(&out[..n])
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.tx.write_all(bytes).and_then(|_| self.tx.flush()).with_context(|| format!("{}: cannot write (did the board disappear?)", self.what))
+    }
+
+    /// The next frame, or an error after `timeout` without one.
+    fn recv(&mut self, timeout: Duration) -> Result<(u8, Vec<u8>)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while !self.pending.is_empty() {
+                let b = self.pending.remove(0);
+                match self.decoder.push(b) {
+                    Some(Event::Frame { kind, payload }) => return Ok((kind, payload.to_vec())),
+                    Some(Event::Error(e)) => bail!("{}: garbled answer ({e:?})", self.what),
+                    None => {}
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.pending = chunk,
+                Err(RecvTimeoutError::Timeout) => bail!("{}: no answer within {:.1} s", self.what, timeout.as_secs_f64()),
+                Err(RecvTimeoutError::Disconnected) => bail!("{}: the connection closed (board unplugged or QEMU exited)", self.what),
+            }
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Forwards everything `r` yields to a channel, until EOF or an error.
+fn pump(mut r: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+    });
+    rx
+}
+
+fn open(target: &Target) -> Result<Link> {
+    match target {
+        Target::Qemu { elf, defmt_log } => {
+            if !elf.exists() {
+                bail!("{}: no such firmware ELF (build it: see README, `cargo build -p microconv-firmware --target thumbv7em-none-eabihf --features mps2-an386 --release`)", elf.display());
+            }
+            let dir = std::env::temp_dir().join(format!("microconv-qemu-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let sock = dir.join("uart.sock");
+            let _ = std::fs::remove_file(&sock);
+            let mut child = Command::new("qemu-system-arm")
+                .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic", "-monitor", "none"])
+                .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0"])
+                .arg("-serial")
+                .arg(format!("unix:{},server=on,wait=on", sock.display()))
+                .arg("-kernel")
+                .arg(elf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("cannot start qemu-system-arm (install it: apt-get install qemu-system-arm)")?;
+            // defmt's bytes (semihosting, QEMU's stdout) go to a file as they come.
+            if let Some(parent) = defmt_log.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut log = std::fs::File::create(defmt_log).with_context(|| format!("cannot create {}", defmt_log.display()))?;
+            if let Some(mut out) = child.stdout.take() {
+                thread::spawn(move || std::io::copy(&mut out, &mut log));
+            }
+            let start = Instant::now();
+            let stream = loop {
+                match UnixStream::connect(&sock) {
+                    Ok(s) => break s,
+                    Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            let mut err = String::new();
+                            if let Some(mut e) = child.stderr.take() {
+                                let _ = e.read_to_string(&mut err);
+                            }
+                            bail!("qemu-system-arm exited ({status}): {}", err.trim());
+                        }
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => bail!("cannot connect to QEMU's UART socket {}: {e}", sock.display()),
+                }
+            };
+            let rx = pump(stream.try_clone()?);
+            Ok(Link { tx: Box::new(stream), rx, pending: Vec::new(), decoder: Decoder::new(), child: Some(child), what: "QEMU".into() })
+        }
+        Target::Port { path, baud } => {
+            let port = serialport::new(path, *baud)
+                .timeout(Duration::from_millis(100))
+                .open()
+                .with_context(|| format!("cannot open serial port {path} at {baud} baud"))?;
+            let rx = pump(port.try_clone().with_context(|| format!("{path}: cannot clone the port"))?);
+            Ok(Link { tx: Box::new(port), rx, pending: Vec::new(), decoder: Decoder::new(), child: None, what: path.clone() })
+        }
+    }
+}
+
+/// Reads a weights file into 4-byte aligned storage.
+pub fn read_weights(path: &Path) -> Result<Vec<u32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+    let mut words = vec![0u32; bytes.len().div_ceil(4)];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    words.truncate(bytes.len().div_ceil(4));
+    Model::parse(&bytemuck::cast_slice(&words)[..bytes.len()]).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(words)
+}
+
+/// The host's scores for `n` test images, with the reference kernels the firmware runs.
+pub fn host_scores(model: &Model<'_>, test: &Dataset, n: usize, threads: usize) -> Result<Vec<[f32; 10]>> {
+    let arch = model.arch();
+    if arch.classes() != 10 || arch.input.len() != IMAGE_LEN {
+        bail!("the weights are not a 28x28 -> 10 classes model");
+    }
+    let mut out = vec![[0.0f32; 10]; n];
+    thread::scope(|s| -> Result<()> {
+        let mut rest = &mut out[..];
+        let mut handles = Vec::new();
+        for r in split(n, threads) {
+            let (mine, tail) = rest.split_at_mut(r.len());
+            rest = tail;
+            let arch = &arch;
+            handles.push(s.spawn(move || -> Result<(), microconv::Error> {
+                let mut buf = vec![0.0; arch.inference_len(1)];
+                for (o, i) in mine.iter_mut().zip(r) {
+                    // Exactly what the firmware does with the 8-bit pixels it receives.
+                    let x: Vec<f32> = test.image(i).iter().map(|&p| (p * 255.0).round() / 255.0).collect();
+                    o.copy_from_slice(infer(arch, model.params(), &x, 1, &mut buf, &Exec::REFERENCE, &mut [])?);
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| anyhow!("a host inference thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Runs `images` test images through the firmware and compares with the host.
+#[allow(clippy::too_many_arguments)]
+pub fn run(target: &Target, weights: &Path, test: &Dataset, images: usize, packed: bool, threads: usize, log: &mut dyn FnMut(&str)) -> Result<Report> {
+    let words = read_weights(weights)?;
+    let len = std::fs::metadata(weights)?.len() as usize;
+    let model = Model::parse(&bytemuck::cast_slice(&words)[..len]).map_err(|e| anyhow!("{e}"))?;
+    let n = images.min(test.len());
+    let host = host_scores(&model, test, n, threads)?;
+    let mut link = open(target)?;
+    let timeout = Duration::from_secs(20);
+
+    // Who is there?
+    link.send(kind::PING, &[])?;
+    let (k, p) = link.recv(timeout)?;
+    if k != kind::PONG || p.len() != PONG_LEN {
+        bail!("{}: unexpected answer to PING (kind {k:#04x})", link.what);
+    }
+    let word = |p: &[u8], i: usize| u32::from_le_bytes([p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]]);
+    let mut report = Report { firmware_params: word(&p, 0), ..Report::default() };
+    if report.firmware_params as usize != model.arch().param_count() {
+        bail!(
+            "the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
+            report.firmware_params,
+            weights.display(),
+            model.arch().param_count()
+        );
+    }
+
+    // Bad frames on the wire get error answers, and the link resynchronises.
+    let mut bad = vec![0u8; OVERHEAD];
+    let bn = encode(kind::PING, &[], &mut bad).unwrap_or(0);
+    bad[bn - 1] ^= 0xFF;
+    link.send_raw(b"\x00garbage\xa5\x13")?;
+    link.send_raw(&bad[..bn])?;
+    for want in [ErrorCode::BadChecksum, ErrorCode::BadLength] {
+        if want == ErrorCode::BadLength {
+            link.send(kind::CLASSIFY, &[0u8; 10])?;
+        }
+        let (k, p) = link.recv(timeout)?;
+        if k != kind::ERROR || p.first().copied().and_then(ErrorCode::from_u8) != Some(want) {
+            bail!("{}: expected an error answer {want:?}, got kind {k:#04x} {p:?}", link.what);
+        }
+    }
+    log("bad frames: answered with BadChecksum and BadLength errors, link resynchronised");
+
+    let mut ticks_sum = 0f64;
+    let (mut tmin, mut tmax) = (u32::MAX, 0u32);
+    let mut pixels = [0u8; IMAGE_LEN];
+    let mut packed_buf = [0u8; IMAGE_LEN + IMAGE_LEN / 128 + 2];
+    let start = Instant::now();
+    for (i, want) in host.iter().enumerate() {
+        for (p, &v) in pixels.iter_mut().zip(test.image(i)) {
+            *p = (v * 255.0).round() as u8;
+        }
+        match (packed, pack_bits(&pixels, &mut packed_buf)) {
+            (true, Some(m)) => link.send(kind::CLASSIFY_PACKED, &packed_buf[..m])?,
+            _ => link.send(kind::CLASSIFY, &pixels)?,
+        }
+        let (k, p) = link.recv(timeout).with_context(|| format!("image {i}"))?;
+        if k != kind::RESULT {
+            bail!("{}: image {i}: answer of kind {k:#04x} {p:?} instead of a result", link.what);
+        }
+        let c = Classification::from_bytes(&p).ok_or_else(|| anyhow!("image {i}: malformed result"))?;
+        let host_digit = microconv::loss::argmax(want) as u8;
+        report.images += 1;
+        report.correct += (c.digit == test.labels[i]) as usize;
+        report.host_correct += (host_digit == test.labels[i]) as usize;
+        report.agree += (c.digit == host_digit) as usize;
+        report.bit_exact += c.scores.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()) as usize;
+        for (a, b) in c.scores.iter().zip(want) {
+            report.max_abs_diff = report.max_abs_diff.max((a - b).abs());
+        }
+        ticks_sum += c.ticks as f64;
+        tmin = tmin.min(c.ticks);
+        tmax = tmax.max(c.ticks);
+        if (i + 1) % 1000 == 0 {
+            log(&format!("{} images, accuracy {:.4}, agreement {}/{}", i + 1, report.correct as f64 / (i + 1) as f64, report.agree, i + 1));
+        }
+    }
+    report.ms_per_image = start.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64;
+    report.ticks = (ticks_sum / n.max(1) as f64, tmin, tmax);
+    link.send(kind::PING, &[])?;
+    let (_, p) = link.recv(timeout)?;
+    if p.len() == PONG_LEN {
+        report.stack_bytes = word(&p, 5);
+    }
+    Ok(report)
+}
+
+/// Decodes a raw defmt stream with `defmt-print`, if it is installed.
+pub fn decode_defmt(elf: &Path, raw: &Path) -> Option<String> {
+    let input = std::fs::File::open(raw).ok()?;
+    let out = Command::new("defmt-print").arg("-e").arg(elf).stdin(input).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
