@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use microconv::format::Model;
 use microconv::net::{infer, Exec};
-use microconv_firmware::protocol::{encode, kind, pack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, OVERHEAD, PONG_LEN};
+use microconv_firmware::protocol::{
+    encode, kind, pack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, OVERHEAD,
+    PONG_LEN,
+};
 
 use crate::data::Dataset;
 use crate::engine::split;
@@ -79,7 +82,10 @@ impl Link {
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.tx.write_all(bytes).and_then(|_| self.tx.flush()).with_context(|| format!("{}: cannot write (did the board disappear?)", self.what))
+        self.tx
+            .write_all(bytes)
+            .and_then(|_| self.tx.flush())
+            .with_context(|| format!("{}: cannot write (did the board disappear?)", self.what))
     }
 
     /// The next frame, or an error after `timeout` without one.
@@ -97,8 +103,15 @@ impl Link {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(chunk) => self.pending = chunk,
-                Err(RecvTimeoutError::Timeout) => bail!("{}: no answer within {:.1} s", self.what, timeout.as_secs_f64()),
-                Err(RecvTimeoutError::Disconnected) => bail!("{}: the connection closed (board unplugged or QEMU exited)", self.what),
+                Err(RecvTimeoutError::Timeout) => bail!(
+                    "{}: no answer within {:.1} s",
+                    self.what,
+                    timeout.as_secs_f64()
+                ),
+                Err(RecvTimeoutError::Disconnected) => bail!(
+                    "{}: the connection closed (board unplugged or QEMU exited)",
+                    self.what
+                ),
             }
         }
     }
@@ -146,8 +159,21 @@ fn open(target: &Target) -> Result<Link> {
             let sock = dir.join("uart.sock");
             let _ = std::fs::remove_file(&sock);
             let mut child = Command::new("qemu-system-arm")
-                .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic", "-monitor", "none"])
-                .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0"])
+                .args([
+                    "-cpu",
+                    "cortex-m4",
+                    "-machine",
+                    "mps2-an386",
+                    "-nographic",
+                    "-monitor",
+                    "none",
+                ])
+                .args([
+                    "-semihosting-config",
+                    "enable=on,target=native",
+                    "-icount",
+                    "shift=0",
+                ])
                 .arg("-serial")
                 .arg(format!("unix:{},server=on,wait=on", sock.display()))
                 .arg("-kernel")
@@ -156,12 +182,15 @@ fn open(target: &Target) -> Result<Link> {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
-                .context("cannot start qemu-system-arm (install it: apt-get install qemu-system-arm)")?;
+                .context(
+                    "cannot start qemu-system-arm (install it: apt-get install qemu-system-arm)",
+                )?;
             // defmt's bytes (semihosting, QEMU's stdout) go to a file as they come.
             if let Some(parent) = defmt_log.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
             }
-            let mut log = std::fs::File::create(defmt_log).with_context(|| format!("cannot create {}", defmt_log.display()))?;
+            let mut log = std::fs::File::create(defmt_log)
+                .with_context(|| format!("cannot create {}", defmt_log.display()))?;
             if let Some(mut out) = child.stdout.take() {
                 thread::spawn(move || std::io::copy(&mut out, &mut log));
             }
@@ -179,35 +208,62 @@ fn open(target: &Target) -> Result<Link> {
                         }
                         thread::sleep(Duration::from_millis(20));
                     }
-                    Err(e) => bail!("cannot connect to QEMU's UART socket {}: {e}", sock.display()),
+                    Err(e) => bail!(
+                        "cannot connect to QEMU's UART socket {}: {e}",
+                        sock.display()
+                    ),
                 }
             };
             let rx = pump(stream.try_clone()?);
-            Ok(Link { tx: Box::new(stream), rx, pending: Vec::new(), decoder: Decoder::new(), child: Some(child), what: "QEMU".into() })
+            Ok(Link {
+                tx: Box::new(stream),
+                rx,
+                pending: Vec::new(),
+                decoder: Decoder::new(),
+                child: Some(child),
+                what: "QEMU".into(),
+            })
         }
         Target::Port { path, baud } => {
             let port = serialport::new(path, *baud)
                 .timeout(Duration::from_millis(100))
                 .open()
                 .with_context(|| format!("cannot open serial port {path} at {baud} baud"))?;
-            let rx = pump(port.try_clone().with_context(|| format!("{path}: cannot clone the port"))?);
-            Ok(Link { tx: Box::new(port), rx, pending: Vec::new(), decoder: Decoder::new(), child: None, what: path.clone() })
+            let rx = pump(
+                port.try_clone()
+                    .with_context(|| format!("{path}: cannot clone the port"))?,
+            );
+            Ok(Link {
+                tx: Box::new(port),
+                rx,
+                pending: Vec::new(),
+                decoder: Decoder::new(),
+                child: None,
+                what: path.clone(),
+            })
         }
     }
 }
 
 /// Reads a weights file into 4-byte aligned storage.
 pub fn read_weights(path: &Path) -> Result<Vec<u32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read weights file {}", path.display()))?;
     let mut words = vec![0u32; bytes.len().div_ceil(4)];
     bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
     words.truncate(bytes.len().div_ceil(4));
-    Model::parse(&bytemuck::cast_slice(&words)[..bytes.len()]).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Model::parse(&bytemuck::cast_slice(&words)[..bytes.len()])
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(words)
 }
 
 /// The host's scores for `n` test images, with the reference kernels the firmware runs.
-pub fn host_scores(model: &Model<'_>, test: &Dataset, n: usize, threads: usize) -> Result<Vec<[f32; 10]>> {
+pub fn host_scores(
+    model: &Model<'_>,
+    test: &Dataset,
+    n: usize,
+    threads: usize,
+) -> Result<Vec<[f32; 10]>> {
     let arch = model.arch();
     if arch.classes() != 10 || arch.input.len() != IMAGE_LEN {
         bail!("the weights are not a 28x28 -> 10 classes model");
@@ -224,14 +280,27 @@ pub fn host_scores(model: &Model<'_>, test: &Dataset, n: usize, threads: usize) 
                 let mut buf = vec![0.0; arch.inference_len(1)];
                 for (o, i) in mine.iter_mut().zip(r) {
                     // Exactly what the firmware does with the 8-bit pixels it receives.
-                    let x: Vec<f32> = test.image(i).iter().map(|&p| (p * 255.0).round() / 255.0).collect();
-                    o.copy_from_slice(infer(arch, model.params(), &x, 1, &mut buf, &Exec::REFERENCE, &mut [])?);
+                    let x: Vec<f32> = test
+                        .image(i)
+                        .iter()
+                        .map(|&p| (p * 255.0).round() / 255.0)
+                        .collect();
+                    o.copy_from_slice(infer(
+                        arch,
+                        model.params(),
+                        &x,
+                        1,
+                        &mut buf,
+                        &Exec::REFERENCE,
+                        &mut [],
+                    )?);
                 }
                 Ok(())
             }));
         }
         for h in handles {
-            h.join().map_err(|_| anyhow!("a host inference thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow!("a host inference thread panicked"))??;
         }
         Ok(())
     })?;
@@ -240,7 +309,15 @@ pub fn host_scores(model: &Model<'_>, test: &Dataset, n: usize, threads: usize) 
 
 /// Runs `images` test images through the firmware and compares with the host.
 #[allow(clippy::too_many_arguments)]
-pub fn run(target: &Target, weights: &Path, test: &Dataset, images: usize, packed: bool, threads: usize, log: &mut dyn FnMut(&str)) -> Result<Report> {
+pub fn run(
+    target: &Target,
+    weights: &Path,
+    test: &Dataset,
+    images: usize,
+    packed: bool,
+    threads: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<Report> {
     let words = read_weights(weights)?;
     let len = std::fs::metadata(weights)?.len() as usize;
     let model = Model::parse(&bytemuck::cast_slice(&words)[..len]).map_err(|e| anyhow!("{e}"))?;
@@ -255,8 +332,13 @@ pub fn run(target: &Target, weights: &Path, test: &Dataset, images: usize, packe
     if k != kind::PONG || p.len() != PONG_LEN {
         bail!("{}: unexpected answer to PING (kind {k:#04x})", link.what);
     }
-    let word = |p: &[u8], i: usize| u32::from_le_bytes([p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]]);
-    let mut report = Report { firmware_params: word(&p, 0), ..Report::default() };
+    let word = |p: &[u8], i: usize| {
+        u32::from_le_bytes([p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]])
+    };
+    let mut report = Report {
+        firmware_params: word(&p, 0),
+        ..Report::default()
+    };
     if report.firmware_params as usize != model.arch().param_count() {
         bail!(
             "the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
@@ -278,7 +360,10 @@ pub fn run(target: &Target, weights: &Path, test: &Dataset, images: usize, packe
         }
         let (k, p) = link.recv(timeout)?;
         if k != kind::ERROR || p.first().copied().and_then(ErrorCode::from_u8) != Some(want) {
-            bail!("{}: expected an error answer {want:?}, got kind {k:#04x} {p:?}", link.what);
+            bail!(
+                "{}: expected an error answer {want:?}, got kind {k:#04x} {p:?}",
+                link.what
+            );
         }
     }
     log("bad frames: answered with BadChecksum and BadLength errors, link resynchronised");
@@ -298,15 +383,23 @@ pub fn run(target: &Target, weights: &Path, test: &Dataset, images: usize, packe
         }
         let (k, p) = link.recv(timeout).with_context(|| format!("image {i}"))?;
         if k != kind::RESULT {
-            bail!("{}: image {i}: answer of kind {k:#04x} {p:?} instead of a result", link.what);
+            bail!(
+                "{}: image {i}: answer of kind {k:#04x} {p:?} instead of a result",
+                link.what
+            );
         }
-        let c = Classification::from_bytes(&p).ok_or_else(|| anyhow!("image {i}: malformed result"))?;
+        let c =
+            Classification::from_bytes(&p).ok_or_else(|| anyhow!("image {i}: malformed result"))?;
         let host_digit = microconv::loss::argmax(want) as u8;
         report.images += 1;
         report.correct += (c.digit == test.labels[i]) as usize;
         report.host_correct += (host_digit == test.labels[i]) as usize;
         report.agree += (c.digit == host_digit) as usize;
-        report.bit_exact += c.scores.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()) as usize;
+        report.bit_exact += c
+            .scores
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()) as usize;
         for (a, b) in c.scores.iter().zip(want) {
             report.max_abs_diff = report.max_abs_diff.max((a - b).abs());
         }
@@ -314,7 +407,13 @@ pub fn run(target: &Target, weights: &Path, test: &Dataset, images: usize, packe
         tmin = tmin.min(c.ticks);
         tmax = tmax.max(c.ticks);
         if (i + 1) % 1000 == 0 {
-            log(&format!("{} images, accuracy {:.4}, agreement {}/{}", i + 1, report.correct as f64 / (i + 1) as f64, report.agree, i + 1));
+            log(&format!(
+                "{} images, accuracy {:.4}, agreement {}/{}",
+                i + 1,
+                report.correct as f64 / (i + 1) as f64,
+                report.agree,
+                i + 1
+            ));
         }
     }
     report.ms_per_image = start.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64;
@@ -330,6 +429,11 @@ pub fn run(target: &Target, weights: &Path, test: &Dataset, images: usize, packe
 /// Decodes a raw defmt stream with `defmt-print`, if it is installed.
 pub fn decode_defmt(elf: &Path, raw: &Path) -> Option<String> {
     let input = std::fs::File::open(raw).ok()?;
-    let out = Command::new("defmt-print").arg("-e").arg(elf).stdin(input).output().ok()?;
+    let out = Command::new("defmt-print")
+        .arg("-e")
+        .arg(elf)
+        .stdin(input)
+        .output()
+        .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(parse_idx(&ok, 3, "x").unwrap().0, vec![2, 2, 2]);
         let e = |b: &[u8], n| parse_idx(b, n, "f").unwrap_err().to_string();
         assert!(e(&ok[..10], 3).contains("truncated IDX header"));
-        assert!(e(&ok[..15], 3).contains("truncated or corrupt"));
+        assert!(e(&ok[..18], 3).contains("truncated or corrupt"));
         assert!(e(&ok, 1).contains("bad IDX magic"));
         assert!(e(&[1, 2], 1).contains("too short"));
         assert!(

@@ -212,29 +212,76 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             println!("\n{}", reproduce::table(&rows, steps));
         }
-        Command::Board { common, qemu, port, baud, weights, images, raw, require_agreement, defmt_log } => {
+        Command::Board {
+            common,
+            qemu,
+            port,
+            baud,
+            weights,
+            images,
+            raw,
+            require_agreement,
+            defmt_log,
+        } => {
             let (_, te) = common.load()?;
             let target = match (&qemu, port) {
-                (Some(elf), _) => board::Target::Qemu { elf: elf.clone(), defmt_log: defmt_log.clone() },
+                (Some(elf), _) => board::Target::Qemu {
+                    elf: elf.clone(),
+                    defmt_log: defmt_log.clone(),
+                },
                 (None, Some(path)) => board::Target::Port { path, baud },
                 (None, None) => bail!("give --qemu FIRMWARE.elf or --port DEVICE"),
             };
-            let r = board::run(&target, &weights, &te, images, !raw, common.threads(), &mut |l| say(l))?;
+            let r = board::run(
+                &target,
+                &weights,
+                &te,
+                images,
+                !raw,
+                common.threads(),
+                &mut |l| say(l),
+            )?;
             if let Some(elf) = &qemu {
                 if let Some(text) = board::decode_defmt(elf, &defmt_log) {
                     println!("firmware log (defmt):\n{}", text.trim_end());
                 }
             }
-            let unit = if qemu.is_some() { "instructions (QEMU -icount shift=0, 40 per SysTick tick)" } else { "cycles (DWT)" };
+            let unit = if qemu.is_some() {
+                "instructions (QEMU -icount shift=0, 40 per SysTick tick)"
+            } else {
+                "cycles (DWT)"
+            };
             let scale = if qemu.is_some() { 40.0 } else { 1.0 };
-            println!("firmware parameters: {}, stack high-water mark: {} bytes", r.firmware_params, r.stack_bytes);
-            println!("per inference: {:.0} {unit} (min {:.0}, max {:.0})", r.ticks.0 * scale, r.ticks.1 as f64 * scale, r.ticks.2 as f64 * scale);
-            println!("time per image: {:.2} ms (wire and inference)", r.ms_per_image);
-            println!("bit-identical scores: {}/{} (max |difference| {:e})", r.bit_exact, r.images, r.max_abs_diff);
+            println!(
+                "firmware parameters: {}, stack high-water mark: {} bytes",
+                r.firmware_params, r.stack_bytes
+            );
+            println!(
+                "per inference: {:.0} {unit} (min {:.0}, max {:.0})",
+                r.ticks.0 * scale,
+                r.ticks.1 as f64 * scale,
+                r.ticks.2 as f64 * scale
+            );
+            println!(
+                "time per image: {:.2} ms (wire and inference)",
+                r.ms_per_image
+            );
+            println!(
+                "bit-identical scores: {}/{} (max |difference| {:e})",
+                r.bit_exact, r.images, r.max_abs_diff
+            );
             println!("agreement with host: {}/{}", r.agree, r.images);
-            println!("board accuracy: {:.4} (host: {:.4})", r.correct as f64 / r.images.max(1) as f64, r.host_correct as f64 / r.images.max(1) as f64);
+            println!(
+                "board accuracy: {:.4} (host: {:.4})",
+                r.correct as f64 / r.images.max(1) as f64,
+                r.host_correct as f64 / r.images.max(1) as f64
+            );
             if require_agreement && r.agree != r.images {
-                bail!("{} of {} board answers differ from the host's", r.images - r.agree, r.images);
+                bail!(
+                    "{} of {} board answers differ from the host's",
+                    r.images - r.agree,
+                    r.images
+                );
             }
         }
         Command::Export { params, out } => {

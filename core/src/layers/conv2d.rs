@@ -230,14 +230,21 @@ fn forward_direct(g: &Geom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
                     let mut acc = [0.0f32; CO_BLOCK];
                     acc[..cb].copy_from_slice(&b[co0..co0 + cb]);
                     for ky in 0..g.k {
-                        let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else { continue };
+                        let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
+                            continue;
+                        };
                         for kx in 0..g.k {
-                            let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else { continue };
+                            let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
+                                continue;
+                            };
                             let xs = &xi[(iy * g.input.w + ix) * cin..][..cin];
                             let wk = &w[(ky * g.k + kx) * cin * cout..][..cin * cout];
                             for (xv, wrow) in xs.iter().zip(wk.chunks_exact(cout)) {
                                 let wb = &wrow[co0..co0 + cb];
-                                if let (Ok(a), Ok(wv)) = (<&mut [f32; CO_BLOCK]>::try_from(&mut acc[..]), <&[f32; CO_BLOCK]>::try_from(wb)) {
+                                if let (Ok(a), Ok(wv)) = (
+                                    <&mut [f32; CO_BLOCK]>::try_from(&mut acc[..]),
+                                    <&[f32; CO_BLOCK]>::try_from(wb),
+                                ) {
                                     // Full block: fixed trip count, unrolled, accumulators in registers.
                                     for j in 0..CO_BLOCK {
                                         a[j] += xv * wv[j];
