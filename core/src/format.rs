@@ -127,14 +127,14 @@ pub enum FormatError {
     Misaligned,
     /// This build runs on a big-endian target; the file is little-endian.
     BigEndianTarget,
-    /// The output buffer of [`write`] is too small.
+    /// The output buffer of [`write()`] is too small.
     BufferTooSmall {
         /// Bytes needed.
         needed: usize,
         /// Bytes given.
         actual: usize,
     },
-    /// [`write`] got a parameter slice of the wrong length.
+    /// [`write()`] got a parameter slice of the wrong length.
     ParamCount {
         /// Parameters the architecture has.
         expected: usize,
