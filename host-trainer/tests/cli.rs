@@ -111,3 +111,17 @@ fn bad_input_gives_one_line_errors() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn same_seed_and_threads_give_bit_identical_parameters() {
+    let dir = tmp("determinism");
+    let run = |name: &str| {
+        let out = dir.join(name);
+        let o = bin().args(["train", "--steps", "60", "--threads", "2", "--seed", "7", "--out"]).arg(&out).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    let (a, b) = (run("a.params"), run("b.params"));
+    assert_eq!(a, b, "two runs with the same seed and thread count differ");
+    std::fs::remove_dir_all(dir).unwrap();
+}
