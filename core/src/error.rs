@@ -102,6 +102,25 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// `Ok` if `actual == expected`, else [`Error::BufferLen`] naming `buffer`.
+    pub const fn expect_len(
+        buffer: &'static str,
+        expected: usize,
+        actual: usize,
+    ) -> Result<(), Error> {
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(Error::BufferLen {
+                buffer,
+                expected,
+                actual,
+            })
+        }
+    }
+}
+
 /// Checks that `buf` has exactly `expected` elements.
 pub(crate) fn check_len<T>(buffer: &'static str, buf: &[T], expected: usize) -> Result<(), Error> {
     if buf.len() == expected {

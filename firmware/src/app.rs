@@ -41,22 +41,11 @@ impl<'m> Classifier<'m> {
         input: &'m mut [f32],
     ) -> Result<Self, Error> {
         arch.validate()?;
-        let fits = |buffer, expected: usize, actual: usize| {
-            if expected == actual {
-                Ok(())
-            } else {
-                Err(Error::BufferLen {
-                    buffer,
-                    expected,
-                    actual,
-                })
-            }
-        };
-        fits("params", arch.param_count(), params.len())?;
-        fits("inference buffer", arch.inference_len(1), buf.len())?;
-        fits("input", IMAGE_LEN, input.len())?;
-        fits("input shape", IMAGE_LEN, arch.input.len())?;
-        fits("classes", 10, arch.classes())?;
+        Error::expect_len("params", arch.param_count(), params.len())?;
+        Error::expect_len("inference buffer", arch.inference_len(1), buf.len())?;
+        Error::expect_len("input", IMAGE_LEN, input.len())?;
+        Error::expect_len("input shape", IMAGE_LEN, arch.input.len())?;
+        Error::expect_len("classes", 10, arch.classes())?;
         Ok(Classifier {
             arch,
             params,

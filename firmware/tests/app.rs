@@ -138,9 +138,19 @@ fn expected(model: &Model<'_>, img: &[u8]) -> Classification {
     }
 }
 
+/// The classifier's two buffers, sized for the model.
 struct Rig {
     buf: Vec<f32>,
     input: Vec<f32>,
+}
+
+impl Rig {
+    fn new(model: &Model<'_>) -> Self {
+        Rig {
+            buf: vec![0.0; model.arch().inference_len(1)],
+            input: vec![0.0; IMAGE_LEN],
+        }
+    }
 }
 
 fn run<'m>(model: &'m Model<'m>, rig: &'m mut Rig) -> App<'m, Serial, Pin, Delay, Watch> {
@@ -150,8 +160,7 @@ fn run<'m>(model: &'m Model<'m>, rig: &'m mut Rig) -> App<'m, Serial, Pin, Delay
 }
 
 /// Polls until the input is drained plus `extra` idle polls; returns the poll count.
-fn drain(app: &mut App<'_, Serial, Pin, Delay, Watch>, rx: &[u8], extra: usize) -> usize {
-    let _ = rx;
+fn drain(app: &mut App<'_, Serial, Pin, Delay, Watch>, extra: usize) -> usize {
     let mut polls = 0;
     let mut idle = 0;
     while idle <= extra {
@@ -168,11 +177,7 @@ fn drain(app: &mut App<'_, Serial, Pin, Delay, Watch>, rx: &[u8], extra: usize) 
 #[test]
 fn classifies_like_the_host_and_blinks() {
     let model = Model::parse(&MODEL.0).unwrap();
-    let arch = model.arch();
-    let mut rig = Rig {
-        buf: vec![0.0; arch.inference_len(1)],
-        input: vec![0.0; IMAGE_LEN],
-    };
+    let mut rig = Rig::new(&model);
     let mut app = run(&model, &mut rig);
     let img = image(1);
     let mut packed = vec![0u8; 2 * IMAGE_LEN];
@@ -181,7 +186,7 @@ fn classifies_like_the_host_and_blinks() {
     rx.extend(frame(kind::CLASSIFY_PACKED, &packed[..n]));
     rx.extend(frame(kind::PING, &[]));
     app_feed(&mut app, &rx);
-    drain(&mut app, &rx, 1);
+    drain(&mut app, 1);
     let got = answers(&app_tx(&mut app));
     let want = expected(&model, &img);
     assert_eq!(got.len(), 3);
@@ -193,7 +198,7 @@ fn classifies_like_the_host_and_blinks() {
     assert_eq!(got[2].0, kind::PONG);
     assert_eq!(
         u32::from_le_bytes(got[2].1[..4].try_into().unwrap()) as usize,
-        arch.param_count()
+        model.arch().param_count()
     );
     assert_eq!(app_led(&mut app), vec![true, false, true, false]);
     assert_eq!(app.stats.classified, 2);
@@ -202,11 +207,7 @@ fn classifies_like_the_host_and_blinks() {
 #[test]
 fn errors_are_answered_and_the_app_resynchronises() {
     let model = Model::parse(&MODEL.0).unwrap();
-    let arch = model.arch();
-    let mut rig = Rig {
-        buf: vec![0.0; arch.inference_len(1)],
-        input: vec![0.0; IMAGE_LEN],
-    };
+    let mut rig = Rig::new(&model);
     let mut app = run(&model, &mut rig);
     let img = image(2);
     let mut bad_crc = frame(kind::CLASSIFY, &img);
@@ -218,7 +219,7 @@ fn errors_are_answered_and_the_app_resynchronises() {
     rx.extend([0xA5, 0x5A, 0x01, 0xFF, 0x7F]); // absurd length
     rx.extend(frame(kind::CLASSIFY, &img));
     app_feed(&mut app, &rx);
-    drain(&mut app, &rx, 1);
+    drain(&mut app, 1);
     let got = answers(&app_tx(&mut app));
     let codes: Vec<_> = got
         .iter()
@@ -245,22 +246,18 @@ fn errors_are_answered_and_the_app_resynchronises() {
 #[test]
 fn a_frame_cut_short_times_out_then_the_next_is_answered() {
     let model = Model::parse(&MODEL.0).unwrap();
-    let arch = model.arch();
-    let mut rig = Rig {
-        buf: vec![0.0; arch.inference_len(1)],
-        input: vec![0.0; IMAGE_LEN],
-    };
+    let mut rig = Rig::new(&model);
     let mut app = run(&model, &mut rig);
     let img = image(3);
     let full = frame(kind::CLASSIFY, &img);
     app_feed(&mut app, &full[..300]);
     // Drain the partial frame, then idle until the timeout fires.
-    let polls = drain(&mut app, &[], (FRAME_TIMEOUT_US / POLL_US) as usize + 5);
+    let polls = drain(&mut app, (FRAME_TIMEOUT_US / POLL_US) as usize + 5);
     assert!(polls < 300 + (FRAME_TIMEOUT_US / POLL_US) as usize + 10);
     let got = answers(&app_tx(&mut app));
     assert_eq!(got, vec![(kind::ERROR, vec![ErrorCode::Timeout as u8])]);
     app_feed(&mut app, &full);
-    drain(&mut app, &[], 1);
+    drain(&mut app, 1);
     let got = answers(&app_tx(&mut app));
     assert_eq!(got.len(), 1);
     assert_eq!(
@@ -272,11 +269,7 @@ fn a_frame_cut_short_times_out_then_the_next_is_answered() {
 #[test]
 fn random_and_adversarial_streams_never_stop_valid_frames() {
     let model = Model::parse(&MODEL.0).unwrap();
-    let arch = model.arch();
-    let mut rig = Rig {
-        buf: vec![0.0; arch.inference_len(1)],
-        input: vec![0.0; IMAGE_LEN],
-    };
+    let mut rig = Rig::new(&model);
     let mut app = run(&model, &mut rig);
     let mut r = Rng::new(99);
     let mut rx = Vec::new();
@@ -302,7 +295,7 @@ fn random_and_adversarial_streams_never_stop_valid_frames() {
         wanted.push(expected(&model, &img));
     }
     app_feed(&mut app, &rx);
-    drain(&mut app, &[], 1);
+    drain(&mut app, 1);
     let got: Vec<Classification> = answers(&app_tx(&mut app))
         .into_iter()
         .filter(|(k, _)| *k == kind::RESULT)

@@ -7,22 +7,11 @@ use anyhow::{bail, Context, Result};
 use microconv::format::{file_len, write, Model};
 
 use crate::params_file;
-use crate::train::ArchName;
 
 /// Reads a parameter file and writes the weights file; returns its size in bytes.
 pub fn export(params: &Path, out: &Path) -> Result<usize> {
-    let (name, p) = params_file::load(params)?;
-    let arch = ArchName::from_name(&name)
-        .with_context(|| params.display().to_string())?
-        .arch();
-    if p.len() != arch.param_count() {
-        bail!(
-            "{}: {} parameters but architecture `{name}` has {}",
-            params.display(),
-            p.len(),
-            arch.param_count()
-        );
-    }
+    let (name, p) = params_file::load_model(params)?;
+    let arch = name.arch();
     if let Some(i) = p.iter().position(|v| !v.is_finite()) {
         bail!(
             "{}: parameter {i} is {} (a diverged run?); refusing to export",

@@ -289,16 +289,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {} ({n} bytes)", out.display());
         }
         Command::Eval { common, params } => {
-            let (name, p) = params_file::load(&params)?;
-            let arch = ArchName::from_name(&name)?.arch();
-            if p.len() != arch.param_count() {
-                bail!(
-                    "{}: {} parameters but architecture `{name}` has {}",
-                    params.display(),
-                    p.len(),
-                    arch.param_count()
-                );
-            }
+            let (name, p) = params_file::load_model(&params)?;
+            let arch = name.arch();
             let (_, te) = common.load()?;
             let logits = engine::predict(&arch, &p, &te.images, te.len(), common.threads())?;
             println!(

@@ -78,6 +78,22 @@ pub fn load(path: &Path) -> Result<(String, Vec<f32>)> {
     ))
 }
 
+/// Reads a parameter file and checks it against the architecture it names.
+pub fn load_model(path: &Path) -> Result<(crate::train::ArchName, Vec<f32>)> {
+    let (name, p) = load(path)?;
+    let arch =
+        crate::train::ArchName::from_name(&name).with_context(|| path.display().to_string())?;
+    let expected = arch.arch().param_count();
+    if p.len() != expected {
+        bail!(
+            "{}: {} parameters but architecture `{name}` has {expected}",
+            path.display(),
+            p.len()
+        );
+    }
+    Ok((arch, p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,7 +117,20 @@ fn same_seed_and_threads_give_bit_identical_parameters() {
     let dir = tmp("determinism");
     let run = |name: &str| {
         let out = dir.join(name);
-        let o = bin().args(["train", "--steps", "60", "--threads", "2", "--seed", "7", "--out"]).arg(&out).output().unwrap();
+        let o = bin()
+            .args([
+                "train",
+                "--steps",
+                "60",
+                "--threads",
+                "2",
+                "--seed",
+                "7",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         std::fs::read(out).unwrap()
     };

@@ -125,21 +125,10 @@ impl Conv2d {
         b: usize,
         y: usize,
     ) -> Result<(), Error> {
-        let expect = |buffer, actual, expected| {
-            if actual == expected {
-                Ok(())
-            } else {
-                Err(Error::BufferLen {
-                    buffer,
-                    expected,
-                    actual,
-                })
-            }
-        };
-        expect("conv2d input", x, n * g.input.len())?;
-        expect("conv2d weights", w, self.weight_len(g.input))?;
-        expect("conv2d bias", b, self.filters)?;
-        expect("conv2d output", y, n * g.output.len())
+        Error::expect_len("conv2d input", n * g.input.len(), x)?;
+        Error::expect_len("conv2d weights", self.weight_len(g.input), w)?;
+        Error::expect_len("conv2d bias", self.filters, b)?;
+        Error::expect_len("conv2d output", n * g.output.len(), y)
     }
 
     /// Forward pass over a batch of `n` images. See the module doc for shapes.

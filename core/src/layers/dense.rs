@@ -60,19 +60,8 @@ impl Dense {
         })?;
         check_len("dense input", x, n * input.len())?;
         check_len("dense weights", w, self.weight_len(input))?;
-        let expect = |buffer, actual, expected| {
-            if actual == expected {
-                Ok(())
-            } else {
-                Err(Error::BufferLen {
-                    buffer,
-                    expected,
-                    actual,
-                })
-            }
-        };
-        expect("dense bias", b, self.units)?;
-        expect("dense output", y, n * self.units)
+        Error::expect_len("dense bias", self.units, b)?;
+        Error::expect_len("dense output", n * self.units, y)
     }
 
     /// Forward pass over a batch of `n` samples.
