@@ -171,7 +171,7 @@ impl Trainer {
         }
         let ranges = split(batch, self.workers.len());
         let inlen = arch.input.len();
-        let results: Vec<Result<BatchLoss, microconv::Error>> = thread::scope(|s| {
+        let results: Vec<Result<Result<BatchLoss, microconv::Error>>> = thread::scope(|s| {
             let mut handles = Vec::new();
             for (w, r) in self.workers.iter_mut().zip(&ranges) {
                 let run = move || {
@@ -204,7 +204,10 @@ impl Trainer {
             }
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or(Err(microconv::Error::EmptyBatch)))
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("a training thread panicked"))
+                })
                 .collect()
         });
         let mut total = BatchLoss {
@@ -212,7 +215,7 @@ impl Trainer {
             correct: 0,
         };
         for r in results {
-            let r = r?;
+            let r = r??;
             total.value += r.value;
             total.correct += r.correct;
         }
