@@ -154,7 +154,11 @@ fn open(target: &Target) -> Result<Link> {
             if !elf.exists() {
                 bail!("{}: no such firmware ELF (build it: see README, `cargo build -p microconv-firmware --target thumbv7em-none-eabihf --features mps2-an386 --release`)", elf.display());
             }
-            let dir = std::env::temp_dir().join(format!("microconv-qemu-{}", std::process::id()));
+            static SESSIONS: std::sync::atomic::AtomicUsize =
+                std::sync::atomic::AtomicUsize::new(0);
+            let id = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("microconv-qemu-{}-{id}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let sock = dir.join("uart.sock");
             let _ = std::fs::remove_file(&sock);
@@ -307,7 +311,8 @@ pub fn host_scores(
     Ok(out)
 }
 
-/// Runs `images` test images through the firmware and compares with the host.
+/// Runs `images` test images through the firmware and compares with the host. With a
+/// QEMU target, `jobs` QEMU processes share the images (each checks its own part).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     target: &Target,
@@ -316,13 +321,85 @@ pub fn run(
     images: usize,
     packed: bool,
     threads: usize,
-    log: &mut dyn FnMut(&str),
+    jobs: usize,
+    log: &(dyn Fn(&str) + Sync),
 ) -> Result<Report> {
     let words = read_weights(weights)?;
     let len = std::fs::metadata(weights)?.len() as usize;
     let model = Model::parse(&bytemuck::cast_slice(&words)[..len]).map_err(|e| anyhow!("{e}"))?;
     let n = images.min(test.len());
     let host = host_scores(&model, test, n, threads)?;
+    let params = model.arch().param_count();
+    let ranges = match target {
+        Target::Qemu { .. } => split(n, jobs.max(1)),
+        Target::Port { .. } => split(n, 1),
+    };
+    let start = Instant::now();
+    let parts: Vec<Result<Report>> = thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .enumerate()
+            .map(|(j, r)| {
+                let t = match target {
+                    Target::Qemu { elf, defmt_log } if ranges.len() > 1 => Target::Qemu {
+                        elf: elf.clone(),
+                        defmt_log: defmt_log.with_extension(format!("{j}.bin")),
+                    },
+                    Target::Qemu { elf, defmt_log } => Target::Qemu {
+                        elf: elf.clone(),
+                        defmt_log: defmt_log.clone(),
+                    },
+                    Target::Port { path, baud } => Target::Port {
+                        path: path.clone(),
+                        baud: *baud,
+                    },
+                };
+                let (host, r) = (&host, r.clone());
+                s.spawn(move || session(&t, weights, params, test, r, host, packed, log))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a board session panicked")))
+            })
+            .collect()
+    });
+    let mut total = Report::default();
+    let mut ticks_sum = 0.0;
+    total.ticks.1 = u32::MAX;
+    for p in parts {
+        let p = p?;
+        total.images += p.images;
+        total.correct += p.correct;
+        total.host_correct += p.host_correct;
+        total.agree += p.agree;
+        total.bit_exact += p.bit_exact;
+        total.max_abs_diff = total.max_abs_diff.max(p.max_abs_diff);
+        ticks_sum += p.ticks.0 * p.images as f64;
+        total.ticks.1 = total.ticks.1.min(p.ticks.1);
+        total.ticks.2 = total.ticks.2.max(p.ticks.2);
+        total.stack_bytes = total.stack_bytes.max(p.stack_bytes);
+        total.firmware_params = p.firmware_params;
+    }
+    total.ticks.0 = ticks_sum / total.images.max(1) as f64;
+    total.ms_per_image = start.elapsed().as_secs_f64() * 1e3 / total.images.max(1) as f64;
+    Ok(total)
+}
+
+/// One link's share: images `range`, checked against `host[range]`.
+#[allow(clippy::too_many_arguments)]
+fn session(
+    target: &Target,
+    weights: &Path,
+    params: usize,
+    test: &Dataset,
+    range: std::ops::Range<usize>,
+    host: &[[f32; 10]],
+    packed: bool,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Report> {
     let mut link = open(target)?;
     let timeout = Duration::from_secs(20);
 
@@ -339,12 +416,11 @@ pub fn run(
         firmware_params: word(&p, 0),
         ..Report::default()
     };
-    if report.firmware_params as usize != model.arch().param_count() {
+    if report.firmware_params as usize != params {
         bail!(
-            "the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
+            "the firmware runs a model with {} parameters but {} has {params}: flash the firmware built with these weights",
             report.firmware_params,
             weights.display(),
-            model.arch().param_count()
         );
     }
 
@@ -366,14 +442,17 @@ pub fn run(
             );
         }
     }
-    log("bad frames: answered with BadChecksum and BadLength errors, link resynchronised");
+    log(&format!(
+        "{}: bad frames answered with BadChecksum and BadLength errors, link resynchronised",
+        link.what
+    ));
 
     let mut ticks_sum = 0f64;
     let (mut tmin, mut tmax) = (u32::MAX, 0u32);
     let mut pixels = [0u8; IMAGE_LEN];
     let mut packed_buf = [0u8; IMAGE_LEN + IMAGE_LEN / 128 + 2];
-    let start = Instant::now();
-    for (i, want) in host.iter().enumerate() {
+    for i in range.clone() {
+        let want = &host[i];
         for (p, &v) in pixels.iter_mut().zip(test.image(i)) {
             *p = (v * 255.0).round() as u8;
         }
@@ -406,18 +485,19 @@ pub fn run(
         ticks_sum += c.ticks as f64;
         tmin = tmin.min(c.ticks);
         tmax = tmax.max(c.ticks);
-        if (i + 1) % 1000 == 0 {
+        let done = i + 1 - range.start;
+        if done % 1000 == 0 {
             log(&format!(
-                "{} images, accuracy {:.4}, agreement {}/{}",
+                "{}: images {}..{}: accuracy {:.4}, agreement {}/{done}",
+                link.what,
+                range.start,
                 i + 1,
-                report.correct as f64 / (i + 1) as f64,
-                report.agree,
-                i + 1
+                report.correct as f64 / done as f64,
+                report.agree
             ));
         }
     }
-    report.ms_per_image = start.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64;
-    report.ticks = (ticks_sum / n.max(1) as f64, tmin, tmax);
+    report.ticks = (ticks_sum / report.images.max(1) as f64, tmin, tmax);
     link.send(kind::PING, &[])?;
     let (_, p) = link.recv(timeout)?;
     if p.len() == PONG_LEN {

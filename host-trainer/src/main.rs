@@ -118,6 +118,9 @@ enum Command {
         /// Fail unless every board answer equals the host's prediction
         #[arg(long)]
         require_agreement: bool,
+        /// QEMU processes sharing the images (with --qemu)
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
         /// Where to save QEMU's raw defmt log
         #[arg(long, default_value = "runs/qemu-defmt.bin")]
         defmt_log: PathBuf,
@@ -214,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Board {
             common,
+            jobs,
             qemu,
             port,
             baud,
@@ -239,11 +243,29 @@ fn run(cli: Cli) -> Result<()> {
                 images,
                 !raw,
                 common.threads(),
-                &mut |l| say(l),
+                jobs,
+                &|l: &str| println!("{l}"),
             )?;
             if let Some(elf) = &qemu {
-                if let Some(text) = board::decode_defmt(elf, &defmt_log) {
-                    println!("firmware log (defmt):\n{}", text.trim_end());
+                let logs: Vec<PathBuf> = if jobs > 1 {
+                    (0..jobs)
+                        .map(|j| defmt_log.with_extension(format!("{j}.bin")))
+                        .collect()
+                } else {
+                    vec![defmt_log.clone()]
+                };
+                for log in logs.iter().filter(|l| l.exists()) {
+                    match board::decode_defmt(elf, log) {
+                        Some(text) => println!(
+                            "firmware log (defmt, {}):\n{}",
+                            log.display(),
+                            text.trim_end()
+                        ),
+                        None => println!(
+                            "raw defmt log saved to {} (install defmt-print to decode it)",
+                            log.display()
+                        ),
+                    }
                 }
             }
             let unit = if qemu.is_some() {
