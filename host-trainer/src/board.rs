@@ -63,7 +63,12 @@ pub struct Report {
     pub stack_bytes: u32,
     /// Parameter count the firmware reported.
     pub firmware_params: u32,
+    /// Frames sent again after a Timeout or BadChecksum answer.
+    pub retries: usize,
 }
+
+/// Times one image is sent again after a Timeout or BadChecksum answer.
+const MAX_RETRIES: usize = 5;
 
 struct Link {
     tx: Box<dyn Write + Send>,
@@ -382,6 +387,7 @@ pub fn run(
         total.ticks.2 = total.ticks.2.max(p.ticks.2);
         total.stack_bytes = total.stack_bytes.max(p.stack_bytes);
         total.firmware_params = p.firmware_params;
+        total.retries += p.retries;
     }
     total.ticks.0 = ticks_sum / total.images.max(1) as f64;
     total.ms_per_image = start.elapsed().as_secs_f64() * 1e3 / total.images.max(1) as f64;
@@ -456,17 +462,34 @@ fn session(
         for (p, &v) in pixels.iter_mut().zip(test.image(i)) {
             *p = (v * 255.0).round() as u8;
         }
-        match (packed, pack_bits(&pixels, &mut packed_buf)) {
-            (true, Some(m)) => link.send(kind::CLASSIFY_PACKED, &packed_buf[..m])?,
-            _ => link.send(kind::CLASSIFY, &pixels)?,
-        }
-        let (k, p) = link.recv(timeout).with_context(|| format!("image {i}"))?;
-        if k != kind::RESULT {
-            bail!(
-                "{}: image {i}: answer of kind {k:#04x} {p:?} instead of a result",
-                link.what
-            );
-        }
+        // A frame can be refused in transit (a timeout while the emulator or the
+        // line stalls, a corrupted byte): the protocol resynchronises, so send it again.
+        let mut attempts = 0;
+        let p = loop {
+            match (packed, pack_bits(&pixels, &mut packed_buf)) {
+                (true, Some(m)) => link.send(kind::CLASSIFY_PACKED, &packed_buf[..m])?,
+                _ => link.send(kind::CLASSIFY, &pixels)?,
+            }
+            let (k, p) = link.recv(timeout).with_context(|| format!("image {i}"))?;
+            let code = p.first().copied().and_then(ErrorCode::from_u8);
+            match (k, code) {
+                (kind::RESULT, _) => break p,
+                (kind::ERROR, Some(ErrorCode::Timeout | ErrorCode::BadChecksum))
+                    if attempts < MAX_RETRIES =>
+                {
+                    attempts += 1;
+                    report.retries += 1;
+                    log(&format!(
+                        "{}: image {i}: {code:?}, sending it again",
+                        link.what
+                    ));
+                }
+                _ => bail!(
+                    "{}: image {i}: answer of kind {k:#04x} {p:?} instead of a result",
+                    link.what
+                ),
+            }
+        };
         let c =
             Classification::from_bytes(&p).ok_or_else(|| anyhow!("image {i}: malformed result"))?;
         let host_digit = microconv::loss::argmax(want) as u8;

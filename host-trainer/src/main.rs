@@ -285,8 +285,8 @@ fn run(cli: Cli) -> Result<()> {
                 r.ticks.2 as f64 * scale
             );
             println!(
-                "time per image: {:.2} ms (wire and inference)",
-                r.ms_per_image
+                "time per image: {:.2} ms (wire and inference); frames sent again: {}",
+                r.ms_per_image, r.retries
             );
             println!(
                 "bit-identical scores: {}/{} (max |difference| {:e})",
