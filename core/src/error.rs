@@ -123,32 +123,7 @@ impl Error {
 
 /// Checks that `buf` has exactly `expected` elements.
 pub(crate) fn check_len<T>(buffer: &'static str, buf: &[T], expected: usize) -> Result<(), Error> {
-    if buf.len() == expected {
-        Ok(())
-    } else {
-        Err(Error::BufferLen {
-            buffer,
-            expected,
-            actual: buf.len(),
-        })
-    }
-}
-
-/// Checks that `buf` has at least `expected` elements.
-pub(crate) fn check_min_len<T>(
-    buffer: &'static str,
-    buf: &[T],
-    expected: usize,
-) -> Result<(), Error> {
-    if buf.len() >= expected {
-        Ok(())
-    } else {
-        Err(Error::BufferLen {
-            buffer,
-            expected,
-            actual: buf.len(),
-        })
-    }
+    Error::expect_len(buffer, expected, buf.len())
 }
 
 impl core::error::Error for Error {}

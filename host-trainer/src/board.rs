@@ -254,16 +254,32 @@ fn open(target: &Target) -> Result<Link> {
     }
 }
 
-/// Reads a weights file into 4-byte aligned storage.
-pub fn read_weights(path: &Path) -> Result<Vec<u32>> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read weights file {}", path.display()))?;
-    let mut words = vec![0u32; bytes.len().div_ceil(4)];
-    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    words.truncate(bytes.len().div_ceil(4));
-    Model::parse(&bytemuck::cast_slice(&words)[..bytes.len()])
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok(words)
+/// A weights file in 4-byte aligned storage, checked by the core's parser.
+pub struct WeightsFile {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl WeightsFile {
+    /// Reads and checks `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read weights file {}", path.display()))?;
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        let file = WeightsFile {
+            words,
+            len: bytes.len(),
+        };
+        file.model()
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Ok(file)
+    }
+
+    /// The parsed model, borrowing the parameters in place.
+    pub fn model(&self) -> Result<Model<'_>, microconv::format::FormatError> {
+        Model::parse(&bytemuck::cast_slice(&self.words)[..self.len])
+    }
 }
 
 /// The host's scores for `n` test images, with the reference kernels the firmware runs.
@@ -329,9 +345,10 @@ pub fn run(
     jobs: usize,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Report> {
-    let words = read_weights(weights)?;
-    let len = std::fs::metadata(weights)?.len() as usize;
-    let model = Model::parse(&bytemuck::cast_slice(&words)[..len]).map_err(|e| anyhow!("{e}"))?;
+    let file = WeightsFile::read(weights)?;
+    let model = file
+        .model()
+        .map_err(|e| anyhow!("{}: {e}", weights.display()))?;
     let n = images.min(test.len());
     let host = host_scores(&model, test, n, threads)?;
     let params = model.arch().param_count();

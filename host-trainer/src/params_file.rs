@@ -62,7 +62,9 @@ pub fn load(path: &Path) -> Result<(String, Vec<f32>)> {
     }
     let name = String::from_utf8(b[16..name_end].to_vec())
         .with_context(|| format!("{p}: architecture name is not UTF-8"))?;
-    let count = u64::from_le_bytes(b[name_end..name_end + 8].try_into().expect("8 bytes")) as usize;
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&b[name_end..name_end + 8]);
+    let count = u64::from_le_bytes(count) as usize;
     let data = &body[name_end + 8..];
     if Some(data.len()) != count.checked_mul(4) {
         bail!(
