@@ -74,3 +74,8 @@ pub use shape::{Padding, Shape};
 
 /// Architectures that ship with microconv.
 pub mod archs;
+
+/// The Rust examples of the repository's README, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
