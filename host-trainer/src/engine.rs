@@ -1,5 +1,5 @@
 //! The host engine: the core's layers with a fast matrix multiply, the batch split
-//! across threads (data parallel), and no allocation per step.
+//! across threads (data parallel), and no buffer allocated per step.
 //!
 //! Determinism: with the same seed and thread count, results are bit-identical. The
 //! thread count changes how each batch is split, so the order in which per-thread
@@ -72,8 +72,9 @@ fn im2col_images(arch: &Arch<'_>, batch: usize) -> usize {
     (2_000_000 / per).clamp(1, batch.max(1))
 }
 
-/// One thread's buffers.
+/// One thread's share of the batch and its buffers.
 struct Worker {
+    range: std::ops::Range<usize>,
     acts: Vec<f32>,
     grad: Vec<f32>,
     scratch: Vec<f32>,
@@ -130,8 +131,9 @@ impl Trainer {
         let most = ranges.iter().map(|r| r.len()).max().unwrap_or(1);
         let images = im2col_images(&arch, most);
         let workers = ranges
-            .iter()
-            .map(|_| Worker {
+            .into_iter()
+            .map(|range| Worker {
+                range,
                 acts: vec![0.0; arch.activations_len(most)],
                 grad: vec![0.0; arch.grad_buffer_len(most)],
                 scratch: vec![0.0; arch.im2col_len(images)],
@@ -169,11 +171,11 @@ impl Trainer {
                 x.len()
             );
         }
-        let ranges = split(batch, self.workers.len());
         let inlen = arch.input.len();
         let results: Vec<Result<Result<BatchLoss, microconv::Error>>> = thread::scope(|s| {
             let mut handles = Vec::new();
-            for (w, r) in self.workers.iter_mut().zip(&ranges) {
+            for w in self.workers.iter_mut() {
+                let r = w.range.clone();
                 let run = move || {
                     w.grads.fill(0.0);
                     let n = r.len();
