@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use microconv::format::Model;
-use microconv::net::{infer, Exec};
+use microconv_firmware::app::Classifier;
 use microconv_firmware::protocol::{
     encode, kind, pack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, OVERHEAD,
     PONG_LEN,
@@ -254,32 +254,13 @@ fn open(target: &Target) -> Result<Link> {
     }
 }
 
-/// A weights file in 4-byte aligned storage, checked by the core's parser.
-pub struct WeightsFile {
-    words: Vec<u32>,
-    len: usize,
-}
-
-impl WeightsFile {
-    /// Reads and checks `path`.
-    pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read weights file {}", path.display()))?;
-        let mut words = vec![0u32; bytes.len().div_ceil(4)];
-        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-        let file = WeightsFile {
-            words,
-            len: bytes.len(),
-        };
-        file.model()
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        Ok(file)
+/// Test image `i` as the 8-bit pixels sent on the wire (the IDX file's own bytes).
+fn pixels(test: &Dataset, i: usize) -> [u8; IMAGE_LEN] {
+    let mut p = [0u8; IMAGE_LEN];
+    for (b, &v) in p.iter_mut().zip(test.image(i)) {
+        *b = (v * 255.0).round() as u8;
     }
-
-    /// The parsed model, borrowing the parameters in place.
-    pub fn model(&self) -> Result<Model<'_>, microconv::format::FormatError> {
-        Model::parse(&bytemuck::cast_slice(&self.words)[..self.len])
-    }
+    p
 }
 
 /// The host's scores for `n` test images, with the reference kernels the firmware runs.
@@ -290,9 +271,6 @@ pub fn host_scores(
     threads: usize,
 ) -> Result<Vec<[f32; 10]>> {
     let arch = model.arch();
-    if arch.classes() != 10 || arch.input.len() != IMAGE_LEN {
-        bail!("the weights are not a 28x28 -> 10 classes model");
-    }
     let mut out = vec![[0.0f32; 10]; n];
     thread::scope(|s| -> Result<()> {
         let mut rest = &mut out[..];
@@ -302,23 +280,12 @@ pub fn host_scores(
             rest = tail;
             let arch = &arch;
             handles.push(s.spawn(move || -> Result<(), microconv::Error> {
+                // The firmware's own classifier, fed the same 8-bit pixels it receives.
                 let mut buf = vec![0.0; arch.inference_len(1)];
+                let mut input = vec![0.0; IMAGE_LEN];
+                let mut clf = Classifier::new(*arch, model.params(), &mut buf, &mut input)?;
                 for (o, i) in mine.iter_mut().zip(r) {
-                    // Exactly what the firmware does with the 8-bit pixels it receives.
-                    let x: Vec<f32> = test
-                        .image(i)
-                        .iter()
-                        .map(|&p| (p * 255.0).round() / 255.0)
-                        .collect();
-                    o.copy_from_slice(infer(
-                        arch,
-                        model.params(),
-                        &x,
-                        1,
-                        &mut buf,
-                        &Exec::REFERENCE,
-                        &mut [],
-                    )?);
+                    *o = clf.classify(&pixels(test, i))?.1;
                 }
                 Ok(())
             }));
@@ -345,7 +312,7 @@ pub fn run(
     jobs: usize,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Report> {
-    let file = WeightsFile::read(weights)?;
+    let file = crate::export::WeightsFile::read(weights)?;
     let model = file
         .model()
         .map_err(|e| anyhow!("{}: {e}", weights.display()))?;
@@ -472,13 +439,10 @@ fn session(
 
     let mut ticks_sum = 0f64;
     let (mut tmin, mut tmax) = (u32::MAX, 0u32);
-    let mut pixels = [0u8; IMAGE_LEN];
     let mut packed_buf = [0u8; IMAGE_LEN + IMAGE_LEN / 128 + 2];
     for i in range.clone() {
         let want = &host[i];
-        for (p, &v) in pixels.iter_mut().zip(test.image(i)) {
-            *p = (v * 255.0).round() as u8;
-        }
+        let pixels = pixels(test, i);
         // A frame can be refused in transit (a timeout while the emulator or the
         // line stalls, a corrupted byte): the protocol resynchronises, so send it again.
         let mut attempts = 0;

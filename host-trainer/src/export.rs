@@ -21,14 +21,12 @@ pub fn export(params: &Path, out: &Path) -> Result<usize> {
     }
     let mut bytes = vec![0u8; file_len(&arch)];
     let n = write(&arch, &p, &mut bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Check what we wrote with the reader the firmware uses (from an aligned copy).
-    let words: Vec<u32> = bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let check = Model::parse(&bytemuck::cast_slice::<u32, u8>(&words)[..n])
+    // Check what we wrote with the reader the firmware uses.
+    let check = WeightsFile::from_bytes(&bytes[..n]);
+    let model = check
+        .model()
         .map_err(|e| anyhow::anyhow!("exported file does not parse: {e}"))?;
-    if check.params() != &p[..] {
+    if model.params() != &p[..] {
         bail!("exported file does not round-trip");
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -36,4 +34,38 @@ pub fn export(params: &Path, out: &Path) -> Result<usize> {
     }
     std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(n)
+}
+
+/// A weights file in 4-byte aligned storage, so that the core's parser can read the
+/// parameters in place.
+pub struct WeightsFile {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl WeightsFile {
+    /// An aligned copy of `bytes` (not checked yet: see [`WeightsFile::model`]).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        WeightsFile {
+            words,
+            len: bytes.len(),
+        }
+    }
+
+    /// Reads `path` and checks it with the core's parser.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read weights file {}", path.display()))?;
+        let file = Self::from_bytes(&bytes);
+        file.model()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(file)
+    }
+
+    /// The parsed model, borrowing the parameters in place.
+    pub fn model(&self) -> Result<Model<'_>, microconv::format::FormatError> {
+        Model::parse(&bytemuck::cast_slice(&self.words)[..self.len])
+    }
 }
