@@ -58,15 +58,8 @@ impl MaxPool {
         let mut best_v = [0.0f32; CHANNEL_BLOCK];
         let mut best_i = [0usize; CHANNEL_BLOCK];
         for oy in 0..output.h {
-            let y0 = (oy * self.stride).saturating_sub(pt);
-            let y1 = (oy * self.stride + self.size)
-                .saturating_sub(pt)
-                .min(input.h);
             for ox in 0..output.w {
-                let x0 = (ox * self.stride).saturating_sub(pl);
-                let x1 = (ox * self.stride + self.size)
-                    .saturating_sub(pl)
-                    .min(input.w);
+                let (y0, y1, x0, x1) = self.window(input, pt, pl, oy, ox);
                 let out = (oy * output.w + ox) * c;
                 let mut c0 = 0;
                 while c0 < c {
@@ -124,13 +117,229 @@ impl MaxPool {
             .chunks_exact(input.len())
             .zip(y.chunks_exact_mut(output.len()))
         {
+            self.max_image(input, output, pt, pl, xi, yi);
+        }
+        Ok(())
+    }
+
+    /// The forward pass with the reference loop ([`MaxPool::each_argmax`], which also
+    /// finds each maximum's position); [`MaxPool::forward`] must equal it exactly.
+    pub fn forward_reference(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), Error> {
+        let (output, pt, pl) = self.geom(input)?;
+        check_len("maxpool input", x, n * input.len())?;
+        check_len("maxpool output", y, n * output.len())?;
+        for (xi, yi) in x
+            .chunks_exact(input.len())
+            .zip(y.chunks_exact_mut(output.len()))
+        {
             self.each_argmax(input, output, pt, pl, xi, |o, i| yi[o] = xi[i]);
         }
         Ok(())
     }
 
+    /// The window `[y0, y1) x [x0, x1)` of output `(oy, ox)`, clipped to the input.
+    fn window(
+        &self,
+        input: Shape,
+        pt: usize,
+        pl: usize,
+        oy: usize,
+        ox: usize,
+    ) -> (usize, usize, usize, usize) {
+        let y0 = (oy * self.stride).saturating_sub(pt);
+        let y1 = (oy * self.stride + self.size)
+            .saturating_sub(pt)
+            .min(input.h);
+        let x0 = (ox * self.stride).saturating_sub(pl);
+        let x1 = (ox * self.stride + self.size)
+            .saturating_sub(pl)
+            .min(input.w);
+        (y0, y1, x0, x1)
+    }
+
+    /// One image's forward pass, channels innermost so that the comparisons run on
+    /// whole vectors: each output row starts as the window's first pixel and takes
+    /// every later value that is `>` (the same first-maximum and NaN rules as
+    /// [`MaxPool::each_argmax`]).
+    fn max_image(
+        &self,
+        input: Shape,
+        output: Shape,
+        pt: usize,
+        pl: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) {
+        let c = input.c;
+        for oy in 0..output.h {
+            for ox in 0..output.w {
+                let (y0, y1, x0, x1) = self.window(input, pt, pl, oy, ox);
+                let out = &mut y[(oy * output.w + ox) * c..][..c];
+                if y1 - y0 == 2 && x1 - x0 == 2 {
+                    // The common whole 2x2 window: branch-free selects (see `route_image`).
+                    let top = (y0 * input.w + x0) * c;
+                    let (v0, v1) = x[top..][..2 * c].split_at(c);
+                    let (v2, v3) = x[top + input.w * c..][..2 * c].split_at(c);
+                    let vals = v0.iter().zip(v1).zip(v2.iter().zip(v3));
+                    for (o, ((&a, &b), (&c2, &e))) in out.iter_mut().zip(vals) {
+                        let m = if b > a { b } else { a };
+                        let m = if c2 > m { c2 } else { m };
+                        *o = if e > m { e } else { m };
+                    }
+                    continue;
+                }
+                let first = &x[(y0 * input.w + x0) * c..][..c];
+                // The first two positions combine into `out` with one select per value
+                // (a copy of `first` would be a `memcpy` call per output pixel).
+                let mut seen = 0;
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let v = &x[(iy * input.w + ix) * c..][..c];
+                        if seen == 1 {
+                            for ((b, &a), &v) in out.iter_mut().zip(first).zip(v) {
+                                *b = if v > a { v } else { a };
+                            }
+                        } else if seen > 1 {
+                            for (b, &v) in out.iter_mut().zip(v) {
+                                if v > *b {
+                                    *b = v;
+                                }
+                            }
+                        }
+                        seen += 1;
+                    }
+                }
+                if seen == 1 {
+                    out.copy_from_slice(first);
+                }
+            }
+        }
+    }
+
+    /// One image's backward pass, vectorised over channels: per block of channels the
+    /// window position of each first maximum (as in [`MaxPool::each_argmax`]), then
+    /// one pass over the window adding `dy` where the position matches.
+    #[allow(clippy::too_many_arguments)]
+    fn route_image(
+        &self,
+        input: Shape,
+        output: Shape,
+        pt: usize,
+        pl: usize,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+    ) {
+        let c = input.c;
+        let mut best = [0.0f32; CHANNEL_BLOCK];
+        let mut at = [0u32; CHANNEL_BLOCK];
+        for oy in 0..output.h {
+            for ox in 0..output.w {
+                let (y0, y1, x0, x1) = self.window(input, pt, pl, oy, ox);
+                let o = (oy * output.w + ox) * c;
+                if self.size == 2 && self.stride >= 2 && y1 - y0 == 2 && x1 - x0 == 2 {
+                    // The common 2x2 window, whole and not overlapping its neighbours:
+                    // branch-free selects over the channels, which the compiler
+                    // vectorises. Same rule: the first strict maximum wins.
+                    let top = (y0 * input.w + x0) * c;
+                    let bottom = top + input.w * c;
+                    let (xt, xb) = (&x[top..][..2 * c], &x[bottom..][..2 * c]);
+                    let (v0, v1) = xt.split_at(c);
+                    let (v2, v3) = xb.split_at(c);
+                    let (dt, rest) = dx[top..].split_at_mut(2 * c);
+                    let (d0, d1) = dt.split_at_mut(c);
+                    let (d2, d3) = rest[bottom - top - 2 * c..][..2 * c].split_at_mut(c);
+                    let g = &dy[o..][..c];
+                    let lanes = d0.iter_mut().zip(d1.iter_mut()).zip(d2.iter_mut().zip(d3));
+                    let vals = v0.iter().zip(v1).zip(v2.iter().zip(v3)).zip(g);
+                    for (((d0, d1), (d2, d3)), (((&a, &b), (&c2, &e)), &g)) in lanes.zip(vals) {
+                        let gt1 = b > a;
+                        let m = if gt1 { b } else { a };
+                        let gt2 = c2 > m;
+                        let m = if gt2 { c2 } else { m };
+                        let gt3 = e > m;
+                        *d3 = if gt3 { g } else { 0.0 };
+                        *d2 = if gt2 && !gt3 { g } else { 0.0 };
+                        *d1 = if gt1 && !gt2 && !gt3 { g } else { 0.0 };
+                        *d0 = if !gt1 && !gt2 && !gt3 { g } else { 0.0 };
+                    }
+                    continue;
+                }
+                let mut c0 = 0;
+                while c0 < c {
+                    let cb = CHANNEL_BLOCK.min(c - c0);
+                    let (best, at) = (&mut best[..cb], &mut at[..cb]);
+                    let first = &x[(y0 * input.w + x0) * c + c0..][..cb];
+                    // As in `max_image`: the window's first position only through a
+                    // select, the rest with `>` (the first maximum wins).
+                    for ((b, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(first) {
+                        *b = v;
+                        *a = 0;
+                    }
+                    let mut pos = 0u32;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            if pos > 0 {
+                                let v = &x[(iy * input.w + ix) * c + c0..][..cb];
+                                for ((b, a), &v) in best.iter_mut().zip(at.iter_mut()).zip(v) {
+                                    let gt = v > *b;
+                                    *b = if gt { v } else { *b };
+                                    *a = if gt { pos } else { *a };
+                                }
+                            }
+                            pos += 1;
+                        }
+                    }
+                    let g = &dy[o + c0..][..cb];
+                    let mut pos = 0u32;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let d = &mut dx[(iy * input.w + ix) * c + c0..][..cb];
+                            for ((d, &a), &g) in d.iter_mut().zip(at.iter()).zip(g) {
+                                *d += if a == pos { g } else { 0.0 };
+                            }
+                            pos += 1;
+                        }
+                    }
+                    c0 += cb;
+                }
+            }
+        }
+    }
+
     /// Backward pass: overwrites `dx` with `dL/dx`.
     pub fn backward(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+    ) -> Result<(), Error> {
+        let (output, pt, pl) = self.geom(input)?;
+        check_len("maxpool input", x, n * input.len())?;
+        check_len("maxpool output gradient", dy, n * output.len())?;
+        check_len("maxpool input gradient", dx, n * input.len())?;
+        dx.fill(0.0);
+        for ((xi, dyi), dxi) in x
+            .chunks_exact(input.len())
+            .zip(dy.chunks_exact(output.len()))
+            .zip(dx.chunks_exact_mut(input.len()))
+        {
+            self.route_image(input, output, pt, pl, xi, dyi, dxi);
+        }
+        Ok(())
+    }
+
+    /// The backward pass with the reference loop; [`MaxPool::backward`] must equal it
+    /// (up to the sign of zero gradients).
+    pub fn backward_reference(
         &self,
         input: Shape,
         n: usize,
@@ -195,6 +404,40 @@ mod tests {
                 pool.forward(input, n, x, &mut y).unwrap();
                 dot(&y, &r)
             });
+        }
+    }
+
+    #[test]
+    fn vectorised_passes_equal_the_reference() {
+        use crate::init::Rng;
+        let mut rng = Rng::new(3);
+        for (pool, input) in [
+            (MaxPool::new(2, 2, Padding::Same), Shape::new(7, 7, 16)),
+            (MaxPool::new(2, 2, Padding::Valid), Shape::new(28, 28, 8)),
+            (MaxPool::new(3, 2, Padding::Same), Shape::new(9, 6, 70)),
+            (MaxPool::new(3, 1, Padding::Valid), Shape::new(5, 5, 3)),
+        ] {
+            let out = pool.output_shape(input).unwrap();
+            let n = 3;
+            // Values from a small set, so ties are common; some NaNs and infinities.
+            let mut x: vec::Vec<f32> = (0..n * input.len())
+                .map(|_| rng.below(5) as f32 - 2.0)
+                .collect();
+            for k in 0..x.len() / 50 {
+                x[k * 50] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][k % 3];
+            }
+            let dy = rand_vec(7, n * out.len(), 1.0);
+            let (mut y1, mut y2) = (vec![0.0; n * out.len()], vec![0.0; n * out.len()]);
+            pool.forward(input, n, &x, &mut y1).unwrap();
+            pool.forward_reference(input, n, &x, &mut y2).unwrap();
+            assert!(y1.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()));
+            let (mut d1, mut d2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            pool.backward(input, n, &x, &dy, &mut d1).unwrap();
+            pool.backward_reference(input, n, &x, &dy, &mut d2).unwrap();
+            assert!(
+                d1 == d2,
+                "maxpool {pool:?} on {input:?}: backward differs from the reference"
+            );
         }
     }
 
