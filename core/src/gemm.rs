@@ -232,6 +232,19 @@ impl Gemm for PortableGemm {
     }
 }
 
+/// Adds the bias `b` to every row of `y` (`[rows, b.len()]`). A loop the compiler
+/// vectorises, where copying `b` into each row first would be one `memcpy` call per row.
+pub fn add_bias(y: &mut [f32], b: &[f32]) {
+    if b.is_empty() {
+        return;
+    }
+    for row in y.chunks_exact_mut(b.len()) {
+        for (a, &v) in row.iter_mut().zip(b) {
+            *a += v;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@
 //! which copies patches into a scratch matrix and calls a [`Gemm`] (fast on the host).
 
 use crate::error::{check_len, Error, ShapeError};
-use crate::gemm::{Gemm, MatMut, MatRef};
+use crate::gemm::{add_bias, Gemm, MatMut, MatRef};
 use crate::shape::{window_axis, window_output, Padding, Shape};
 
 /// A convolution layer's configuration: a square `kernel x kernel` window, `filters`
@@ -377,6 +377,91 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// Whether the im2col matrix is built transposed (`col_t[(ky, kx, ci), row]`): for a
+/// one-channel input with stride 1, where a row of the normal layout holds only `k`
+/// contiguous values (one short copy per kernel row) but a row of the transposed
+/// layout is a whole run of input pixels (one long copy per output row).
+fn transposed(g: &Geom) -> bool {
+    g.input.c == 1 && g.s == 1
+}
+
+/// Output columns `[lo, hi)` whose input column `ox + kx - pl` is inside the image
+/// (stride 1).
+fn valid_cols(g: &Geom, kx: usize) -> (usize, usize) {
+    let lo = g.pl.saturating_sub(kx).min(g.output.w);
+    let hi = (g.input.w + g.pl)
+        .saturating_sub(kx)
+        .min(g.output.w)
+        .max(lo);
+    (lo, hi)
+}
+
+/// [`im2col`] for [`transposed`] geometries: `col_t[kk, rows]` with
+/// `col_t[(ky*k + kx), img*oh*ow + oy*ow + ox] = x[img, oy+ky-pt, ox+kx-pl]`.
+fn im2col_t(g: &Geom, x: &[f32], images: usize, col_t: &mut [f32]) {
+    let p = g.output.h * g.output.w;
+    let rows = images * p;
+    col_t.fill(0.0);
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            let (lo, hi) = valid_cols(g, kx);
+            let r = &mut col_t[(ky * g.k + kx) * rows..][..rows];
+            for (img, xi) in x.chunks_exact(g.input.len()).enumerate() {
+                for oy in 0..g.output.h {
+                    let Some(iy) = src(oy, ky, 1, g.pt, g.input.h) else {
+                        continue;
+                    };
+                    let d = &mut r[img * p + oy * g.output.w..][lo..hi];
+                    d.copy_from_slice(&xi[iy * g.input.w + lo + kx - g.pl..][..hi - lo]);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_t`]: adds `col_t` back into `dx`.
+fn col2im_t(g: &Geom, col_t: &[f32], images: usize, dx: &mut [f32]) {
+    let p = g.output.h * g.output.w;
+    let rows = images * p;
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            let (lo, hi) = valid_cols(g, kx);
+            let r = &col_t[(ky * g.k + kx) * rows..][..rows];
+            for (img, dxi) in dx.chunks_exact_mut(g.input.len()).enumerate() {
+                for oy in 0..g.output.h {
+                    let Some(iy) = src(oy, ky, 1, g.pt, g.input.h) else {
+                        continue;
+                    };
+                    let d = &mut dxi[iy * g.input.w + lo + kx - g.pl..][..hi - lo];
+                    for (a, v) in d.iter_mut().zip(&r[img * p + oy * g.output.w..][lo..hi]) {
+                        *a += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The im2col matrix of `images` images as a `[rows, kk]` view, in whichever layout
+/// [`transposed`] picks.
+fn col_view<'c>(g: &Geom, col: &'c [f32], rows: usize) -> Result<MatRef<'c>, Error> {
+    let kk = g.k * g.k * g.input.c;
+    if transposed(g) {
+        Ok(MatRef::row_major(col, kk, rows)?.t())
+    } else {
+        MatRef::row_major(col, rows, kk)
+    }
+}
+
+/// Builds the im2col matrix of `images` images in `col`.
+fn build_col(g: &Geom, x: &[f32], images: usize, col: &mut [f32]) {
+    if transposed(g) {
+        im2col_t(g, x, images, col);
+    } else {
+        im2col(g, x, col);
+    }
+}
+
 /// Images per matrix product that fit in `scratch`.
 fn group(g: &Geom, scratch: usize) -> Result<usize, Error> {
     let per = g.output.h * g.output.w * g.k * g.k * g.input.c;
@@ -409,21 +494,20 @@ fn forward_im2col(
     while start < n {
         let cnt = per_img.min(n - start);
         let col = &mut scratch[..cnt * p * kk];
-        im2col(
+        build_col(
             g,
             &x[start * g.input.len()..(start + cnt) * g.input.len()],
+            cnt,
             col,
         );
         let yo = &mut y[start * g.output.len()..(start + cnt) * g.output.len()];
-        for row in yo.chunks_exact_mut(g.output.c) {
-            row.copy_from_slice(b);
-        }
         gemm.gemm(
-            MatRef::row_major(col, cnt * p, kk)?,
+            col_view(g, col, cnt * p)?,
             wm,
             MatMut::row_major(yo, cnt * p, g.output.c)?,
-            true,
+            false,
         )?;
+        add_bias(yo, b);
         start += cnt;
     }
     Ok(())
@@ -460,29 +544,33 @@ fn backward_im2col(
             rows,
             cout,
         )?;
-        im2col(
+        build_col(
             g,
             &x[start * g.input.len()..(start + cnt) * g.input.len()],
+            cnt,
             col,
         );
         // dw[kk, cout] += col^T[kk, rows] · dy[rows, cout]
         gemm.gemm(
-            MatRef::row_major(col, rows, kk)?.t(),
+            col_view(g, col, rows)?.t(),
             dyg,
             MatMut::row_major(dw, kk, cout)?,
             true,
         )?;
         if let Some(dx) = dx.as_deref_mut() {
             // dcol[rows, kk] = dy[rows, cout] · w^T[cout, kk], then scattered back.
-            gemm.gemm(
-                dyg,
-                MatRef::row_major(w, kk, cout)?.t(),
-                MatMut::row_major(col, rows, kk)?,
-                false,
-            )?;
+            let wt = MatRef::row_major(w, kk, cout)?.t();
             let dxg = &mut dx[start * g.input.len()..(start + cnt) * g.input.len()];
             dxg.fill(0.0);
-            col2im(g, col, dxg);
+            if transposed(g) {
+                // dcol_t[kk, rows] = w[kk, cout] · dy^T[cout, rows]
+                let wm = MatRef::row_major(w, kk, cout)?;
+                gemm.gemm(wm, dyg.t(), MatMut::row_major(col, kk, rows)?, false)?;
+                col2im_t(g, col, cnt, dxg);
+            } else {
+                gemm.gemm(dyg, wt, MatMut::row_major(col, rows, kk)?, false)?;
+                col2im(g, col, dxg);
+            }
         }
         start += cnt;
     }
@@ -497,8 +585,13 @@ mod tests {
     use crate::testutil::{check_grad, dot, rand_vec};
     use std::vec;
 
-    const CASES: [(usize, usize, usize, usize, Padding); 5] = [
-        // (h=w, cin, k, stride, padding); cout = 3
+    const CASES: [(usize, usize, usize, usize, Padding); 9] = [
+        // (h=w, cin, k, stride, padding); cout = 3. One-channel stride-1 cases take the
+        // transposed im2col layout.
+        (6, 1, 3, 1, Padding::Same),
+        (5, 1, 2, 1, Padding::Same),
+        (7, 1, 3, 1, Padding::Valid),
+        (4, 1, 5, 1, Padding::Same),
         (5, 2, 3, 1, Padding::Same),
         (6, 1, 3, 2, Padding::Same),
         (7, 2, 2, 2, Padding::Same),

@@ -8,7 +8,7 @@
 //! ```
 
 use crate::error::{check_len, Error, ShapeError};
-use crate::gemm::{Gemm, MatMut, MatRef};
+use crate::gemm::{add_bias, Gemm, MatMut, MatRef};
 use crate::shape::Shape;
 
 /// A dense layer's configuration.
@@ -77,16 +77,15 @@ impl Dense {
         gemm: &dyn Gemm,
     ) -> Result<(), Error> {
         self.check(input, n, x, w, b.len(), y.len())?;
-        for row in y.chunks_exact_mut(self.units) {
-            row.copy_from_slice(b);
-        }
         let k = input.len();
         gemm.gemm(
             MatRef::row_major(x, n, k)?,
             MatRef::row_major(w, k, self.units)?,
             MatMut::row_major(y, n, self.units)?,
-            true,
-        )
+            false,
+        )?;
+        add_bias(y, b);
+        Ok(())
     }
 
     /// Backward pass: `dw += x^T · dy`, `db += sum over the batch of dy`, and, if given,
