@@ -257,9 +257,7 @@ fn open(target: &Target) -> Result<Link> {
 /// Test image `i` as the 8-bit pixels sent on the wire (the IDX file's own bytes).
 fn pixels(test: &Dataset, i: usize) -> [u8; IMAGE_LEN] {
     let mut p = [0u8; IMAGE_LEN];
-    for (b, &v) in p.iter_mut().zip(test.image(i)) {
-        *b = (v * 255.0).round() as u8;
-    }
+    p.copy_from_slice(test.image(i));
     p
 }
 

@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use flate2::read::GzDecoder;
 
-/// A labelled image set, pixels scaled to [0, 1], row-major, one channel.
+/// A labelled image set: the IDX file's 8-bit pixels (row-major, one channel), kept as
+/// bytes (a quarter of the memory of floats) and scaled to [0, 1] (`p / 255`) batch by
+/// batch with [`Dataset::fill`].
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// `count * rows * cols` pixels.
-    pub images: Vec<f32>,
+    /// `count * rows * cols` pixels, 0-255.
+    pub images: Vec<u8>,
     /// `count` labels.
     pub labels: Vec<u8>,
     /// Rows per image.
@@ -37,9 +39,27 @@ impl Dataset {
     pub fn pixels(&self) -> usize {
         self.rows * self.cols
     }
-    /// Image `i`'s pixels.
-    pub fn image(&self, i: usize) -> &[f32] {
+    /// Image `i`'s 8-bit pixels.
+    pub fn image(&self, i: usize) -> &[u8] {
         &self.images[i * self.pixels()..(i + 1) * self.pixels()]
+    }
+    /// Writes the images `idx` (in that order) into `out` (`[idx.len(), pixels]`), scaled
+    /// to [0, 1].
+    ///
+    /// # Panics
+    /// If `out` is not `idx.len() * pixels` long or an index is out of range (both are
+    /// the caller's bug, not bad input).
+    pub fn fill(&self, idx: &[usize], out: &mut [f32]) {
+        assert_eq!(out.len(), idx.len() * self.pixels(), "batch buffer size");
+        for (&i, dst) in idx.iter().zip(out.chunks_exact_mut(self.pixels())) {
+            scale(self.image(i), dst);
+        }
+    }
+    /// All images scaled to [0, 1] (`[len, pixels]`).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut v = vec![0.0; self.images.len()];
+        scale(&self.images, &mut v);
+        v
     }
     /// The images `range` as a new dataset.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
@@ -49,6 +69,13 @@ impl Dataset {
             rows: self.rows,
             cols: self.cols,
         }
+    }
+}
+
+/// Scales 8-bit pixels to [0, 1].
+pub fn scale(src: &[u8], dst: &mut [f32]) {
+    for (d, &p) in dst.iter_mut().zip(src) {
+        *d = p as f32 / 255.0;
     }
 }
 
@@ -144,7 +171,7 @@ pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset> {
         );
     }
     Ok(Dataset {
-        images: ipix.iter().map(|&p| p as f32 / 255.0).collect(),
+        images: ipix.to_vec(),
         labels: lab.to_vec(),
         rows: idims[1],
         cols: idims[2],

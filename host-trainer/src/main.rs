@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+use host_trainer::engine::Backend;
 use host_trainer::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
-use host_trainer::{board, data, engine, export, params_file, reproduce, train};
+use host_trainer::{bench, board, data, engine, export, params_file, reproduce, train};
 
 #[derive(Parser)]
 #[command(
@@ -133,6 +134,45 @@ enum Command {
         /// The weights file to write
         #[arg(long, default_value = "runs/small.mcw")]
         out: PathBuf,
+    },
+    /// Measure training and inference speed and peak memory per architecture and thread count
+    Bench {
+        /// Directory with MNIST's IDX files [default: the repo's data/mnist]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Architectures
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ArchName::Small, ArchName::Seed])]
+        archs: Vec<ArchName>,
+        /// Thread counts [default: 1 and all cores]
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// Samples per training step
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed steps per configuration [default: 200 for small, 30 for seed]
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Untimed steps first
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Matrix-product backend
+        #[arg(long, value_enum, default_value_t = Backend::Gemm)]
+        backend: Backend,
+        /// Skip the inference measurements
+        #[arg(long)]
+        no_infer: bool,
+        /// Keep one core busy with another process while measuring
+        #[arg(long)]
+        busy: bool,
+        /// Print one JSON object per configuration instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Measure in this process (one architecture and thread count) and print JSON
+        #[arg(long, hide = true)]
+        child: bool,
+        /// Spin on one core until killed (the load of --busy)
+        #[arg(long, hide = true)]
+        spin: bool,
     },
     /// Evaluate saved parameters on the test set
     Eval {
@@ -310,11 +350,87 @@ fn run(cli: Cli) -> Result<()> {
             let n = export::export(&params, &out)?;
             println!("wrote {} ({n} bytes)", out.display());
         }
+        Command::Bench {
+            data,
+            archs,
+            threads,
+            batch,
+            steps,
+            warmup,
+            backend,
+            no_infer,
+            busy,
+            json,
+            child,
+            spin,
+        } => {
+            if spin {
+                bench::spin();
+            }
+            if batch == 0 || steps == Some(0) {
+                bail!("--batch and --steps must be at least 1");
+            }
+            let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = if threads.is_empty() {
+                if all > 1 {
+                    vec![1, all]
+                } else {
+                    vec![1]
+                }
+            } else {
+                threads
+            };
+            if threads.contains(&0) {
+                bail!("--threads must be at least 1");
+            }
+            let case = |arch: ArchName, t: usize| bench::Case {
+                arch,
+                threads: t,
+                batch,
+                steps: steps.unwrap_or(match arch {
+                    ArchName::Small => 200,
+                    ArchName::Seed => 30,
+                }),
+                warmup,
+                backend,
+                infer: !no_infer,
+            };
+            if child {
+                let (tr, te) = data::load_mnist(&data.unwrap_or_else(data::default_dir))?;
+                let r = bench::run_case(&case(archs[0], threads[0]), &tr, &te)?;
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            let _load = if busy {
+                Some(bench::Busy::start()?)
+            } else {
+                None
+            };
+            if !json {
+                println!(
+                    "host-trainer bench: batch {batch}, backend {backend:?}{}; each line is its own process",
+                    if busy { ", one core kept busy by another process" } else { "" }
+                );
+            }
+            let mut records = Vec::new();
+            for &arch in &archs {
+                for &t in &threads {
+                    let r = bench::run_child(&case(arch, t), data.as_deref())?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    }
+                    records.push(r);
+                }
+            }
+            if !json {
+                bench::print_table(&records, &mut std::io::stdout())?;
+            }
+        }
         Command::Eval { common, params } => {
             let (name, p) = params_file::load_model(&params)?;
             let arch = name.arch();
             let (_, te) = common.load()?;
-            let logits = engine::predict(&arch, &p, &te.images, te.len(), common.threads())?;
+            let logits = engine::predict(&arch, &p, &te.to_f32(), te.len(), common.threads())?;
             println!(
                 "test accuracy: {:.4}",
                 engine::accuracy(&logits, &te.labels)

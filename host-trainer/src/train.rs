@@ -138,14 +138,14 @@ pub struct TrainOutcome {
 }
 
 /// Copies image `src` (rows x cols) into `dst` shifted by `(dy, dx)`, zero-filling.
-fn shifted(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, dy: isize, dx: isize) {
+fn shifted(src: &[u8], dst: &mut [f32], rows: usize, cols: usize, dy: isize, dx: isize) {
     for r in 0..rows {
         let sr = r as isize - dy;
         for c in 0..cols {
             let sc = c as isize - dx;
             dst[r * cols + c] =
                 if (0..rows as isize).contains(&sr) && (0..cols as isize).contains(&sc) {
-                    src[sr as usize * cols + sc as usize]
+                    src[sr as usize * cols + sc as usize] as f32 / 255.0
                 } else {
                     0.0
                 };
@@ -221,7 +221,7 @@ pub fn train(
                 let (dy, dx) = (rng.below(5) as isize - 2, rng.below(5) as isize - 2);
                 shifted(train.image(i), dst, train.rows, train.cols, dy, dx);
             } else {
-                dst.copy_from_slice(train.image(i));
+                crate::data::scale(train.image(i), dst);
             }
         }
         if cfg.log_every > 0 && step % cfg.log_every == 0 {
@@ -244,7 +244,7 @@ pub fn train(
     let logits = predict(
         &arch,
         &trainer.params,
-        &test.images,
+        &test.to_f32(),
         test.len(),
         cfg.threads,
     )?;

@@ -14,7 +14,7 @@ use microconv::net::{self, Mode, Workspace};
 fn naive_gradient_is_zero_at_the_seed_init() {
     let (train, _) = load_mnist(&default_dir()).unwrap();
     let n = 32;
-    let x = &train.images[..n * 784];
+    let x = &train.to_f32()[..n * 784];
     let labels = &train.labels[..n];
     let mut params = vec![0.0; SEED.param_count()];
     init_params(&SEED, Init::Seed, 1, &mut params).unwrap();
