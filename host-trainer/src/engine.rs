@@ -16,11 +16,62 @@ use microconv::net::{self, Exec, Mode, Workspace};
 use microconv::optim::Optimizer;
 use microconv::Arch;
 
-/// `matrixmultiply`'s packed, cache-blocked SIMD kernel (AVX/FMA picked at run time).
+/// The `gemm` crate's packed, cache-blocked kernels (AVX-512, AVX2/FMA or SSE, picked
+/// at run time from what the CPU has), run on the calling thread: the engine
+/// parallelises over the batch, not inside a matrix product.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct FastGemm;
+pub struct GemmCrate;
 
-impl Gemm for FastGemm {
+impl Gemm for GemmCrate {
+    fn gemm(
+        &self,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        mut c: MatMut<'_>,
+        accumulate: bool,
+    ) -> Result<(), microconv::Error> {
+        check_dims(&a, &b, &c)?;
+        let (m, k, n) = (a.rows(), a.cols(), b.cols());
+        let (rsc, csc) = (c.rs() as isize, c.cs() as isize);
+        // SAFETY: `MatRef::new`/`MatMut::new` checked that every element
+        // `(i, j) -> i * rs + j * cs` of each view lies inside its slice, strides fit in
+        // isize because the extent fits in a slice length, and `check_dims` checked that
+        // the dimensions agree; `c` is borrowed mutably and cannot alias `a` or `b`.
+        // With `read_dst = false`, `gemm` does not read `c`. Exercised by
+        // `fast_gemms_match_portable`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.data().as_mut_ptr(),
+                csc,
+                rsc,
+                accumulate,
+                a.data().as_ptr(),
+                a.cs() as isize,
+                a.rs() as isize,
+                b.data().as_ptr(),
+                b.cs() as isize,
+                b.rs() as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `matrixmultiply`'s packed, cache-blocked kernel (AVX2/FMA picked at run time; no
+/// AVX-512). Kept as a second backend so the benchmark can compare them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatrixMultiply;
+
+impl Gemm for MatrixMultiply {
     fn gemm(
         &self,
         a: MatRef<'_>,
@@ -32,11 +83,9 @@ impl Gemm for FastGemm {
         let (m, k, n) = (a.rows(), a.cols(), b.cols());
         let (rsc, csc) = (c.rs() as isize, c.cs() as isize);
         let beta = if accumulate { 1.0 } else { 0.0 };
-        // SAFETY: `MatRef::new`/`MatMut::new` checked that every element
-        // `(i, j) -> i * rs + j * cs` of each view lies inside its slice, strides fit in
-        // isize because the extent fits in a slice length, and `check_dims` checked that
-        // the dimensions agree; `c` is borrowed mutably and cannot alias `a` or `b`.
-        // With beta = 0, sgemm does not read `c`. Exercised by `fast_gemm_matches_portable`.
+        // SAFETY: as for `GemmCrate` (bounds checked by the views and `check_dims`, `c`
+        // is exclusive); with beta = 0, sgemm does not read `c`. Exercised by
+        // `fast_gemms_match_portable`.
         unsafe {
             matrixmultiply::sgemm(
                 m,
@@ -59,17 +108,49 @@ impl Gemm for FastGemm {
     }
 }
 
-/// The fast execution: [`FastGemm`] and im2col convolutions.
+/// The matrix-product backends the host can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Backend {
+    /// The `gemm` crate (AVX-512 when the CPU has it): the fastest here.
+    #[default]
+    Gemm,
+    /// The `matrixmultiply` crate (AVX2/FMA).
+    Matrixmultiply,
+    /// The core's portable reference kernels (direct convolution, plain loops).
+    Reference,
+}
+
+impl Backend {
+    /// How this backend runs the core's layers.
+    pub fn exec(self) -> Exec<'static> {
+        match self {
+            Backend::Gemm => FAST,
+            Backend::Matrixmultiply => Exec {
+                gemm: &MatrixMultiply,
+                conv: ConvAlgo::Im2col,
+            },
+            Backend::Reference => Exec::REFERENCE,
+        }
+    }
+}
+
+/// The fast execution: [`GemmCrate`] and im2col convolutions.
 pub const FAST: Exec<'static> = Exec {
-    gemm: &FastGemm,
+    gemm: &GemmCrate,
     conv: ConvAlgo::Im2col,
 };
+
+/// Floats of im2col scratch per thread: 1.25 MB, so that the block a matrix product
+/// reads stays in this CPU's 2 MB L2 cache. Measured on the seed and small networks
+/// (`host-trainer bench`, 2 threads): 160K, 320K, 640K, 2M and 8M floats gave
+/// 99/90/96/103/115 ms per seed step and 16.4/15.1/16.0/17.3/17.4 ms per small step.
+const IM2COL_FLOATS: usize = 320_000;
 
 /// Images per im2col matrix product: enough rows for the kernel to run at full speed
 /// while the scratch stays a few MB.
 fn im2col_images(arch: &Arch<'_>, batch: usize) -> usize {
     let per = arch.im2col_len(1).max(1);
-    (2_000_000 / per).clamp(1, batch.max(1))
+    (IM2COL_FLOATS / per).clamp(1, batch.max(1))
 }
 
 /// One thread's share of the batch and its buffers.
@@ -103,6 +184,7 @@ pub struct Trainer {
     reduction: Reduction,
     batch: usize,
     workers: Vec<Worker>,
+    exec: Exec<'static>,
 }
 
 impl Trainer {
@@ -150,19 +232,26 @@ impl Trainer {
             reduction,
             batch,
             workers,
+            exec: FAST,
         })
+    }
+
+    /// Runs the layers with `backend` from now on (the default is [`Backend::Gemm`]).
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.exec = backend.exec();
     }
 
     /// One training step on a batch (`x`: `[batch, input]`, `labels`: `[batch]`).
     /// `seed` draws the dropout masks. Stops with an error, leaving the parameters
     /// untouched, if the loss or a gradient is not finite.
     pub fn step(&mut self, x: &[f32], labels: &[u8], seed: u64) -> Result<BatchLoss> {
-        let (arch, params, loss, red, batch) = (
+        let (arch, params, loss, red, batch, exec) = (
             &self.arch,
             &self.params[..],
             self.loss,
             self.reduction,
             self.batch,
+            &self.exec,
         );
         if labels.len() != batch || x.len() != batch * arch.input.len() {
             bail!(
@@ -199,7 +288,7 @@ impl Trainer {
                         red,
                         batch,
                         mode,
-                        &FAST,
+                        exec,
                     )
                 };
                 handles.push(s.spawn(run));
@@ -221,22 +310,102 @@ impl Trainer {
             total.value += r.value;
             total.correct += r.correct;
         }
-        let (first, rest) = self.workers.split_at_mut(1);
-        let g = &mut first[0].grads;
-        for w in rest.iter() {
-            for (a, b) in g.iter_mut().zip(&w.grads) {
-                *a += b;
-            }
-        }
         if !total.value.is_finite() {
             bail!("the loss is {} (training diverged)", total.value);
         }
-        if let Some(i) = g.iter().position(|v| !v.is_finite()) {
+        let parts = split(self.params.len(), self.workers.len());
+        let (first, rest) = self.workers.split_at_mut(1);
+        let g = &mut first[0].grads;
+        // Sum the other workers' gradients into the first's and look for non-finite
+        // values, each thread over its own range of parameters.
+        let bad = thread::scope(|s| {
+            let mut tail = &mut g[..];
+            let mut handles = Vec::new();
+            for r in parts.iter().cloned() {
+                let (mine, t) = tail.split_at_mut(r.len());
+                tail = t;
+                let rest = &*rest;
+                handles.push(s.spawn(move || {
+                    for w in rest {
+                        for (a, b) in mine.iter_mut().zip(&w.grads[r.clone()]) {
+                            *a += b;
+                        }
+                    }
+                    mine.iter()
+                        .position(|v| !v.is_finite())
+                        .map(|i| r.start + i)
+                }));
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .find(Option::is_some)
+                .flatten()
+        });
+        if let Some(i) = bad {
             bail!("gradient of parameter {i} is {} (training diverged)", g[i]);
         }
-        self.opt.step(&mut self.params, g, &mut self.state)?;
+        parallel_update(&mut self.opt, &mut self.params, g, &mut self.state, &parts)?;
         Ok(total)
     }
+}
+
+/// One optimizer update with the parameters split into `parts` (contiguous ranges that
+/// cover them), one thread per part. Every element's update depends only on its own
+/// parameter, gradient and state, so the result is the same as one call over all of
+/// them; the step count advances once.
+fn parallel_update(
+    opt: &mut Optimizer,
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut [f32],
+    parts: &[std::ops::Range<usize>],
+) -> Result<()> {
+    let n = params.len();
+    if state.len() != opt.state_len(n) || grads.len() != n {
+        bail!("optimizer buffers do not match the parameters");
+    }
+    // The state is `k` buffers of `n` values (Adam: m then v; SGD: its accumulator or
+    // nothing), split the same way as the parameters.
+    let k = state.len() / n.max(1);
+    let mut bufs: Vec<&mut [f32]> = state.chunks_mut(n.max(1)).collect();
+    let template = *opt;
+    let results: Vec<Result<Result<Optimizer, microconv::Error>>> = thread::scope(|s| {
+        let mut p_tail = &mut params[..];
+        let mut handles = Vec::new();
+        for r in parts {
+            let (p, pt) = p_tail.split_at_mut(r.len());
+            p_tail = pt;
+            let g = &grads[r.clone()];
+            let mut st = Vec::with_capacity(k);
+            for b in bufs.iter_mut() {
+                let taken = std::mem::take(b);
+                let (mine, rest) = taken.split_at_mut(r.len());
+                *b = rest;
+                st.push(mine);
+            }
+            handles.push(s.spawn(move || -> Result<Optimizer, microconv::Error> {
+                let mut o = template;
+                match (&mut o, st.as_mut_slice()) {
+                    (Optimizer::Adam(a), [m, v]) => a.step(p, g, m, v)?,
+                    (_, [acc]) => o.step(p, g, acc)?,
+                    _ => o.step(p, g, &mut [])?,
+                }
+                Ok(o)
+            }));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("an optimizer thread panicked"))
+            })
+            .collect()
+    });
+    for r in results {
+        *opt = r??;
+    }
+    Ok(())
 }
 
 /// Logits for `n` images (`x`: `[n, input]`), computed in chunks across `threads`.
@@ -247,7 +416,21 @@ pub fn predict(
     n: usize,
     threads: usize,
 ) -> Result<Vec<f32>> {
-    const CHUNK: usize = 256;
+    predict_with(arch, params, x, n, threads, Backend::Gemm)
+}
+
+/// [`predict`] with a chosen backend.
+pub fn predict_with(
+    arch: &Arch<'_>,
+    params: &[f32],
+    x: &[f32],
+    n: usize,
+    threads: usize,
+    backend: Backend,
+) -> Result<Vec<f32>> {
+    let exec = backend.exec();
+    let exec = &exec;
+    const CHUNK: usize = 64;
     let classes = arch.classes();
     let inlen = arch.input.len();
     if x.len() != n * inlen {
@@ -274,7 +457,7 @@ pub fn predict(
                         &x[start * inlen..(start + m) * inlen],
                         m,
                         &mut buf[..arch.inference_len(m)],
-                        &FAST,
+                        exec,
                         &mut scratch,
                     )?;
                     o.copy_from_slice(lg);
@@ -308,7 +491,7 @@ mod tests {
     use microconv::gemm::PortableGemm;
 
     #[test]
-    fn fast_gemm_matches_portable() {
+    fn fast_gemms_match_portable() {
         let (m, k, n) = (37, 53, 29);
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
@@ -332,27 +515,55 @@ mod tests {
             } else {
                 MatRef::row_major(&b, k, n).unwrap()
             };
-            let mut c1 = vec![1.0f32; m * n];
-            let mut c2 = c1.clone();
-            FastGemm
-                .gemm(av, bv, MatMut::row_major(&mut c1, m, n).unwrap(), acc)
-                .unwrap();
+            let mut c2 = vec![1.0f32; m * n];
             PortableGemm
                 .gemm(av, bv, MatMut::row_major(&mut c2, m, n).unwrap(), acc)
                 .unwrap();
-            for (x, y) in c1.iter().zip(&c2) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            for fast in [&GemmCrate as &dyn Gemm, &MatrixMultiply] {
+                let mut c1 = vec![1.0f32; m * n];
+                fast.gemm(av, bv, MatMut::row_major(&mut c1, m, n).unwrap(), acc)
+                    .unwrap();
+                for (x, y) in c1.iter().zip(&c2) {
+                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+                }
             }
         }
         // Mismatched dimensions are an error, not undefined behaviour.
         let mut c = vec![0.0f32; 4];
-        let r = FastGemm.gemm(
+        let r = GemmCrate.gemm(
             MatRef::row_major(&a, 2, 3).unwrap(),
             MatRef::row_major(&b, 2, 2).unwrap(),
             MatMut::row_major(&mut c, 2, 2).unwrap(),
             false,
         );
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn parallel_update_equals_one_update() {
+        use microconv::optim::{Adam, Sgd};
+        let n = 1001;
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        for opt in [
+            Optimizer::Adam(Adam::new(1e-2)),
+            Optimizer::Sgd(Sgd::new(0.1, 0.9)),
+            Optimizer::Sgd(Sgd::new(0.1, 0.0)),
+        ] {
+            let (mut o1, mut o2) = (opt, opt);
+            let mut p1: Vec<f32> = (0..n).map(|i| i as f32 / 100.0).collect();
+            let mut p2 = p1.clone();
+            let mut s1 = vec![0.0; opt.state_len(n)];
+            let mut s2 = s1.clone();
+            for _ in 0..3 {
+                o1.step(&mut p1, &g, &mut s1).unwrap();
+                parallel_update(&mut o2, &mut p2, &g, &mut s2, &split(n, 3)).unwrap();
+            }
+            assert_eq!(o1, o2, "step counts");
+            assert!(p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(s1.iter().zip(&s2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
     }
 
     #[test]
