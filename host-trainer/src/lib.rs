@@ -1,6 +1,7 @@
 //! The host side of microconv: MNIST loading, a fast multi-threaded engine over the
 //! core's layers, and the `host-trainer` commands.
 
+pub mod bench;
 pub mod board;
 pub mod data;
 pub mod engine;
