@@ -365,9 +365,11 @@ fn layer_params<'p>(
     params[r].split_at(wlen)
 }
 
-/// Runs one layer forward on `n` samples.
+/// Runs layer `i` forward on `n` samples (`x`: its input, `y`: its output). [`forward`]
+/// and [`infer`] call this for every layer; it is public so that a host can time or
+/// test one layer at a time.
 #[allow(clippy::too_many_arguments)]
-fn layer_forward(
+pub fn layer_forward(
     arch: &Arch<'_>,
     i: usize,
     params: &[f32],
@@ -562,36 +564,64 @@ fn backward_in_place(
         } else {
             dinput.as_deref_mut()
         };
-        let r = arch.param_offset(i)..arch.param_offset(i + 1);
-        let (w, _) = layer_params(arch, params, i, ins);
-        let (dw, db) = grads[r].split_at_mut(w.len());
-        let at = |e: Error| match e {
-            Error::Shape { reason, .. } => Error::Shape { layer: i, reason },
-            e => e,
-        };
-        match (arch.layers[i], dx) {
-            (Layer::Conv2d(c), dx) => c.backward(
-                ins, n, xin, w, dy, dx, dw, db, exec.conv, ws.scratch, exec.gemm,
-            ),
-            (Layer::Dense(d), dx) => d.backward(ins, n, xin, w, dy, dx, dw, db, exec.gemm),
-            (_, None) => Ok(()),
-            (Layer::MaxPool(p), Some(dx)) => p.backward(ins, n, xin, dy, dx),
-            (Layer::Relu, Some(dx)) => relu::backward(y, dy, dx),
-            (Layer::Flatten, Some(dx)) => flatten::backward(dy, dx),
-            (Layer::Dropout(d), Some(dx)) => match mode {
-                Mode::Eval => flatten::backward(dy, dx),
-                Mode::Train { seed, first_sample } => d.backward(
-                    mix64(seed ^ i as u64),
-                    first_sample.wrapping_mul(outs.len() as u64),
-                    dy,
-                    dx,
-                ),
-            },
-        }
-        .map_err(at)?;
+        layer_backward(
+            arch, i, params, n, xin, y, dy, dx, grads, mode, exec, ws.scratch,
+        )?;
         core::mem::swap(&mut dy_buf, &mut dx_buf);
     }
     Ok(())
+}
+
+/// Runs layer `i` backward on `n` samples: from its input `x`, output `y` and output
+/// gradient `dy`, **accumulates** its parameter gradients into `grads` (the whole
+/// network's, [`Arch::param_count`] long) and, if `dx` is given, writes `dL/dx`.
+/// [`backward`] calls this for every layer; it is public so that a host can time or
+/// test one layer at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_backward(
+    arch: &Arch<'_>,
+    i: usize,
+    params: &[f32],
+    n: usize,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    grads: &mut [f32],
+    mode: Mode,
+    exec: &Exec<'_>,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    let (ins, outs) = arch.layer_io(i)?;
+    check_len("params", params, arch.param_count())?;
+    check_len("grads", grads, arch.param_count())?;
+    let r = arch.param_offset(i)..arch.param_offset(i + 1);
+    let (w, _) = layer_params(arch, params, i, ins);
+    let (dw, db) = grads[r].split_at_mut(w.len());
+    let at = |e: Error| match e {
+        Error::Shape { reason, .. } => Error::Shape { layer: i, reason },
+        e => e,
+    };
+    match (arch.layers[i], dx) {
+        (Layer::Conv2d(c), dx) => {
+            c.backward(ins, n, x, w, dy, dx, dw, db, exec.conv, scratch, exec.gemm)
+        }
+        (Layer::Dense(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db, exec.gemm),
+        (_, None) => Ok(()),
+        (Layer::MaxPool(p), Some(dx)) => p.backward(ins, n, x, dy, dx),
+        (Layer::Relu, Some(dx)) => relu::backward(y, dy, dx),
+        (Layer::Flatten, Some(dx)) => flatten::backward(dy, dx),
+        (Layer::Dropout(d), Some(dx)) => match mode {
+            Mode::Eval => flatten::backward(dy, dx),
+            Mode::Train { seed, first_sample } => d.backward(
+                mix64(seed ^ i as u64),
+                first_sample.wrapping_mul(outs.len() as u64),
+                dy,
+                dx,
+            ),
+        },
+    }
+    .map_err(at)
 }
 
 /// Forward, loss and backward for `labels.len()` samples: accumulates the gradients
