@@ -285,3 +285,138 @@ pub fn print_table(records: &[Record], out: &mut impl Write) -> Result<()> {
     }
     Ok(())
 }
+
+/// Time spent in one layer, forward and backward (`bench --layers`).
+#[derive(Clone, Debug)]
+pub struct LayerTime {
+    /// Layer index in the architecture.
+    pub index: usize,
+    /// Layer name and output shape, for example `conv2d -> 28x28x32`.
+    pub what: String,
+    /// Median milliseconds of the forward pass over the batch.
+    pub forward_ms: f64,
+    /// Median milliseconds of the backward pass (parameter gradients, and the input
+    /// gradient for every layer but the first, as in training).
+    pub backward_ms: f64,
+    /// Multiply-accumulates of the forward pass (0 for layers without weights).
+    pub macs: u64,
+}
+
+/// Times every layer of `arch` on `n` real images, one thread, `reps` repetitions
+/// (medians). The layers run exactly as in a training step (same core functions,
+/// same buffers).
+pub fn layer_profile(
+    arch_name: ArchName,
+    train: &Dataset,
+    n: usize,
+    backend: Backend,
+    reps: usize,
+) -> Result<Vec<LayerTime>> {
+    use microconv::net::{layer_backward, layer_forward, Layer, Mode};
+    let arch = arch_name.arch();
+    let exec = backend.exec();
+    let mut params = vec![0.0; arch.param_count()];
+    init_params(&arch, Init::He, 1, &mut params)?;
+    let mut grads = vec![0.0; arch.param_count()];
+    let mut x = vec![0.0; n * arch.input.len()];
+    train.fill(&(0..n).map(|i| i % train.len()).collect::<Vec<_>>(), &mut x);
+    let mut scratch = vec![0.0; arch.im2col_len(crate::engine::im2col_images(&arch, n))];
+    let mode = Mode::Train {
+        seed: 1,
+        first_sample: 0,
+    };
+    // Each layer's output, computed once in order; then each layer is timed alone.
+    let mut outs: Vec<Vec<f32>> = Vec::new();
+    for i in 0..arch.layers.len() {
+        let (_, o) = arch.layer_io(i)?;
+        let mut y = vec![0.0; n * o.len()];
+        let xin = if i == 0 { &x } else { &outs[i - 1] };
+        layer_forward(&arch, i, &params, n, xin, &mut y, mode, &exec, &mut scratch)?;
+        outs.push(y);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    let mut table = Vec::new();
+    for i in 0..arch.layers.len() {
+        let (ins, o) = arch.layer_io(i)?;
+        let xin = if i == 0 { &x } else { &outs[i - 1] };
+        let mut y = vec![0.0; n * o.len()];
+        let dy: Vec<f32> = (0..n * o.len())
+            .map(|k| ((k * 7919 % 1000) as f32 - 500.0) * 1e-4)
+            .collect();
+        let mut dx = vec![0.0; n * ins.len()];
+        let (mut f, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t = Instant::now();
+            layer_forward(&arch, i, &params, n, xin, &mut y, mode, &exec, &mut scratch)?;
+            f.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let d = (i > 0).then_some(&mut dx[..]);
+            layer_backward(
+                &arch,
+                i,
+                &params,
+                n,
+                xin,
+                &outs[i],
+                &dy,
+                d,
+                &mut grads,
+                mode,
+                &exec,
+                &mut scratch,
+            )?;
+            b.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let macs = match arch.layers[i] {
+            Layer::Conv2d(c) => (n * o.len() * c.kernel * c.kernel * ins.c) as u64,
+            Layer::Dense(_) => (n * ins.len() * o.len()) as u64,
+            _ => 0,
+        };
+        table.push(LayerTime {
+            index: i,
+            what: format!("{} -> {}x{}x{}", arch.layers[i].name(), o.h, o.w, o.c),
+            forward_ms: median(f),
+            backward_ms: median(b),
+            macs,
+        });
+    }
+    Ok(table)
+}
+
+/// Prints a [`layer_profile`] table with each layer's share of the total and, for
+/// layers with weights, the GFLOP/s reached (forward: 2 flops per MAC; backward: 4,
+/// or 2 for the first layer, which computes no input gradient).
+pub fn print_layers(table: &[LayerTime], out: &mut impl Write) -> Result<()> {
+    let total: f64 = table.iter().map(|l| l.forward_ms + l.backward_ms).sum();
+    writeln!(
+        out,
+        "{:>3} {:<26} {:>9} {:>9} {:>7} {:>9} {:>9}",
+        "#", "layer", "fwd ms", "bwd ms", "share", "fwd GF/s", "bwd GF/s"
+    )?;
+    for l in table {
+        let gf = |flops: f64, ms: f64| {
+            if l.macs == 0 || ms <= 0.0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", flops / (ms * 1e6))
+            }
+        };
+        let bwd_flops = l.macs as f64 * if l.index == 0 { 2.0 } else { 4.0 };
+        writeln!(
+            out,
+            "{:>3} {:<26} {:>9.3} {:>9.3} {:>6.1}% {:>9} {:>9}",
+            l.index,
+            l.what,
+            l.forward_ms,
+            l.backward_ms,
+            100.0 * (l.forward_ms + l.backward_ms) / total.max(1e-12),
+            gf(2.0 * l.macs as f64, l.forward_ms),
+            gf(bwd_flops, l.backward_ms)
+        )?;
+    }
+    writeln!(out, "    total {total:.2} ms (one thread)")?;
+    Ok(())
+}

@@ -148,7 +148,7 @@ const IM2COL_FLOATS: usize = 320_000;
 
 /// Images per im2col matrix product: enough rows for the kernel to run at full speed
 /// while the scratch stays a few MB.
-fn im2col_images(arch: &Arch<'_>, batch: usize) -> usize {
+pub fn im2col_images(arch: &Arch<'_>, batch: usize) -> usize {
     let per = arch.im2col_len(1).max(1);
     (IM2COL_FLOATS / per).clamp(1, batch.max(1))
 }

@@ -167,6 +167,9 @@ enum Command {
         /// Print one JSON object per configuration instead of a table
         #[arg(long)]
         json: bool,
+        /// Time each layer's forward and backward pass instead (one thread, --batch images)
+        #[arg(long)]
+        layers: bool,
         /// Measure in this process (one architecture and thread count) and print JSON
         #[arg(long, hide = true)]
         child: bool,
@@ -361,11 +364,25 @@ fn run(cli: Cli) -> Result<()> {
             no_infer,
             busy,
             json,
+            layers,
             child,
             spin,
         } => {
             if spin {
                 bench::spin();
+            }
+            if layers {
+                let (tr, _) = data::load_mnist(&data.unwrap_or_else(data::default_dir))?;
+                for &arch in &archs {
+                    println!(
+                        "{}: {batch} images, one thread, backend {backend:?}, median of {} runs",
+                        arch.name(),
+                        steps.unwrap_or(20)
+                    );
+                    let t = bench::layer_profile(arch, &tr, batch, backend, steps.unwrap_or(20))?;
+                    bench::print_layers(&t, &mut std::io::stdout())?;
+                }
+                return Ok(());
             }
             if batch == 0 || steps == Some(0) {
                 bail!("--batch and --steps must be at least 1");

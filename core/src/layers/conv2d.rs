@@ -306,21 +306,6 @@ fn backward_direct(
     }
 }
 
-/// `dst.copy_from_slice(src)` for the short runs of im2col (a few dozen floats): in
-/// blocks of 8 the compiler copies with vector moves in place, where a run of unknown
-/// length becomes a `memcpy` call each time.
-#[inline]
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    let (d8, dr) = dst.as_chunks_mut::<8>();
-    let (s8, sr) = src.as_chunks::<8>();
-    for (d, s) in d8.iter_mut().zip(s8) {
-        *d = *s;
-    }
-    for (d, s) in dr.iter_mut().zip(sr) {
-        *d = *s;
-    }
-}
-
 /// Copies the patches of `images` consecutive images starting at `x` into `col`,
 /// one row per output position: `col[(img*oh*ow + oy*ow + ox), (ky, kx, ci)]`.
 fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
@@ -344,13 +329,15 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                         continue;
                     };
                     if let Some(ix0) = ix0 {
-                        copy_run(seg, &xi[(iy * g.input.w + ix0) * cin..][..g.k * cin]);
+                        seg.copy_from_slice(&xi[(iy * g.input.w + ix0) * cin..][..g.k * cin]);
                         continue;
                     }
                     for kx in 0..g.k {
                         let dst = &mut seg[kx * cin..(kx + 1) * cin];
                         match src(ox, kx, g.s, g.pl, g.input.w) {
-                            Some(ix) => copy_run(dst, &xi[(iy * g.input.w + ix) * cin..][..cin]),
+                            Some(ix) => {
+                                dst.copy_from_slice(&xi[(iy * g.input.w + ix) * cin..][..cin])
+                            }
                             None => dst.fill(0.0),
                         }
                     }
