@@ -18,7 +18,7 @@ use core::ops::Range;
 use crate::error::{check_len, Error, ShapeError};
 use crate::gemm::{Gemm, PortableGemm};
 use crate::init::mix64;
-use crate::layers::{flatten, relu, Conv2d, ConvAlgo, Dense, Dropout, MaxPool};
+use crate::layers::{flatten, relu, Conv2d, ConvAlgo, ConvKernels, Dense, Dropout, MaxPool};
 use crate::loss::{batch_loss, BatchLoss, Loss, Reduction};
 use crate::optim::Optimizer;
 use crate::shape::Shape;
@@ -313,6 +313,9 @@ pub struct Exec<'g> {
     pub gemm: &'g dyn Gemm,
     /// Convolution algorithm.
     pub conv: ConvAlgo,
+    /// Platform convolution kernels tried first (see [`ConvKernels`]); `None` runs
+    /// the core's own.
+    pub kernels: Option<&'g dyn ConvKernels>,
 }
 
 impl Exec<'static> {
@@ -320,6 +323,7 @@ impl Exec<'static> {
     pub const REFERENCE: Exec<'static> = Exec {
         gemm: &PortableGemm,
         conv: ConvAlgo::Direct,
+        kernels: None,
     };
 }
 
@@ -387,7 +391,10 @@ pub fn layer_forward(
         e => e,
     };
     match arch.layers[i] {
-        Layer::Conv2d(c) => c.forward(ins, n, x, w, b, y, exec.conv, scratch, exec.gemm),
+        Layer::Conv2d(c) => match exec.kernels {
+            Some(k) if k.forward(&c, ins, n, x, w, b, y, scratch).map_err(at)? => Ok(()),
+            _ => c.forward(ins, n, x, w, b, y, exec.conv, scratch, exec.gemm),
+        },
         Layer::MaxPool(p) => p.forward(ins, n, x, y),
         Layer::Dense(d) => d.forward(ins, n, x, w, b, y, exec.gemm),
         Layer::Relu => relu::forward(x, y),
@@ -603,8 +610,25 @@ pub fn layer_backward(
         e => e,
     };
     match (arch.layers[i], dx) {
-        (Layer::Conv2d(c), dx) => {
-            c.backward(ins, n, x, w, dy, dx, dw, db, exec.conv, scratch, exec.gemm)
+        (Layer::Conv2d(c), mut dx) => {
+            let done = match exec.kernels {
+                Some(k) => {
+                    check_len("conv2d output gradient", dy, n * outs.len())?;
+                    check_len("conv2d input", x, n * ins.len())?;
+                    check_len("conv2d weight gradient", dw, w.len())?;
+                    if let Some(d) = &dx {
+                        check_len("conv2d input gradient", d, n * ins.len())?;
+                    }
+                    k.backward(&c, ins, n, x, w, dy, dx.as_deref_mut(), dw, db, scratch)
+                        .map_err(at)?
+                }
+                None => false,
+            };
+            if done {
+                Ok(())
+            } else {
+                c.backward(ins, n, x, w, dy, dx, dw, db, exec.conv, scratch, exec.gemm)
+            }
         }
         (Layer::Dense(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db, exec.gemm),
         (_, None) => Ok(()),
@@ -908,6 +932,7 @@ mod tests {
         let exec = Exec {
             gemm: &PortableGemm,
             conv: ConvAlgo::Im2col,
+            kernels: None,
         };
         let mode = |first| Mode::Train {
             seed: 3,
@@ -1074,6 +1099,7 @@ mod tests {
         let im = Exec {
             gemm: &PortableGemm,
             conv: ConvAlgo::Im2col,
+            kernels: None,
         };
         assert!(matches!(
             forward(&TINY, &params, &x, 2, &mut acts, Mode::Eval, &im, &mut []),

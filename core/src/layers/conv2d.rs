@@ -38,6 +38,44 @@ pub enum ConvAlgo {
     Im2col,
 }
 
+/// Faster convolution kernels a platform can plug in (through
+/// [`Exec::kernels`](crate::net::Exec)), for example SIMD code on a host. Each method
+/// either handles the call completely and returns `Ok(true)`, or returns `Ok(false)`
+/// without having written anything, and the layer runs its own algorithm. Shapes and
+/// buffers are those of [`Conv2d::forward`] and [`Conv2d::backward`], already checked
+/// by the caller; `scratch` is the layer's im2col scratch, free to use.
+pub trait ConvKernels: Sync {
+    /// [`Conv2d::forward`]: `y = conv(x, w) + b`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        conv: &Conv2d,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<bool, Error>;
+
+    /// [`Conv2d::backward`]: accumulates `dw`, `db`; overwrites `dx` if given.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        conv: &Conv2d,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<bool, Error>;
+}
+
 /// Geometry of one convolution, derived once.
 #[derive(Clone, Copy, Debug)]
 struct Geom {
@@ -86,6 +124,13 @@ impl Conv2d {
     /// Number of parameters: weights then biases.
     pub const fn param_len(&self, input: Shape) -> usize {
         self.weight_len(input).saturating_add(self.filters)
+    }
+
+    /// Zero rows above and zero columns left of the input that the window sees
+    /// (`(0, 0)` for VALID; TensorFlow's split for SAME).
+    pub fn padding_before(&self, input: Shape) -> Result<(usize, usize), Error> {
+        let g = self.geom(input)?;
+        Ok((g.pt, g.pl))
     }
 
     /// Scratch elements that [`ConvAlgo::Im2col`] needs per image: `oh * ow * k * k * cin`.

@@ -122,7 +122,7 @@ impl MaxPool {
         Ok(())
     }
 
-    /// The forward pass with the reference loop ([`MaxPool::each_argmax`], which also
+    /// The forward pass with the reference loop (`each_argmax`, which also
     /// finds each maximum's position); [`MaxPool::forward`] must equal it exactly.
     pub fn forward_reference(
         &self,

@@ -16,7 +16,7 @@ pub mod flatten;
 pub mod maxpool;
 pub mod relu;
 
-pub use conv2d::{Conv2d, ConvAlgo};
+pub use conv2d::{Conv2d, ConvAlgo, ConvKernels};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use maxpool::MaxPool;
