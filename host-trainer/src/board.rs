@@ -488,7 +488,7 @@ fn session(
         tmin = tmin.min(c.ticks);
         tmax = tmax.max(c.ticks);
         let done = i + 1 - range.start;
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             log(&format!(
                 "{}: images {}..{}: accuracy {:.4}, agreement {}/{done}",
                 link.what,

@@ -10,11 +10,13 @@ use std::thread;
 
 use anyhow::{bail, Result};
 use microconv::gemm::{check_dims, Gemm, MatMut, MatRef};
-use microconv::layers::ConvAlgo;
+use microconv::layers::{ConvAlgo, ConvKernels};
 use microconv::loss::{argmax, BatchLoss, Loss, Reduction};
 use microconv::net::{self, Exec, Mode, Workspace};
 use microconv::optim::Optimizer;
 use microconv::Arch;
+
+use crate::simd::Avx512Conv;
 
 /// The `gemm` crate's packed, cache-blocked kernels (AVX-512, AVX2/FMA or SSE, picked
 /// at run time from what the CPU has), run on the calling thread: the engine
@@ -111,9 +113,12 @@ impl Gemm for MatrixMultiply {
 /// The matrix-product backends the host can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
-    /// The `gemm` crate (AVX-512 when the CPU has it): the fastest here.
+    /// The `gemm` crate (AVX-512 when the CPU has it) and, on AVX-512 CPUs, direct
+    /// SIMD convolutions: the fastest here.
     #[default]
     Gemm,
+    /// The `gemm` crate with im2col convolutions only (no direct SIMD kernels).
+    Im2col,
     /// The `matrixmultiply` crate (AVX2/FMA).
     Matrixmultiply,
     /// The core's portable reference kernels (direct convolution, plain loops).
@@ -124,21 +129,31 @@ impl Backend {
     /// How this backend runs the core's layers.
     pub fn exec(self) -> Exec<'static> {
         match self {
-            Backend::Gemm => FAST,
+            Backend::Gemm => fast(),
+            Backend::Im2col => Exec {
+                gemm: &GemmCrate,
+                conv: ConvAlgo::Im2col,
+                kernels: None,
+            },
             Backend::Matrixmultiply => Exec {
                 gemm: &MatrixMultiply,
                 conv: ConvAlgo::Im2col,
+                kernels: None,
             },
             Backend::Reference => Exec::REFERENCE,
         }
     }
 }
 
-/// The fast execution: [`GemmCrate`] and im2col convolutions.
-pub const FAST: Exec<'static> = Exec {
-    gemm: &GemmCrate,
-    conv: ConvAlgo::Im2col,
-};
+/// The fast execution: the AVX-512 direct convolutions where the CPU has them and the
+/// layer fits ([`Avx512Conv`]), otherwise im2col; [`GemmCrate`] for every matrix product.
+pub fn fast() -> Exec<'static> {
+    Exec {
+        gemm: &GemmCrate,
+        conv: ConvAlgo::Im2col,
+        kernels: Avx512Conv::detect().map(|k| k as &dyn ConvKernels),
+    }
+}
 
 /// Floats of im2col scratch per thread: 1.25 MB, so that the block a matrix product
 /// reads stays in this CPU's 2 MB L2 cache. Measured on the seed and small networks
@@ -232,7 +247,7 @@ impl Trainer {
             reduction,
             batch,
             workers,
-            exec: FAST,
+            exec: fast(),
         })
     }
 

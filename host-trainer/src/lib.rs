@@ -8,4 +8,5 @@ pub mod engine;
 pub mod export;
 pub mod params_file;
 pub mod reproduce;
+pub mod simd;
 pub mod train;

@@ -4,7 +4,7 @@
 //! gradient everywhere.
 
 use host_trainer::data::{default_dir, load_mnist};
-use host_trainer::engine::FAST;
+use host_trainer::engine::fast;
 use microconv::archs::SEED;
 use microconv::init::{init_params, Init};
 use microconv::loss::{softmax, Loss, Reduction};
@@ -44,7 +44,7 @@ fn naive_gradient_is_zero_at_the_seed_init() {
             Reduction::Sum,
             n,
             mode,
-            &FAST,
+            &fast(),
         )
         .unwrap();
         let nonzero = grads.iter().filter(|g| **g != 0.0).count();
