@@ -138,3 +138,61 @@ fn same_seed_and_threads_give_bit_identical_parameters() {
     assert_eq!(a, b, "two runs with the same seed and thread count differ");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn bench_measures_each_case_in_its_own_process() {
+    // Two timed steps per case: this checks the plumbing (child processes, JSON, peak
+    // memory), not the speed; speed figures come from `host-trainer bench` itself.
+    let o = bin()
+        .args([
+            "bench",
+            "--archs",
+            "small",
+            "--threads",
+            "1,2",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--no-infer",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert_eq!(records.len(), 2, "{out}");
+    for (r, threads) in records.iter().zip([1, 2]) {
+        assert_eq!(r["arch"], "small");
+        assert_eq!(r["threads"], threads);
+        assert!(r["step_ms"].as_f64().unwrap() > 0.0, "{r}");
+        // The process held at least the 47 MB of training images.
+        assert!(r["peak_rss_mib"].as_f64().unwrap() > 40.0, "{r}");
+    }
+    // The per-layer profile lists every layer of the network.
+    let o = bin()
+        .args([
+            "bench", "--layers", "--archs", "small", "--batch", "4", "--steps", "1",
+        ])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" -> ")).count(),
+        11,
+        "{out}"
+    );
+    assert!(out.contains("total"), "{out}");
+    // Bad arguments are one-line errors.
+    let o = bin().args(["bench", "--threads", "0"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
