@@ -271,7 +271,6 @@ def main():
 
 
 def report(records, a):
-    import platform
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"\n{time.strftime('%Y-%m-%d')} | {cpu}, {os.cpu_count()} cores | batch {a.batch}"
           f"{' | one core kept busy by another process' if a.busy else ''}")
