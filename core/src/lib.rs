@@ -63,6 +63,7 @@ pub mod loss;
 pub mod math;
 pub mod net;
 pub mod optim;
+pub mod quant;
 pub mod shape;
 
 #[cfg(test)]

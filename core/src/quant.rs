@@ -1,0 +1,523 @@
+//! Int8 inference: the same layer list as [`Arch`], run on 8-bit activations and weights
+//! with 32-bit accumulators and integer-only requantization, as TensorFlow Lite
+//! specifies it (and CMSIS-NN implements it), so that the host and a microcontroller
+//! compute bit-identical outputs.
+//!
+//! # The arithmetic, including every rounding rule
+//!
+//! ```text
+//! activation  real = s * (q - z)        q: i8, one (s, z) per tensor (asymmetric)
+//! weight      real = s_w[c] * q         q: i8 in [-127, 127], one s_w per output channel (symmetric)
+//! bias        real = s_in * s_w[c] * q  q: i32
+//!
+//! conv / dense, output channel c:
+//!   acc  = bias_q[c] + sum over the window of (x_q - z_in) * w_q        (i32, exact;
+//!          padding positions contribute nothing: they are real zeros)
+//!   y_q  = clamp(z_out + mbqm(acc, m[c], shift[c]), act_min, act_max)
+//!   where m[c] * 2^shift[c] ~ s_in * s_w[c] / s_out, m in [2^30, 2^31)   (quantize_multiplier)
+//!   and ReLU is the clamp act_min = z_out (the quantized real zero)
+//! max-pool: the largest q of the window (same s, z in and out; padding ignored)
+//! ReLU:     max(q, z)   (after a fused conv it changes nothing)
+//! flatten, dropout: copies
+//!
+//! mbqm(x, m, shift) = rdivpot(srdhm(x * 2^max(shift, 0), m), max(-shift, 0))
+//! srdhm(a, b)       = (a*b + (a*b >= 0 ? 2^30 : 1 - 2^30)) / 2^31, the division
+//!                     truncating toward zero; i32::MAX for a = b = i32::MIN
+//! rdivpot(x, e)     = (x >> e) + (remainder > threshold), remainder = x & (2^e - 1),
+//!                     threshold = (2^e - 1) >> 1, plus 1 if x < 0   (round half away from zero)
+//! quantize_multiplier(r): r = f * 2^e with f in [0.5, 1) (frexp); m = round(f * 2^31),
+//!                     half away from zero; m = 2^31 becomes 2^30 with e + 1; e < -31 gives 0
+//! ```
+//!
+//! Weights are stored output-channel first (`[cout, kh, kw, cin]` for convolutions,
+//! `[out, in]` for dense layers, as CMSIS-NN does) so that each output is one contiguous
+//! dot product.
+
+use crate::error::{check_len, Error};
+use crate::layers::{Conv2d, MaxPool};
+use crate::net::{Arch, Layer};
+use crate::shape::{window_axis, Shape};
+
+/// Scale and zero point of an int8 tensor: `real = scale * (q - zero)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QParams {
+    /// Real value of one step.
+    pub scale: f32,
+    /// The `q` that stands for real zero, in `[-128, 127]`.
+    pub zero: i32,
+}
+
+impl QParams {
+    /// The real value of `q`.
+    pub fn dequantize(&self, q: i8) -> f32 {
+        self.scale * (q as i32 - self.zero) as f32
+    }
+}
+
+/// The int8 parameters of one layer with weights.
+#[derive(Clone, Copy, Debug)]
+pub struct QTensors<'a> {
+    /// Weights, output channel first (see the module doc).
+    pub weights: &'a [i8],
+    /// Biases in units of `s_in * s_w[c]`.
+    pub bias: &'a [i32],
+    /// Per-output-channel multiplier `m[c]` in `[2^30, 2^31)` (or 0).
+    pub multiplier: &'a [i32],
+    /// Per-output-channel power-of-two exponent.
+    pub shift: &'a [i32],
+}
+
+/// One layer of an int8 network: its parameters (convolution and dense layers), the
+/// quantization of its output and the clamp applied to it.
+#[derive(Clone, Copy, Debug)]
+pub struct QLayer<'a> {
+    /// Parameters of convolution and dense layers; `None` for the others.
+    pub params: Option<QTensors<'a>>,
+    /// Scale and zero point of the layer's output.
+    pub output: QParams,
+    /// Smallest output value (the zero point when a ReLU is fused in, else -128).
+    pub act_min: i8,
+    /// Largest output value.
+    pub act_max: i8,
+}
+
+/// An int8 network: the layer list of an [`Arch`], the input's quantization and one
+/// [`QLayer`] per layer.
+#[derive(Clone, Copy, Debug)]
+pub struct QNet<'a> {
+    /// The layers and shapes (the same as the float network's).
+    pub arch: Arch<'a>,
+    /// Quantization of the input.
+    pub input: QParams,
+    /// One entry per layer of `arch`.
+    pub layers: &'a [QLayer<'a>],
+}
+
+/// TensorFlow Lite's `SaturatingRoundingDoublingHighMul`: `round(a * b / 2^31)`.
+pub const fn srdhm(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = a as i64 * b as i64;
+    let nudge = if ab >= 0 {
+        1i64 << 30
+    } else {
+        1 - (1i64 << 30)
+    };
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// TensorFlow Lite's `RoundingDivideByPOT`: `x / 2^e`, rounded half away from zero.
+pub const fn rdivpot(x: i32, e: u32) -> i32 {
+    if e == 0 {
+        return x;
+    }
+    let e = if e > 31 { 31 } else { e };
+    let mask = ((1i64 << e) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + (x < 0) as i32;
+    (x >> e) + (remainder > threshold) as i32
+}
+
+/// TensorFlow Lite's `MultiplyByQuantizedMultiplier`: `x * m * 2^shift / 2^31`, with
+/// the rounding of [`srdhm`] then [`rdivpot`].
+pub const fn requantize(x: i32, m: i32, shift: i32) -> i32 {
+    let left = if shift > 0 { shift as u32 } else { 0 };
+    let right = if shift > 0 { 0 } else { shift.unsigned_abs() };
+    rdivpot(srdhm(x.wrapping_shl(left), m), right)
+}
+
+/// Splits a positive real multiplier into `(m, shift)` with `m` in `[2^30, 2^31)`
+/// (see the module doc); `(0, 0)` for zero, negative or non-finite input.
+pub fn quantize_multiplier(real: f64) -> (i32, i32) {
+    if real.is_nan() || real <= 0.0 || !real.is_finite() {
+        return (0, 0);
+    }
+    let (frac, mut exp) = libm::frexp(real);
+    let mut q = libm::round(frac * (1i64 << 31) as f64) as i64;
+    if q == 1i64 << 31 {
+        q /= 2;
+        exp += 1;
+    }
+    if exp < -31 {
+        return (0, 0);
+    }
+    (q as i32, exp)
+}
+
+fn clamp_i8(v: i32, lo: i8, hi: i8) -> i8 {
+    v.clamp(lo as i32, hi as i32) as i8
+}
+
+fn params_of<'a>(l: &QLayer<'a>, name: &'static str) -> Result<QTensors<'a>, Error> {
+    l.params.ok_or(Error::InvalidParameter { name })
+}
+
+/// Int8 convolution of one image (see the module doc; weights `[cout, k, k, cin]`).
+#[allow(clippy::too_many_arguments)]
+fn conv_image(
+    conv: &Conv2d,
+    input: Shape,
+    output: Shape,
+    (pt, pl): (usize, usize),
+    z_in: i32,
+    l: &QLayer<'_>,
+    p: &QTensors<'_>,
+    x: &[i8],
+    y: &mut [i8],
+) {
+    let (k, s, cin) = (conv.kernel, conv.stride, input.c);
+    let kk = k * k * cin;
+    for oy in 0..output.h {
+        for ox in 0..output.w {
+            let out = &mut y[(oy * output.w + ox) * output.c..][..output.c];
+            for (co, o) in out.iter_mut().enumerate() {
+                let w = &p.weights[co * kk..][..kk];
+                let mut acc = p.bias[co];
+                for ky in 0..k {
+                    let Some(iy) = (oy * s + ky).checked_sub(pt).filter(|&v| v < input.h) else {
+                        continue;
+                    };
+                    for kx in 0..k {
+                        let Some(ix) = (ox * s + kx).checked_sub(pl).filter(|&v| v < input.w)
+                        else {
+                            continue;
+                        };
+                        let xs = &x[(iy * input.w + ix) * cin..][..cin];
+                        let ws = &w[(ky * k + kx) * cin..][..cin];
+                        for (&a, &b) in xs.iter().zip(ws) {
+                            acc += (a as i32 - z_in) * b as i32;
+                        }
+                    }
+                }
+                let r = requantize(acc, p.multiplier[co], p.shift[co]);
+                *o = clamp_i8(l.output.zero + r, l.act_min, l.act_max);
+            }
+        }
+    }
+}
+
+/// Int8 dense layer over one sample (weights `[out, in]`).
+fn dense_sample(z_in: i32, l: &QLayer<'_>, p: &QTensors<'_>, x: &[i8], y: &mut [i8]) {
+    let n_in = x.len();
+    for (u, o) in y.iter_mut().enumerate() {
+        let w = &p.weights[u * n_in..][..n_in];
+        let mut acc = p.bias[u];
+        for (&a, &b) in x.iter().zip(w) {
+            acc += (a as i32 - z_in) * b as i32;
+        }
+        let r = requantize(acc, p.multiplier[u], p.shift[u]);
+        *o = clamp_i8(l.output.zero + r, l.act_min, l.act_max);
+    }
+}
+
+/// Int8 max-pool of one image: the largest `q` of each window (padding ignored).
+fn pool_image(pool: &MaxPool, input: Shape, output: Shape, x: &[i8], y: &mut [i8]) {
+    let c = input.c;
+    // The same windows as the float max-pool (`window_axis`); the shape was checked.
+    let before = |len| window_axis(len, pool.size, pool.stride, pool.padding).map_or(0, |(_, p)| p);
+    let (pt, pl) = (before(input.h), before(input.w));
+    for oy in 0..output.h {
+        let y0 = (oy * pool.stride).saturating_sub(pt);
+        let y1 = (oy * pool.stride + pool.size)
+            .saturating_sub(pt)
+            .min(input.h);
+        for ox in 0..output.w {
+            let x0 = (ox * pool.stride).saturating_sub(pl);
+            let x1 = (ox * pool.stride + pool.size)
+                .saturating_sub(pl)
+                .min(input.w);
+            let out = &mut y[(oy * output.w + ox) * c..][..c];
+            out.fill(i8::MIN);
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    for (o, &v) in out.iter_mut().zip(&x[(iy * input.w + ix) * c..][..c]) {
+                        *o = (*o).max(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs layer `i` of `net` on `n` samples.
+fn layer_i8(net: &QNet<'_>, i: usize, n: usize, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+    let arch = &net.arch;
+    let (ins, outs) = arch.layer_io(i)?;
+    let l = &net.layers[i];
+    let z_in = if i == 0 {
+        net.input.zero
+    } else {
+        net.layers[i - 1].output.zero
+    };
+    let xs = x.chunks_exact(ins.len()).take(n);
+    let ys = y.chunks_exact_mut(outs.len());
+    match arch.layers[i] {
+        Layer::Conv2d(c) => {
+            let p = params_of(l, "int8 conv2d parameters")?;
+            let kk = c.kernel * c.kernel * ins.c;
+            check_len("int8 conv2d weights", p.weights, kk * outs.c)?;
+            check_len("int8 conv2d bias", p.bias, outs.c)?;
+            check_len("int8 conv2d multipliers", p.multiplier, outs.c)?;
+            check_len("int8 conv2d shifts", p.shift, outs.c)?;
+            let pads = c.padding_before(ins)?;
+            for (xi, yi) in xs.zip(ys) {
+                conv_image(&c, ins, outs, pads, z_in, l, &p, xi, yi);
+            }
+        }
+        Layer::Dense(_) => {
+            let p = params_of(l, "int8 dense parameters")?;
+            check_len("int8 dense weights", p.weights, ins.len() * outs.len())?;
+            check_len("int8 dense bias", p.bias, outs.len())?;
+            check_len("int8 dense multipliers", p.multiplier, outs.len())?;
+            check_len("int8 dense shifts", p.shift, outs.len())?;
+            for (xi, yi) in xs.zip(ys) {
+                dense_sample(z_in, l, &p, xi, yi);
+            }
+        }
+        Layer::MaxPool(pool) => {
+            for (xi, yi) in xs.zip(ys) {
+                pool_image(&pool, ins, outs, xi, yi);
+            }
+        }
+        Layer::Relu => {
+            for (xi, yi) in xs.zip(ys) {
+                for (o, &v) in yi.iter_mut().zip(xi) {
+                    *o = (v as i32).max(z_in) as i8;
+                }
+            }
+        }
+        Layer::Flatten | Layer::Dropout(_) => {
+            for (xi, yi) in xs.zip(ys) {
+                yi.copy_from_slice(xi);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Int8 inference over `n` samples `x` (`[n, input]`, already quantized with
+/// `net.input`) with two live buffers in `buf` ([`Arch::inference_len`]`(n)` bytes);
+/// returns the int8 logits `[n, classes]` (a part of `buf`).
+pub fn infer_i8<'b>(
+    net: &QNet<'_>,
+    x: &[i8],
+    n: usize,
+    buf: &'b mut [i8],
+) -> Result<&'b [i8], Error> {
+    let arch = &net.arch;
+    arch.validate()?;
+    if n == 0 {
+        return Err(Error::EmptyBatch);
+    }
+    check_len("int8 layers", net.layers, arch.layers.len())?;
+    check_len("int8 input batch", x, n.saturating_mul(arch.input.len()))?;
+    check_len("int8 inference buffer", buf, arch.inference_len(n))?;
+    let half = arch.max_len() * n;
+    let (mut cur, mut next) = buf.split_at_mut(half);
+    let mut cur_len = 0;
+    for i in 0..arch.layers.len() {
+        let len = n * arch.layer_io(i)?.1.len();
+        let xin = if i == 0 { x } else { &cur[..cur_len] };
+        layer_i8(net, i, n, xin, &mut next[..len])?;
+        core::mem::swap(&mut cur, &mut next);
+        cur_len = len;
+    }
+    Ok(&cur[..cur_len])
+}
+
+/// Index of the largest int8 score (the first one on ties).
+pub fn argmax_i8(x: &[i8]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::init::Rng;
+    use crate::Padding;
+    use std::vec::Vec;
+
+    type Store = (Vec<i8>, Vec<i32>, Vec<i32>, Vec<i32>);
+
+    #[test]
+    fn rounding_rules() {
+        // Halves round away from zero.
+        assert_eq!(
+            [rdivpot(5, 1), rdivpot(-5, 1), rdivpot(3, 1), rdivpot(-3, 1)],
+            [3, -3, 2, -2]
+        );
+        assert_eq!([rdivpot(6, 2), rdivpot(-6, 2), rdivpot(7, 0)], [2, -2, 7]);
+        assert_eq!(srdhm(i32::MIN, i32::MIN), i32::MAX);
+        assert_eq!(srdhm(1 << 30, 1 << 30), 1 << 29);
+        assert_eq!(quantize_multiplier(0.5), (1 << 30, 0));
+        assert_eq!(quantize_multiplier(1.0), (1 << 30, 1));
+        assert_eq!(quantize_multiplier(0.25), (1 << 30, -1));
+        assert_eq!(quantize_multiplier(0.75), (1_610_612_736, 0));
+        assert_eq!(quantize_multiplier(0.0), (0, 0));
+        assert_eq!(quantize_multiplier(f64::NAN), (0, 0));
+        // requantize(x, m, shift) is round(x * real) within one step, for many reals.
+        let mut rng = Rng::new(9);
+        for _ in 0..20_000 {
+            let real = libm::exp(-12.0 * rng.uniform_f64());
+            let (m, sh) = quantize_multiplier(real);
+            let x = (rng.below(2_000_001) as i32) - 1_000_000;
+            let got = requantize(x, m, sh) as f64;
+            let want = x as f64 * real;
+            assert!(
+                (got - want).abs() <= 0.5 + 1e-6 * want.abs() + 1.0,
+                "{x} * {real}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn conv_pool_dense_follow_the_real_arithmetic() {
+        // A float network, quantized by hand, must give the float outputs within a step
+        // or two of the output scale.
+        const LAYERS: [Layer; 5] = [
+            Layer::Conv2d(Conv2d::with(3, 1, Padding::Same, 4)),
+            Layer::Relu,
+            Layer::MaxPool(MaxPool::new(2, 2, Padding::Same)),
+            Layer::Flatten,
+            Layer::Dense(crate::layers::Dense::new(3)),
+        ];
+        let arch = Arch::new(Shape::new(5, 5, 2), &LAYERS);
+        let mut rng = Rng::new(4);
+        let mut params = std::vec![0.0f32; arch.param_count()];
+        crate::init::init_params(&arch, crate::init::Init::He, 4, &mut params).unwrap();
+        let n = 3;
+        let x: Vec<f32> = (0..n * arch.input.len())
+            .map(|_| rng.uniform_f64() as f32)
+            .collect();
+        // Float reference, keeping every layer's output.
+        let mut acts = std::vec![0.0; arch.activations_len(n)];
+        crate::net::forward(
+            &arch,
+            &params,
+            &x,
+            n,
+            &mut acts,
+            crate::net::Mode::Eval,
+            &crate::net::Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        let mut outs = Vec::new();
+        let mut off = 0;
+        for i in 0..LAYERS.len() {
+            let len = n * arch.layer_io(i).unwrap().1.len();
+            outs.push(acts[off..off + len].to_vec());
+            off += len;
+        }
+        let range = |v: &[f32]| {
+            let (lo, hi) = v
+                .iter()
+                .fold((0.0f32, 0.0f32), |(a, b), &x| (a.min(x), b.max(x)));
+            let scale = (hi - lo) / 255.0;
+            QParams {
+                scale,
+                zero: (-128.0 - lo / scale).round() as i32,
+            }
+        };
+        let q_in = QParams {
+            scale: 1.0 / 255.0,
+            zero: -128,
+        };
+        let xq: Vec<i8> = x
+            .iter()
+            .map(|&v| ((v * 255.0).round() as i32 - 128) as i8)
+            .collect();
+        let xr: Vec<f32> = xq.iter().map(|&q| q_in.dequantize(q)).collect();
+        // Float reference again, on the quantized input.
+        crate::net::forward(
+            &arch,
+            &params,
+            &xr,
+            n,
+            &mut acts,
+            crate::net::Mode::Eval,
+            &crate::net::Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        let relu_out = range(&outs[1]);
+        let logits_q = range(&outs[4]);
+        // Per-channel weights, output channel first.
+        // Per-output-channel symmetric weights, stored output channel first.
+        let quant_layer = |i: usize, cout: usize, s_in: f32, out: QParams| {
+            let p = &params[arch.param_range(i).unwrap()];
+            let wlen = p.len() - cout;
+            let mut st: Store = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for c in 0..cout {
+                let col: Vec<f32> = (0..wlen / cout).map(|j| p[j * cout + c]).collect();
+                let sw = col.iter().fold(0.0f32, |a, &v| a.max(v.abs())) / 127.0;
+                st.0.extend(
+                    col.iter()
+                        .map(|&v| (v / sw).round().clamp(-127.0, 127.0) as i8),
+                );
+                st.1.push((p[wlen + c] / (s_in * sw)).round() as i32);
+                let (m, sh) = quantize_multiplier((s_in * sw / out.scale) as f64);
+                st.2.push(m);
+                st.3.push(sh);
+            }
+            st
+        };
+        let conv = quant_layer(0, 4, q_in.scale, relu_out);
+        let dense = quant_layer(4, 3, relu_out.scale, logits_q);
+        fn t(s: &Store) -> QTensors<'_> {
+            QTensors {
+                weights: &s.0,
+                bias: &s.1,
+                multiplier: &s.2,
+                shift: &s.3,
+            }
+        }
+        let plain = |output: QParams| QLayer {
+            params: None,
+            output,
+            act_min: -128,
+            act_max: 127,
+        };
+        let layers = [
+            QLayer {
+                params: Some(t(&conv)),
+                output: relu_out,
+                act_min: relu_out.zero as i8,
+                act_max: 127,
+            },
+            plain(relu_out),
+            plain(relu_out),
+            plain(relu_out),
+            QLayer {
+                params: Some(t(&dense)),
+                output: logits_q,
+                act_min: -128,
+                act_max: 127,
+            },
+        ];
+        let net = QNet {
+            arch,
+            input: q_in,
+            layers: &layers,
+        };
+        let mut buf = std::vec![0i8; arch.inference_len(n)];
+        let lq = infer_i8(&net, &xq, n, &mut buf).unwrap().to_vec();
+        let lf = &acts[acts.len() - n * 3..];
+        for (q, f) in lq.iter().zip(lf) {
+            let r = logits_q.dequantize(*q);
+            assert!(
+                (r - f).abs() <= 3.0 * logits_q.scale,
+                "{r} vs {f} (scale {})",
+                logits_q.scale
+            );
+        }
+    }
+}
