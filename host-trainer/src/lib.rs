@@ -7,6 +7,7 @@ pub mod data;
 pub mod engine;
 pub mod export;
 pub mod params_file;
+pub mod quantize;
 pub mod reproduce;
 pub mod simd;
 pub mod train;

@@ -135,6 +135,17 @@ enum Command {
         #[arg(long, default_value = "runs/small.mcw")]
         out: PathBuf,
     },
+    /// Quantize saved parameters to int8 (TFLite's scheme) and compare with float on the test set
+    Quantize {
+        #[command(flatten)]
+        common: Common,
+        /// Parameter file written by `train`, or a weights file (.mcw) written by `export`
+        #[arg(long, default_value = "runs/small.params")]
+        params: PathBuf,
+        /// Training images whose activations set the int8 ranges (min and max)
+        #[arg(long, default_value_t = 1000)]
+        calibration: usize,
+    },
     /// Measure training and inference speed and peak memory per architecture and thread count
     Bench {
         /// Directory with MNIST's IDX files [default: the repo's data/mnist]
@@ -443,6 +454,46 @@ fn run(cli: Cli) -> Result<()> {
                 bench::print_table(&records, &mut std::io::stdout())?;
             }
         }
+        Command::Quantize {
+            common,
+            params,
+            calibration,
+        } => {
+            let (arch, p) = load_any(&params)?;
+            let (tr, te) = common.load()?;
+            if calibration == 0 || calibration > tr.len() {
+                bail!("--calibration must be between 1 and {}", tr.len());
+            }
+            let calib = tr.to_f32()[..calibration * tr.pixels()].to_vec();
+            let q = host_trainer::quantize::quantize(arch, &p, &calib, calibration)?;
+            let threads = common.threads();
+            let fl = engine::predict(&arch, &p, &te.to_f32(), te.len(), threads)?;
+            let ql = q.predict(&te.images, te.len(), threads)?;
+            let classes = arch.classes();
+            let same = fl
+                .chunks_exact(classes)
+                .zip(ql.chunks_exact(classes))
+                .filter(|(a, b)| microconv::loss::argmax(a) == microconv::quant::argmax_i8(b))
+                .count();
+            let (fa, qa) = (
+                engine::accuracy(&fl, &te.labels),
+                host_trainer::quantize::accuracy_i8(&ql, &te.labels),
+            );
+            println!("calibration: min/max of every layer's output over the first {calibration} training images");
+            println!(
+                "test accuracy: f32 {fa:.4}, int8 {qa:.4} ({:+.2} points)",
+                (qa - fa) * 100.0
+            );
+            println!(
+                "int8 and f32 predictions agree on {same}/{} test images",
+                te.len()
+            );
+            println!(
+                "parameter bytes: f32 {}, int8 {} (weights int8; biases, multipliers, shifts int32)",
+                p.len() * 4,
+                q.param_bytes()
+            );
+        }
         Command::Eval { common, params } => {
             let (name, p) = params_file::load_model(&params)?;
             let arch = name.arch();
@@ -455,6 +506,32 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parameters from a parameter file (`train`) or a weights file (`export`), by content.
+fn load_any(path: &std::path::Path) -> Result<(microconv::Arch<'static>, Vec<f32>)> {
+    let head = std::fs::read(path)
+        .map(|b| b.get(..8).map(<[u8]>::to_vec).unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if head == b"MCONVNET" {
+        let wf = export::WeightsFile::read(path)?;
+        let m = wf
+            .model()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let arch = [train::ArchName::Small, train::ArchName::Seed]
+            .into_iter()
+            .map(|a| a.arch())
+            .find(|a| a.layers == m.arch().layers && a.input == m.arch().input)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: an architecture this build does not know",
+                    path.display()
+                )
+            })?;
+        return Ok((arch, m.params().to_vec()));
+    }
+    let (name, p) = params_file::load_model(path)?;
+    Ok((name.arch(), p))
 }
 
 fn main() -> ExitCode {
