@@ -38,10 +38,10 @@ pub const VERSION: u32 = 1;
 /// Most layers a file may describe (the parser keeps them in a fixed-size list).
 pub const MAX_LAYERS: usize = 32;
 
-const HEADER: usize = 32;
-const LAYER_RECORD: usize = 16;
-const TENSOR_RECORD: usize = 32;
-const DATA_ALIGN: usize = 16;
+pub(crate) const HEADER: usize = 32;
+pub(crate) const LAYER_RECORD: usize = 16;
+pub(crate) const TENSOR_RECORD: usize = 32;
+pub(crate) const DATA_ALIGN: usize = 16;
 
 /// Layer kinds in the file.
 mod kind {
@@ -134,6 +134,12 @@ pub enum FormatError {
         /// Bytes given.
         actual: usize,
     },
+    /// The file holds an int8 model (version 2) where a float one was expected, or the
+    /// other way round.
+    WrongPrecision {
+        /// Version in the file: 1 float, 2 int8.
+        found: u32,
+    },
     /// [`write()`] got a parameter slice of the wrong length.
     ParamCount {
         /// Parameters the architecture has.
@@ -168,6 +174,8 @@ impl fmt::Display for FormatError {
             FormatError::BigEndianTarget => f.write_str("weights files are little-endian and this target is big-endian"),
             FormatError::BufferTooSmall { needed, actual } => write!(f, "output buffer of {actual} bytes, {needed} needed"),
             FormatError::ParamCount { expected, actual } => write!(f, "{actual} parameters given, the architecture has {expected}"),
+            FormatError::WrongPrecision { found: 2 } => f.write_str("this is an int8 weights file (version 2) and a float one (version 1) was expected: use the float file, or the int8 reader and firmware"),
+            FormatError::WrongPrecision { found } => write!(f, "weights file version {found} is a float file and an int8 one (version 2) was expected: export it with `host-trainer quantize --out`"),
         }
     }
 }
@@ -182,7 +190,7 @@ pub struct Model<'a> {
     params: &'a [f32],
 }
 
-fn u32_at(b: &[u8], off: usize) -> Result<u32, FormatError> {
+pub(crate) fn u32_at(b: &[u8], off: usize) -> Result<u32, FormatError> {
     match b.get(off..off.saturating_add(4)) {
         Some(s) => Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]])),
         None => Err(FormatError::TooShort { len: b.len() }),
@@ -190,7 +198,7 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32, FormatError> {
 }
 
 /// Header bytes (everything before the tensor data) for `layers` layers and `tensors` tensors.
-const fn header_len(layers: usize, tensors: usize) -> usize {
+pub(crate) const fn header_len(layers: usize, tensors: usize) -> usize {
     let raw = HEADER + LAYER_RECORD * layers + 4 + TENSOR_RECORD * tensors;
     raw.div_ceil(DATA_ALIGN) * DATA_ALIGN
 }
@@ -235,7 +243,7 @@ fn parse_padding(code: u8, index: usize) -> Result<Padding, FormatError> {
 }
 
 /// The record of one layer: (kind, padding, a, b, c).
-fn layer_record(l: &Layer) -> (u8, u8, u32, u32, u32) {
+pub(crate) fn layer_record(l: &Layer) -> (u8, u8, u32, u32, u32) {
     match *l {
         Layer::Conv2d(c) => (
             kind::CONV2D,
@@ -258,7 +266,7 @@ fn layer_record(l: &Layer) -> (u8, u8, u32, u32, u32) {
     }
 }
 
-fn parse_layer(r: &[u8], index: usize) -> Result<Layer, FormatError> {
+pub(crate) fn parse_layer(r: &[u8], index: usize) -> Result<Layer, FormatError> {
     let (k, pad) = (r[0], r[1]);
     let (a, b, c) = (
         u32_at(r, 4)? as usize,
@@ -331,59 +339,75 @@ fn tensor_slots<'x>(arch: &'x Arch<'_>) -> impl Iterator<Item = (usize, u8)> + '
         .flat_map(|(i, _)| [(i, ROLE_WEIGHTS), (i, ROLE_BIAS)])
 }
 
+/// The checks and fields every version shares: magic, version (`want`), length, CRC,
+/// input shape, layer records. Returns the bytes before the CRC, the input shape and the
+/// layers (already checked to form a valid network).
+pub(crate) fn parse_header(
+    bytes: &[u8],
+    want: u32,
+) -> Result<(&[u8], Shape, heapless::Vec<Layer, MAX_LAYERS>), FormatError> {
+    if cfg!(target_endian = "big") {
+        return Err(FormatError::BigEndianTarget);
+    }
+    let min = header_len(1, 0) + 4;
+    if bytes.len() < min {
+        return Err(FormatError::TooShort { len: bytes.len() });
+    }
+    if bytes[..8] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let version = u32_at(bytes, 8)?;
+    if version != want {
+        if version == VERSION || version == crate::qformat::VERSION_INT8 {
+            return Err(FormatError::WrongPrecision { found: version });
+        }
+        return Err(FormatError::UnsupportedVersion {
+            found: version,
+            supported: want,
+        });
+    }
+    let len = u32_at(bytes, 12)? as usize;
+    if len != bytes.len() {
+        return Err(FormatError::LengthMismatch {
+            header: len,
+            actual: bytes.len(),
+        });
+    }
+    let (body, tail) = bytes.split_at(len - 4);
+    let stored = u32_at(tail, 0)?;
+    let computed = crc32(body);
+    if stored != computed {
+        return Err(FormatError::ChecksumMismatch { stored, computed });
+    }
+    let input = Shape::new(
+        u32_at(body, 16)? as usize,
+        u32_at(body, 20)? as usize,
+        u32_at(body, 24)? as usize,
+    );
+    let count = u32_at(body, 28)? as usize;
+    if count > MAX_LAYERS {
+        return Err(FormatError::TooManyLayers { count });
+    }
+    let mut layers = heapless::Vec::new();
+    for i in 0..count {
+        let off = HEADER + i * LAYER_RECORD;
+        let rec = body
+            .get(off..off + LAYER_RECORD)
+            .ok_or(FormatError::TooShort { len: bytes.len() })?;
+        // Cannot fail: count <= MAX_LAYERS was checked above.
+        let _ = layers.push(parse_layer(rec, i)?);
+    }
+    let arch = Arch::new(input, &layers);
+    arch.validate().map_err(FormatError::Arch)?;
+    Ok((body, input, layers))
+}
+
 impl<'a> Model<'a> {
     /// Parses and checks a weights file, borrowing the parameters from `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        if cfg!(target_endian = "big") {
-            return Err(FormatError::BigEndianTarget);
-        }
-        let min = header_len(1, 0) + 4;
-        if bytes.len() < min {
-            return Err(FormatError::TooShort { len: bytes.len() });
-        }
-        if bytes[..8] != MAGIC {
-            return Err(FormatError::BadMagic);
-        }
-        let version = u32_at(bytes, 8)?;
-        if version != VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        let len = u32_at(bytes, 12)? as usize;
-        if len != bytes.len() {
-            return Err(FormatError::LengthMismatch {
-                header: len,
-                actual: bytes.len(),
-            });
-        }
-        let (body, tail) = bytes.split_at(len - 4);
-        let stored = u32_at(tail, 0)?;
-        let computed = crc32(body);
-        if stored != computed {
-            return Err(FormatError::ChecksumMismatch { stored, computed });
-        }
-        let input = Shape::new(
-            u32_at(body, 16)? as usize,
-            u32_at(body, 20)? as usize,
-            u32_at(body, 24)? as usize,
-        );
-        let count = u32_at(body, 28)? as usize;
-        if count > MAX_LAYERS {
-            return Err(FormatError::TooManyLayers { count });
-        }
-        let mut layers = heapless::Vec::new();
-        for i in 0..count {
-            let off = HEADER + i * LAYER_RECORD;
-            let rec = body
-                .get(off..off + LAYER_RECORD)
-                .ok_or(FormatError::TooShort { len: bytes.len() })?;
-            // Cannot fail: count <= MAX_LAYERS was checked above.
-            let _ = layers.push(parse_layer(rec, i)?);
-        }
+        let (body, input, layers) = parse_header(bytes, VERSION)?;
+        let count = layers.len();
         let arch = Arch::new(input, &layers);
-        arch.validate().map_err(FormatError::Arch)?;
         let toff = HEADER + count * LAYER_RECORD;
         let tensors = u32_at(body, toff)? as usize;
         let expected = tensor_count(&arch);
@@ -648,10 +672,13 @@ mod tests {
         assert_eq!(parse(&g), FormatError::BadMagic);
         let mut g = base();
         g.edit(|b| b[8] = 2);
+        assert_eq!(parse(&g), FormatError::WrongPrecision { found: 2 });
+        let mut g = base();
+        g.edit(|b| b[8] = 3);
         assert_eq!(
             parse(&g),
             FormatError::UnsupportedVersion {
-                found: 2,
+                found: 3,
                 supported: 1
             }
         );

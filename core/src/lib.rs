@@ -63,6 +63,7 @@ pub mod loss;
 pub mod math;
 pub mod net;
 pub mod optim;
+pub mod qformat;
 pub mod quant;
 pub mod shape;
 
