@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::{env, fs, process};
 
 use microconv::format::Model;
+use microconv::qformat::QModel;
 use microconv::{Layer, Padding};
 
 fn fail(msg: String) -> ! {
@@ -70,13 +71,22 @@ fn main() {
         .map(|c| c.iter().rev().fold(0u32, |a, &b| (a << 8) | b as u32))
         .collect();
     let aligned: &[u8] = &bytemuck::cast_slice(&words)[..bytes.len()];
-    let model = Model::parse(aligned).unwrap_or_else(|e| {
+    let unusable = |e: microconv::format::FormatError| -> ! {
         fail(format!(
             "weights file {} is not usable: {e}",
             weights.display()
         ))
-    });
-    let arch = model.arch();
+    };
+    // Version 2 files hold int8 models (`host-trainer quantize --out`).
+    let int8 = aligned.get(8..12) == Some(&2u32.to_le_bytes()[..]);
+    let (qmodel, model);
+    let arch = if int8 {
+        qmodel = QModel::parse(aligned).unwrap_or_else(|e| unusable(e));
+        qmodel.arch()
+    } else {
+        model = Model::parse(aligned).unwrap_or_else(|e| unusable(e));
+        model.arch()
+    };
     if arch.input.len() != 28 * 28 || arch.classes() != 10 {
         fail(format!(
             "weights file {} is for {}x{}x{} inputs and {} classes; this firmware classifies 28x28x1 digits into 10 classes",
@@ -112,6 +122,10 @@ fn main() {
         code,
         "/// The weights file, 16-byte aligned in flash.\npub static MODEL: &microconv::format::Aligned<[u8]> = &microconv::format::Aligned(*include_bytes!({:?}));",
         embedded.display().to_string()
+    );
+    let _ = writeln!(
+        code,
+        "/// Whether the embedded model is int8 (a version 2 file) rather than float.\npub const INT8: bool = {int8};"
     );
     fs::write(out.join("model.rs"), code)
         .unwrap_or_else(|e| fail(format!("cannot write model.rs: {e}")));

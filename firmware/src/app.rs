@@ -7,6 +7,7 @@ use embedded_hal::digital::OutputPin;
 use embedded_io::{Read, ReadReady, Write};
 use microconv::loss::argmax;
 use microconv::net::{infer, Exec};
+use microconv::quant::{argmax_i8, infer_i8, QNet};
 use microconv::{Arch, Error};
 
 use crate::protocol::{
@@ -23,38 +24,91 @@ pub trait Stopwatch {
     fn ticks(&mut self) -> u32;
 }
 
-/// A network with its parameters and the two static buffers inference needs.
+/// How a [`Classifier`] computes: float (the core's reference kernels) or int8.
+enum Engine<'m> {
+    Float {
+        params: &'m [f32],
+        buf: &'m mut [f32],
+        input: &'m mut [f32],
+    },
+    Int8 {
+        net: QNet<'m>,
+        buf: &'m mut [i8],
+        input: &'m mut [i8],
+    },
+}
+
+/// One engine's classify function.
+type RunFn<'m> = fn(&Arch<'m>, &mut Engine<'m>, &[u8]) -> Result<(u8, [f32; 10]), Error>;
+
+/// A network with its parameters and the two static buffers inference needs, float or
+/// int8 (see `microconv::quant`).
 pub struct Classifier<'m> {
     arch: Arch<'m>,
-    params: &'m [f32],
-    buf: &'m mut [f32],
-    input: &'m mut [f32],
+    engine: Engine<'m>,
+    /// The engine's classify function, set by the constructor: a firmware that never
+    /// builds an int8 classifier does not link the int8 kernels (and the other way round).
+    run: RunFn<'m>,
+}
+
+/// Checks that `arch` classifies 28x28 images into 10 classes.
+fn check_digits(arch: &Arch<'_>) -> Result<(), Error> {
+    arch.validate()?;
+    Error::expect_len("input shape", IMAGE_LEN, arch.input.len())?;
+    Error::expect_len("classes", 10, arch.classes())
 }
 
 impl<'m> Classifier<'m> {
-    /// Checks the buffers against the architecture (`buf`: [`Arch::inference_len`]`(1)`,
-    /// `input`: one image) and that it classifies 28x28 images into 10 classes.
+    /// A float classifier. Checks the buffers against the architecture (`buf`:
+    /// [`Arch::inference_len`]`(1)`, `input`: one image) and that it classifies 28x28
+    /// images into 10 classes.
     pub fn new(
         arch: Arch<'m>,
         params: &'m [f32],
         buf: &'m mut [f32],
         input: &'m mut [f32],
     ) -> Result<Self, Error> {
-        arch.validate()?;
+        check_digits(&arch)?;
         Error::expect_len("params", arch.param_count(), params.len())?;
         Error::expect_len("inference buffer", arch.inference_len(1), buf.len())?;
         Error::expect_len("input", IMAGE_LEN, input.len())?;
-        Error::expect_len("input shape", IMAGE_LEN, arch.input.len())?;
-        Error::expect_len("classes", 10, arch.classes())?;
         Ok(Classifier {
             arch,
-            params,
-            buf,
-            input,
+            engine: Engine::Float { params, buf, input },
+            run: run_float,
         })
     }
 
-    /// Classifies one 28x28 8-bit image (pixels scaled to [0, 1] as in training).
+    /// An int8 classifier (buffers in bytes, same sizes as [`Classifier::new`]'s). The
+    /// network's input quantization must be pixels - 128 (scale 1/255, zero -128).
+    pub fn new_int8(net: QNet<'m>, buf: &'m mut [i8], input: &'m mut [i8]) -> Result<Self, Error> {
+        check_digits(&net.arch)?;
+        Error::expect_len(
+            "int8 inference buffer",
+            net.arch.inference_len(1),
+            buf.len(),
+        )?;
+        Error::expect_len("input", IMAGE_LEN, input.len())?;
+        if net.input.zero != -128 || net.input.scale != 1.0 / 255.0 {
+            return Err(Error::InvalidParameter {
+                name: "int8 input quantization (must be scale 1/255, zero -128)",
+            });
+        }
+        Ok(Classifier {
+            arch: net.arch,
+            engine: Engine::Int8 { net, buf, input },
+            run: run_int8,
+        })
+    }
+
+    /// Whether this classifier runs int8.
+    pub fn is_int8(&self) -> bool {
+        matches!(self.engine, Engine::Int8 { .. })
+    }
+
+    /// Classifies one 28x28 8-bit image: float models see pixels / 255 as in training,
+    /// int8 models pixels - 128 (the same real values), and answer their int8 logits
+    /// dequantized (`scale * (q - zero)`).
     pub fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
         if pixels.len() != IMAGE_LEN {
             return Err(Error::BufferLen {
@@ -63,22 +117,42 @@ impl<'m> Classifier<'m> {
                 actual: pixels.len(),
             });
         }
-        for (x, &p) in self.input.iter_mut().zip(pixels) {
-            *x = p as f32 / 255.0;
-        }
-        let logits = infer(
-            &self.arch,
-            self.params,
-            self.input,
-            1,
-            self.buf,
-            &Exec::REFERENCE,
-            &mut [],
-        )?;
-        let mut scores = [0.0; 10];
-        scores.copy_from_slice(logits);
-        Ok((argmax(&scores) as u8, scores))
+        (self.run)(&self.arch, &mut self.engine, pixels)
     }
+}
+
+fn run_float(arch: &Arch<'_>, e: &mut Engine<'_>, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
+    let Engine::Float { params, buf, input } = e else {
+        return Err(Error::InvalidParameter {
+            name: "classifier engine",
+        });
+    };
+    for (x, &p) in input.iter_mut().zip(pixels) {
+        *x = p as f32 / 255.0;
+    }
+    let logits = infer(arch, params, input, 1, buf, &Exec::REFERENCE, &mut [])?;
+    let mut scores = [0.0; 10];
+    scores.copy_from_slice(logits);
+    Ok((argmax(&scores) as u8, scores))
+}
+
+fn run_int8(_: &Arch<'_>, e: &mut Engine<'_>, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
+    let Engine::Int8 { net, buf, input } = e else {
+        return Err(Error::InvalidParameter {
+            name: "classifier engine",
+        });
+    };
+    for (x, &p) in input.iter_mut().zip(pixels) {
+        *x = (p as i32 - 128) as i8;
+    }
+    let logits = infer_i8(net, input, 1, buf)?;
+    let mut scores = [0.0; 10];
+    if let Some(last) = net.layers.last() {
+        for (s, &l) in scores.iter_mut().zip(logits) {
+            *s = last.output.dequantize(l);
+        }
+    }
+    Ok((argmax_i8(logits) as u8, scores))
 }
 
 /// Microseconds between polls of an idle serial port.

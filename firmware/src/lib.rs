@@ -1,7 +1,8 @@
 //! microconv firmware: the board-independent part.
 //!
 //! - [`protocol`]: the framed serial protocol (also used by `host-trainer` on the PC side);
-//! - [`app`]: the application loop, generic over embedded-hal 1.0 and embedded-io traits.
+//! - [`app`]: the application loop, generic over embedded-hal 1.0 and embedded-io traits;
+//! - [`embedded`]: the classifier of the model embedded at build time (float or int8).
 //!
 //! One binary per target in `src/bin/` adds only the board: `mps2_an386.rs` (QEMU's
 //! Cortex-M4F machine, used by CI) and `stm32f411.rs` (a "Black Pill" board).
@@ -10,4 +11,5 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod embedded;
 pub mod protocol;

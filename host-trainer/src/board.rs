@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use microconv::format::Model;
+use microconv::qformat::QModel;
 use microconv_firmware::app::Classifier;
 use microconv_firmware::protocol::{
     encode, kind, pack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, OVERHEAD,
@@ -261,9 +262,37 @@ fn pixels(test: &Dataset, i: usize) -> [u8; IMAGE_LEN] {
     p
 }
 
-/// The host's scores for `n` test images, with the reference kernels the firmware runs.
+/// A weights file's model, float (version 1) or int8 (version 2).
+pub enum HostModel<'a> {
+    /// A float model.
+    Float(Box<Model<'a>>),
+    /// An int8 model.
+    Int8(Box<QModel<'a>>),
+}
+
+impl<'a> HostModel<'a> {
+    /// Parses `bytes` (4-byte aligned) with the reader its version calls for.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, microconv::format::FormatError> {
+        if bytes.get(8..12) == Some(&2u32.to_le_bytes()[..]) {
+            QModel::parse(bytes).map(|m| HostModel::Int8(Box::new(m)))
+        } else {
+            Model::parse(bytes).map(|m| HostModel::Float(Box::new(m)))
+        }
+    }
+
+    /// The layers.
+    pub fn arch(&self) -> microconv::Arch<'_> {
+        match self {
+            HostModel::Float(m) => m.arch(),
+            HostModel::Int8(m) => m.arch(),
+        }
+    }
+}
+
+/// The host's scores for `n` test images, with the firmware's own classifier (the
+/// reference kernels, float or int8) on the same 8-bit pixels it receives.
 pub fn host_scores(
-    model: &Model<'_>,
+    model: &HostModel<'_>,
     test: &Dataset,
     n: usize,
     threads: usize,
@@ -278,10 +307,16 @@ pub fn host_scores(
             rest = tail;
             let arch = &arch;
             handles.push(s.spawn(move || -> Result<(), microconv::Error> {
-                // The firmware's own classifier, fed the same 8-bit pixels it receives.
                 let mut buf = vec![0.0; arch.inference_len(1)];
                 let mut input = vec![0.0; IMAGE_LEN];
-                let mut clf = Classifier::new(*arch, model.params(), &mut buf, &mut input)?;
+                let mut qbuf = vec![0i8; arch.inference_len(1)];
+                let mut qinput = vec![0i8; IMAGE_LEN];
+                let mut clf = match model {
+                    HostModel::Float(m) => {
+                        Classifier::new(*arch, m.params(), &mut buf, &mut input)?
+                    }
+                    HostModel::Int8(m) => Classifier::new_int8(m.net(), &mut qbuf, &mut qinput)?,
+                };
                 for (o, i) in mine.iter_mut().zip(r) {
                     *o = clf.classify(&pixels(test, i))?.1;
                 }
@@ -310,10 +345,11 @@ pub fn run(
     jobs: usize,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Report> {
-    let file = crate::export::WeightsFile::read(weights)?;
-    let model = file
-        .model()
-        .map_err(|e| anyhow!("{}: {e}", weights.display()))?;
+    let bytes = std::fs::read(weights)
+        .map_err(|e| anyhow!("cannot read weights file {}: {e}", weights.display()))?;
+    let file = crate::export::WeightsFile::from_bytes(&bytes);
+    let model =
+        HostModel::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
     let n = images.min(test.len());
     let host = host_scores(&model, test, n, threads)?;
     let params = model.arch().param_count();

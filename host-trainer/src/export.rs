@@ -64,6 +64,11 @@ impl WeightsFile {
         Ok(file)
     }
 
+    /// The file's bytes, 4-byte aligned.
+    pub fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+
     /// The parsed model, borrowing the parameters in place.
     pub fn model(&self) -> Result<Model<'_>, microconv::format::FormatError> {
         Model::parse(&bytemuck::cast_slice(&self.words)[..self.len])

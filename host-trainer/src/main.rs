@@ -145,6 +145,9 @@ enum Command {
         /// Training images whose activations set the int8 ranges (min and max)
         #[arg(long, default_value_t = 1000)]
         calibration: usize,
+        /// Write the int8 weights file (version 2) here, for the firmware
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Measure training and inference speed and peak memory per architecture and thread count
     Bench {
@@ -458,6 +461,7 @@ fn run(cli: Cli) -> Result<()> {
             common,
             params,
             calibration,
+            out,
         } => {
             let (arch, p) = load_any(&params)?;
             let (tr, te) = common.load()?;
@@ -493,6 +497,20 @@ fn run(cli: Cli) -> Result<()> {
                 p.len() * 4,
                 q.param_bytes()
             );
+            if let Some(out) = out {
+                let bytes = q.to_file()?;
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+                }
+                std::fs::write(&out, &bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+                println!(
+                    "wrote {} ({} bytes, int8 weights file version 2)",
+                    out.display(),
+                    bytes.len()
+                );
+            }
         }
         Command::Eval { common, params } => {
             let (name, p) = params_file::load_model(&params)?;

@@ -248,6 +248,39 @@ pub fn quantize(
     })
 }
 
+impl QuantModel {
+    /// The int8 weights file (version 2, `docs/weights-format.md`) of this model, checked
+    /// by reading it back with the firmware's reader.
+    pub fn to_file(&self) -> Result<Vec<u8>> {
+        let layers = self.qlayers();
+        let len = microconv::qformat::file_len(&self.arch).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut bytes = vec![0u8; len];
+        microconv::qformat::write(&self.arch, self.input, &layers, &mut bytes)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stored = crate::export::WeightsFile::from_bytes(&bytes);
+        let back = microconv::qformat::QModel::parse(stored.bytes())
+            .map_err(|e| anyhow::anyhow!("the int8 file does not parse: {e}"))?;
+        let (a, b) = (back.net(), layers);
+        let same = a.layers.len() == b.len()
+            && a.layers.iter().zip(&b).all(|(x, y)| {
+                x.output == y.output
+                    && (x.act_min, x.act_max) == (y.act_min, y.act_max)
+                    && match (x.params, y.params) {
+                        (Some(p), Some(q)) => {
+                            (p.weights, p.bias, p.multiplier, p.shift)
+                                == (q.weights, q.bias, q.multiplier, q.shift)
+                        }
+                        (None, None) => true,
+                        _ => false,
+                    }
+            });
+        if !same || a.input != self.input {
+            bail!("the int8 file does not round-trip");
+        }
+        Ok(bytes)
+    }
+}
+
 /// Fraction of `labels` that the argmax of int8 `logits` gets right.
 pub fn accuracy_i8(logits: &[i8], labels: &[u8]) -> f64 {
     let classes = logits.len() / labels.len().max(1);

@@ -13,15 +13,23 @@ use core::ptr::{addr_of, read_volatile, write_volatile};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
+use cortex_m::singleton;
 use cortex_m_rt::entry;
 use defmt_semihosting as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
-use microconv::format::Model;
-use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch};
+use microconv::qformat::QModel;
+use microconv_firmware::app::{App, Outcome, Stopwatch};
+use microconv_firmware::embedded::{self, EmbeddedError, Storage};
 
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
+
+/// Buffer sizes: the float pair for a float model, the int8 pair for an int8 one.
+const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
+const F32_IN: usize = if INT8 { 0 } else { 784 };
+const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
+const I8_IN: usize = if INT8 { 784 } else { 0 };
 
 const CLOCK_HZ: u32 = 25_000_000;
 const INSTRUCTIONS_PER_TICK: u32 = 40;
@@ -178,28 +186,32 @@ fn main() -> ! {
         fail("core peripherals taken twice")
     };
     cp.SYST.set_clock_source(SystClkSource::Core);
-    let model = match Model::parse(&MODEL.0) {
-        Ok(m) => m,
-        Err(e) => fail_fmt(e),
+    let storage = Storage {
+        f32_buf: singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        f32_input: singleton!(: [f32; F32_IN] = [0.0; F32_IN])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        qmodel: singleton!(: Option<QModel<'static>> = None)
+            .unwrap_or_else(|| fail("buffers taken twice")),
     };
-    if model.arch() != ARCH {
-        fail("embedded weights do not match the compiled architecture");
-    }
-    let buf = cortex_m::singleton!(: [f32; ARCH.inference_len(1)] = [0.0; ARCH.inference_len(1)]);
-    let input = cortex_m::singleton!(: [f32; 784] = [0.0; 784]);
-    let (Some(buf), Some(input)) = (buf, input) else {
-        fail("buffers taken twice")
-    };
-    let classifier = match Classifier::new(ARCH, model.params(), buf, input) {
+    let classifier = match embedded::classifier(&MODEL.0, ARCH, INT8, storage) {
         Ok(c) => c,
-        Err(_) => fail("model does not fit the classifier"),
+        Err(EmbeddedError::Format(e)) => fail_fmt(e),
+        Err(EmbeddedError::ArchMismatch) => {
+            fail("embedded weights do not match the compiled architecture")
+        }
+        Err(EmbeddedError::Classifier(_)) => fail("model does not fit the classifier"),
     };
     let (bottom, top) = stack_bounds();
     defmt::info!(
         "microconv on mps2-an386: {=usize} parameters, {=usize} B weights in flash, {=usize} B inference buffers, {=usize} B for the stack",
         ARCH.param_count(),
         MODEL.0.len(),
-        4 * ARCH.inference_len(1),
+        4 * F32_BUF + I8_BUF,
         top - bottom
     );
     let mut app = App::new(

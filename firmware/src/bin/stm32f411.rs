@@ -7,13 +7,15 @@
 #![no_main]
 
 use cortex_m::peripheral::DWT;
+use cortex_m::singleton;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_hal_nb::serial::{Read as NbRead, Write as NbWrite};
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write};
-use microconv::format::Model;
-use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch};
+use microconv::qformat::QModel;
+use microconv_firmware::app::{App, Outcome, Stopwatch};
+use microconv_firmware::embedded::{self, EmbeddedError, Storage};
 use panic_probe as _;
 use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
@@ -21,6 +23,12 @@ use stm32f4xx_hal::rcc::Config;
 use stm32f4xx_hal::serial::{RxISR, Serial};
 
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
+
+/// Buffer sizes: the float pair for a float model, the int8 pair for an int8 one.
+const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
+const F32_IN: usize = if INT8 { 0 } else { 784 };
+const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
+const I8_IN: usize = if INT8 { 784 } else { 0 };
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
 struct Port(Serial<pac::USART1>);
@@ -122,20 +130,27 @@ fn main() -> ! {
     };
     let led = ActiveLow(gpioc.pc13.into_push_pull_output());
     let delay = dp.TIM2.delay_us(&mut rcc);
-    let model = match Model::parse(&MODEL.0) {
-        Ok(m) => m,
-        Err(e) => defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e)),
+    let storage = Storage {
+        f32_buf: singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
+            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
+        f32_input: singleton!(: [f32; F32_IN] = [0.0; F32_IN])
+            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
+        i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF])
+            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
+        i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN])
+            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
+        qmodel: singleton!(: Option<QModel<'static>> = None)
+            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
     };
-    if model.arch() != ARCH {
-        defmt::panic!("embedded weights do not match the compiled architecture");
-    }
-    let buf = cortex_m::singleton!(: [f32; ARCH.inference_len(1)] = [0.0; ARCH.inference_len(1)]);
-    let input = cortex_m::singleton!(: [f32; 784] = [0.0; 784]);
-    let (Some(buf), Some(input)) = (buf, input) else {
-        defmt::panic!("buffers taken twice")
-    };
-    let Ok(classifier) = Classifier::new(ARCH, model.params(), buf, input) else {
-        defmt::panic!("model does not fit the classifier");
+    let classifier = match embedded::classifier(&MODEL.0, ARCH, INT8, storage) {
+        Ok(c) => c,
+        Err(EmbeddedError::Format(e)) => {
+            defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e))
+        }
+        Err(EmbeddedError::ArchMismatch) => {
+            defmt::panic!("embedded weights do not match the compiled architecture")
+        }
+        Err(EmbeddedError::Classifier(_)) => defmt::panic!("model does not fit the classifier"),
     };
     defmt::info!("microconv on STM32F411: {=usize} parameters, waiting for frames on USART1 (PA9/PA10, 115200)", ARCH.param_count());
     let mut app = App::new(Port(serial), led, delay, Cycles(0), classifier);
