@@ -64,7 +64,7 @@ fn main() {
         None => dir.join("models/small.mcw"),
     };
     println!("cargo:rerun-if-changed={}", weights.display());
-    let bytes = fs::read(&weights).unwrap_or_else(|e| fail(format!("cannot read weights file {}: {e} (set MICROCONV_WEIGHTS to a file written by `host-trainer export`)", weights.display())));
+    let bytes = fs::read(&weights).unwrap_or_else(|e| fail(format!("cannot read weights file {}: {e} (set MICROCONV_WEIGHTS to a file written by `host-trainer export` or `host-trainer quantize --out`; a relative path is relative to the firmware/ directory)", weights.display())));
     // The parser reads in place and needs 4-byte alignment: parse from u32 storage.
     let words: Vec<u32> = bytes
         .chunks(4)

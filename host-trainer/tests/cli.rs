@@ -196,3 +196,52 @@ fn bench_measures_each_case_in_its_own_process() {
         "{err}"
     );
 }
+
+#[test]
+fn quantize_writes_an_int8_file_the_firmware_reader_accepts() {
+    let dir = tmp("quantize");
+    let out = dir.join("small-int8.mcw");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../firmware/models/small.mcw");
+    let o = bin()
+        .args([
+            "quantize",
+            "--params",
+            shipped,
+            "--calibration",
+            "200",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (text_out, err) = text(&o);
+    assert!(o.status.success(), "{text_out}{err}");
+    // "test accuracy: f32 0.9943, int8 0.99xx (...)": at most 0.2 points lost.
+    let line = text_out
+        .lines()
+        .find(|l| l.starts_with("test accuracy: f32 "))
+        .expect(&text_out);
+    let nums: Vec<f64> = line
+        .split(|c: char| c == ' ' || c == ',')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(nums.len() >= 2 && nums[1] >= nums[0] - 0.002, "{line}");
+    let bytes = std::fs::read(&out).unwrap();
+    let file = host_trainer::export::WeightsFile::from_bytes(&bytes);
+    let m = microconv::qformat::QModel::parse(file.bytes()).unwrap();
+    assert_eq!(m.arch(), microconv::archs::SMALL);
+    // The float reader refuses it with a clear message; eval on it is a one-line error.
+    let e = microconv::format::Model::parse(file.bytes()).unwrap_err();
+    assert!(e.to_string().contains("int8 weights file"), "{e}");
+    // Quantizing an int8 file is refused in one line.
+    let o = bin()
+        .args(["quantize", "--params"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
