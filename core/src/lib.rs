@@ -49,7 +49,9 @@
 //! ```
 #![no_std]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// No unsafe code, with one exception: the Cortex-M DSP instructions of the int8
+// convolution (`quant::dsp`, feature `dsp`, Arm only), each block justified in place.
+#![deny(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

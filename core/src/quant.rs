@@ -212,27 +212,105 @@ fn patch(
     out: &mut [i16],
 ) {
     let (k, s, cin) = (conv.kernel, conv.stride, input.c);
+    // Kernel columns whose input column is inside the image: one contiguous run per row.
+    let x0 = ox * s;
+    let kx_lo = pl.saturating_sub(x0).min(k);
+    let kx_hi = (input.w + pl).saturating_sub(x0).min(k).max(kx_lo);
     for ky in 0..k {
         let row = &mut out[ky * k * cin..(ky + 1) * k * cin];
-        let iy = (oy * s + ky).checked_sub(pt).filter(|&v| v < input.h);
-        for kx in 0..k {
-            let dst = &mut row[kx * cin..(kx + 1) * cin];
-            let ix = (ox * s + kx).checked_sub(pl).filter(|&v| v < input.w);
-            match (iy, ix) {
-                (Some(iy), Some(ix)) => {
-                    for (d, &v) in dst.iter_mut().zip(&x[(iy * input.w + ix) * cin..][..cin]) {
-                        *d = (v as i32 - z_in) as i16;
-                    }
-                }
-                _ => dst.fill(0),
-            }
+        let Some(iy) = (oy * s + ky).checked_sub(pt).filter(|&v| v < input.h) else {
+            row.fill(0);
+            continue;
+        };
+        let (before, rest) = row.split_at_mut(kx_lo * cin);
+        let (mid, after) = rest.split_at_mut((kx_hi - kx_lo) * cin);
+        before.fill(0);
+        after.fill(0);
+        let start = (iy * input.w + x0 + kx_lo - pl) * cin;
+        for (d, &v) in mid.iter_mut().zip(&x[start..start + (kx_hi - kx_lo) * cin]) {
+            *d = (v as i32 - z_in) as i16;
         }
     }
 }
 
-/// Largest receptive field (`k * k * cin`) the fast kernel gathers on the stack (2 KB);
-/// larger ones run the reference kernel.
-pub const MAX_PATCH: usize = 1024;
+/// Largest receptive field (`k * k * cin`) the fast kernel gathers on the stack (2 KB
+/// with its packed copy); larger ones run the reference kernel.
+pub const MAX_PATCH: usize = 512;
+
+/// Two 16-bit values in one word, `lo` in the low half: the operand layout of `SMLAD`.
+fn pack(lo: i16, hi: i16) -> u32 {
+    (lo as u16 as u32) | ((hi as u16 as u32) << 16)
+}
+
+/// The Cortex-M DSP instructions the int8 convolution uses: inline assembly with the
+/// `dsp` feature on Arm, their exact portable definitions everywhere else (so that the
+/// host runs, and tests, the same algorithm bit for bit).
+mod dsp {
+    /// `SMLAD`: `acc + lo(a) * lo(b) + hi(a) * hi(b)`, halves signed 16-bit.
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    #[inline(always)]
+    pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+        let lo = (a as i16 as i32) * (b as i16 as i32);
+        let hi = ((a >> 16) as i16 as i32) * ((b >> 16) as i16 as i32);
+        acc.wrapping_add(lo).wrapping_add(hi)
+    }
+
+    /// `SXTB16`: bytes 0 and 2 of `x`, sign-extended into the low and high halves.
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    #[inline(always)]
+    pub fn sxtb16(x: u32) -> u32 {
+        super::pack(x as u8 as i8 as i16, (x >> 16) as u8 as i8 as i16)
+    }
+
+    /// `SXTB16` with `ROR #8`: bytes 1 and 3 of `x`, sign-extended.
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    #[inline(always)]
+    pub fn sxtb16_ror8(x: u32) -> u32 {
+        sxtb16(x.rotate_right(8))
+    }
+
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    #[allow(unsafe_code)]
+    mod arm {
+        /// `SMLAD` (see the portable definition).
+        #[inline(always)]
+        pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+            let r: i32;
+            // SAFETY: one DSP instruction on registers only (no memory, no stack, no
+            // flags read; it may set the sticky Q flag, which nothing here reads). The
+            // `dsp` feature promises an Armv7E-M or later core, where it exists. The QEMU
+            // run in CI checks every result against the portable definition on the host.
+            unsafe {
+                core::arch::asm!("smlad {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack));
+            }
+            r
+        }
+
+        /// `SXTB16` (see the portable definition).
+        #[inline(always)]
+        pub fn sxtb16(x: u32) -> u32 {
+            let r: u32;
+            // SAFETY: as for `smlad`: one register-only DSP instruction.
+            unsafe {
+                core::arch::asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
+            }
+            r
+        }
+
+        /// `SXTB16 ..., ROR #8` (see the portable definition).
+        #[inline(always)]
+        pub fn sxtb16_ror8(x: u32) -> u32 {
+            let r: u32;
+            // SAFETY: as for `smlad`: one register-only DSP instruction.
+            unsafe {
+                core::arch::asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
+            }
+            r
+        }
+    }
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    pub use arm::*;
+}
 
 /// Output channels computed together from one patch.
 const CO_BLOCK_I8: usize = 4;
@@ -254,6 +332,7 @@ fn conv_image(
     x: &[i8],
     y: &mut [i8],
     scratch: &mut [i16],
+    pairs_buf: &mut [u32],
 ) {
     let kk = conv.kernel * conv.kernel * input.c;
     let col = &mut scratch[..kk];
@@ -266,23 +345,43 @@ fn conv_image(
         for ox in 0..output.w {
             patch(conv, input, pads, z_in, x, oy, ox, col);
             let col: &[i16] = col;
+            let pairs = &mut pairs_buf[..kk / 2];
             let out = &mut y[(oy * output.w + ox) * cout..][..cout];
+            let quads = kk / 4;
+            for (g, pair) in pairs[..2 * quads].chunks_exact_mut(2).enumerate() {
+                pair[0] = pack(col[4 * g], col[4 * g + 2]);
+                pair[1] = pack(col[4 * g + 1], col[4 * g + 3]);
+            }
+            let pairs: &[u32] = &pairs[..2 * quads];
             let mut co = 0;
             while co + CO_BLOCK_I8 <= cout {
                 let w = &p.weights[co * kk..(co + CO_BLOCK_I8) * kk];
                 let (w0, rest) = w.split_at(kk);
                 let (w1, rest) = rest.split_at(kk);
                 let (w2, w3) = rest.split_at(kk);
-                let (mut a0, mut a1, mut a2, mut a3) =
-                    (p.bias[co], p.bias[co + 1], p.bias[co + 2], p.bias[co + 3]);
-                for ((((&v, &b0), &b1), &b2), &b3) in col.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
-                    let v = v as i32;
-                    a0 += v * b0 as i32;
-                    a1 += v * b1 as i32;
-                    a2 += v * b2 as i32;
-                    a3 += v * b3 as i32;
+                let mut a = [p.bias[co], p.bias[co + 1], p.bias[co + 2], p.bias[co + 3]];
+                // Four weights of each row per step: two SMLAD per row on the packed
+                // pairs (x0, x2) and (x1, x3) against SXTB16 of (w0..w3) and of it >> 8.
+                let rows = w0[..4 * quads]
+                    .chunks_exact(4)
+                    .zip(w1.chunks_exact(4))
+                    .zip(w2.chunks_exact(4))
+                    .zip(w3.chunks_exact(4));
+                for ((((r0, r1), r2), r3), xp) in rows.zip(pairs.chunks_exact(2)) {
+                    for (acc, r) in a.iter_mut().zip([r0, r1, r2, r3]) {
+                        let wq =
+                            u32::from_le_bytes([r[0] as u8, r[1] as u8, r[2] as u8, r[3] as u8]);
+                        *acc = dsp::smlad(xp[0], dsp::sxtb16(wq), *acc);
+                        *acc = dsp::smlad(xp[1], dsp::sxtb16_ror8(wq), *acc);
+                    }
                 }
-                for (k, a) in [a0, a1, a2, a3].into_iter().enumerate() {
+                for j in 4 * quads..kk {
+                    let v = col[j] as i32;
+                    for (acc, r) in a.iter_mut().zip([w0, w1, w2, w3]) {
+                        *acc += v * r[j] as i32;
+                    }
+                }
+                for (k, a) in a.into_iter().enumerate() {
                     store(&mut out[co + k], a, co + k);
                 }
                 co += CO_BLOCK_I8;
@@ -365,9 +464,12 @@ fn layer_i8(net: &QNet<'_>, i: usize, n: usize, x: &[i8], y: &mut [i8]) -> Resul
             check_len("int8 conv2d shifts", p.shift, outs.c)?;
             let pads = c.padding_before(ins)?;
             let mut col = [0i16; MAX_PATCH];
+            let mut pairs = [0u32; MAX_PATCH / 2];
             for (xi, yi) in xs.zip(ys) {
                 if kk <= MAX_PATCH {
-                    conv_image(&c, ins, outs, pads, z_in, l, &p, xi, yi, &mut col);
+                    conv_image(
+                        &c, ins, outs, pads, z_in, l, &p, xi, yi, &mut col, &mut pairs,
+                    );
                 } else {
                     conv_image_reference(&c, ins, outs, pads, z_in, l, &p, xi, yi);
                 }
@@ -493,10 +595,26 @@ mod tests {
             let pads = conv.padding_before(input).unwrap();
             let (mut y1, mut y2) = (std::vec![0i8; out.len()], std::vec![0i8; out.len()]);
             let mut col = [0i16; MAX_PATCH];
-            conv_image(&conv, input, out, pads, 3, &l, &p, &x, &mut y1, &mut col);
+            let mut pairs = [0u32; MAX_PATCH / 2];
+            conv_image(
+                &conv, input, out, pads, 3, &l, &p, &x, &mut y1, &mut col, &mut pairs,
+            );
             conv_image_reference(&conv, input, out, pads, 3, &l, &p, &x, &mut y2);
             assert_eq!(y1, y2, "{h}x{w}x{cin} k{k} s{stride} -> {cout}");
         }
+    }
+
+    #[test]
+    fn dsp_primitives_follow_the_arm_definitions() {
+        // SXTB16 takes bytes 0 and 2 (or 1 and 3 after ROR #8), sign-extended.
+        assert_eq!(dsp::sxtb16(0x80_7f_ff_01), pack(1, 0x7f));
+        assert_eq!(dsp::sxtb16_ror8(0x80_7f_ff_01), pack(-1, -128));
+        // SMLAD adds both 16-bit products to the accumulator.
+        assert_eq!(dsp::smlad(pack(-3, 7), pack(5, -2), 100), 100 - 15 - 14);
+        assert_eq!(
+            dsp::smlad(pack(-255, 255), pack(-128, 127), 0),
+            255 * 128 + 255 * 127
+        );
     }
 
     #[test]
