@@ -222,7 +222,7 @@ fn quantize_writes_an_int8_file_the_firmware_reader_accepts() {
         .find(|l| l.starts_with("test accuracy: f32 "))
         .expect(&text_out);
     let nums: Vec<f64> = line
-        .split(|c: char| c == ' ' || c == ',')
+        .split([' ', ','])
         .filter_map(|w| w.parse().ok())
         .collect();
     assert!(nums.len() >= 2 && nums[1] >= nums[0] - 0.002, "{line}");
