@@ -16,7 +16,14 @@
 //! - [`net`]: a network as a `const` layer list ([`Arch`]), `const fn` buffer sizes, and
 //!   the whole training step.
 //! - [`gemm`]: the matrix-multiply hook: a portable reference kernel here, faster ones
-//!   plugged in by the host.
+//!   plugged in by the host (as are convolution kernels: [`layers::ConvKernels`]).
+//! - [`quant`]: int8 inference (TensorFlow Lite's arithmetic, every rounding rule written
+//!   out), bit-identical on the host and a Cortex-M4; [`format`] and [`qformat`]: the float
+//!   and int8 weights files, read in place.
+//!
+//! Features: `micromath` (fast approximate `exp`/`ln`), `dsp` (the int8 convolution's
+//! `SMLAD`/`SXTB16` through inline assembly on Armv7E-M and later; the crate's only
+//! `unsafe` code, each block justified where it stands).
 //!
 //! ## Example: one training step, every buffer declared statically
 //! ```
