@@ -482,6 +482,53 @@ impl<'a> Model<'a> {
     }
 }
 
+/// Writes `v` little-endian at `off`.
+pub(crate) fn put_u32(out: &mut [u8], off: usize, v: u32) {
+    out[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// What every version writes first (the mirror of [`parse_header`]): zeroes `out[..len]`,
+/// then magic, `version`, length, input shape, layer records and the tensor count.
+/// Returns `out[..len]`.
+pub(crate) fn write_header<'o>(
+    arch: &Arch<'_>,
+    version: u32,
+    len: usize,
+    tensors: usize,
+    out: &'o mut [u8],
+) -> Result<&'o mut [u8], FormatError> {
+    if out.len() < len {
+        return Err(FormatError::BufferTooSmall {
+            needed: len,
+            actual: out.len(),
+        });
+    }
+    let out = &mut out[..len];
+    out.fill(0);
+    out[..8].copy_from_slice(&MAGIC);
+    put_u32(out, 8, version);
+    put_u32(out, 12, len as u32);
+    put_u32(out, 16, arch.input.h as u32);
+    put_u32(out, 20, arch.input.w as u32);
+    put_u32(out, 24, arch.input.c as u32);
+    put_u32(out, 28, arch.layers.len() as u32);
+    for (i, l) in arch.layers.iter().enumerate() {
+        let off = HEADER + i * LAYER_RECORD;
+        let (k, pad, a, b, c) = layer_record(l);
+        out[off] = k;
+        out[off + 1] = pad;
+        put_u32(out, off + 4, a);
+        put_u32(out, off + 8, b);
+        put_u32(out, off + 12, c);
+    }
+    put_u32(
+        out,
+        HEADER + arch.layers.len() * LAYER_RECORD,
+        tensors as u32,
+    );
+    Ok(out)
+}
+
 /// Writes the weights file of `arch` with `params` into `out` (at least
 /// [`file_len`]`(arch)` bytes); returns the number of bytes written.
 pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, FormatError> {
@@ -504,35 +551,10 @@ pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, F
             reason: crate::error::ShapeError::Overflow,
         }));
     }
-    if out.len() < len {
-        return Err(FormatError::BufferTooSmall {
-            needed: len,
-            actual: out.len(),
-        });
-    }
-    let out = &mut out[..len];
-    out.fill(0);
-    let put =
-        |out: &mut [u8], off: usize, v: u32| out[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    out[..8].copy_from_slice(&MAGIC);
-    put(out, 8, VERSION);
-    put(out, 12, len as u32);
-    put(out, 16, arch.input.h as u32);
-    put(out, 20, arch.input.w as u32);
-    put(out, 24, arch.input.c as u32);
-    put(out, 28, arch.layers.len() as u32);
-    for (i, l) in arch.layers.iter().enumerate() {
-        let off = HEADER + i * LAYER_RECORD;
-        let (k, pad, a, b, c) = layer_record(l);
-        out[off] = k;
-        out[off + 1] = pad;
-        put(out, off + 4, a);
-        put(out, off + 8, b);
-        put(out, off + 12, c);
-    }
-    let toff = HEADER + arch.layers.len() * LAYER_RECORD;
     let tensors = tensor_count(arch);
-    put(out, toff, tensors as u32);
+    let out = write_header(arch, VERSION, len, tensors, out)?;
+    let put = put_u32;
+    let toff = HEADER + arch.layers.len() * LAYER_RECORD;
     let mut at = header_len(arch.layers.len(), tensors);
     for (t, (layer, role)) in tensor_slots(arch).enumerate() {
         let r = toff + 4 + t * TENSOR_RECORD;

@@ -20,7 +20,7 @@
 
 use crate::crc32::crc32;
 use crate::format::{
-    header_len, layer_record, parse_header, u32_at, FormatError, HEADER, LAYER_RECORD, MAGIC,
+    header_len, parse_header, put_u32, u32_at, write_header, FormatError, HEADER, LAYER_RECORD,
     MAX_LAYERS, TENSOR_RECORD,
 };
 use crate::net::{Arch, Layer};
@@ -138,35 +138,10 @@ pub fn write(
             found: layers.len(),
         });
     }
-    if out.len() < len {
-        return Err(FormatError::BufferTooSmall {
-            needed: len,
-            actual: out.len(),
-        });
-    }
-    let out = &mut out[..len];
-    out.fill(0);
-    let put =
-        |out: &mut [u8], off: usize, v: u32| out[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    out[..8].copy_from_slice(&MAGIC);
-    put(out, 8, VERSION_INT8);
-    put(out, 12, len as u32);
-    put(out, 16, arch.input.h as u32);
-    put(out, 20, arch.input.w as u32);
-    put(out, 24, arch.input.c as u32);
-    put(out, 28, arch.layers.len() as u32);
-    for (i, l) in arch.layers.iter().enumerate() {
-        let off = HEADER + i * LAYER_RECORD;
-        let (k, pad, a, b, c) = layer_record(l);
-        out[off] = k;
-        out[off + 1] = pad;
-        put(out, off + 4, a);
-        put(out, off + 8, b);
-        put(out, off + 12, c);
-    }
-    let toff = HEADER + arch.layers.len() * LAYER_RECORD;
     let (tensors, _) = layout(arch)?;
-    put(out, toff, tensors as u32);
+    let out = write_header(arch, VERSION_INT8, len, tensors, out)?;
+    let put = put_u32;
+    let toff = HEADER + arch.layers.len() * LAYER_RECORD;
     let mut at = header_len(arch.layers.len(), tensors);
     let mut t = 0;
     slots(arch, |s| {
