@@ -491,9 +491,15 @@ pub fn predict_with(
 
 /// Fraction of `labels` that the argmax of `logits` gets right.
 pub fn accuracy(logits: &[f32], labels: &[u8]) -> f64 {
+    accuracy_by(logits, labels, argmax)
+}
+
+/// Fraction of `labels` that `argmax` of each row of `logits` (`[labels.len(), classes]`)
+/// gets right, for logits of any type.
+pub fn accuracy_by<T>(logits: &[T], labels: &[u8], argmax: impl Fn(&[T]) -> usize) -> f64 {
     let classes = logits.len() / labels.len().max(1);
     let ok = logits
-        .chunks_exact(classes)
+        .chunks_exact(classes.max(1))
         .zip(labels)
         .filter(|(l, &t)| argmax(l) == t as usize)
         .count();

@@ -468,7 +468,8 @@ fn run(cli: Cli) -> Result<()> {
             if calibration == 0 || calibration > tr.len() {
                 bail!("--calibration must be between 1 and {}", tr.len());
             }
-            let calib = tr.to_f32()[..calibration * tr.pixels()].to_vec();
+            let mut calib = vec![0.0; calibration * tr.pixels()];
+            tr.fill(&(0..calibration).collect::<Vec<_>>(), &mut calib);
             let q = host_trainer::quantize::quantize(arch, &p, &calib, calibration)?;
             let threads = common.threads();
             let fl = engine::predict(&arch, &p, &te.to_f32(), te.len(), threads)?;

@@ -283,13 +283,7 @@ impl QuantModel {
 
 /// Fraction of `labels` that the argmax of int8 `logits` gets right.
 pub fn accuracy_i8(logits: &[i8], labels: &[u8]) -> f64 {
-    let classes = logits.len() / labels.len().max(1);
-    let ok = logits
-        .chunks_exact(classes)
-        .zip(labels)
-        .filter(|(l, &t)| argmax_i8(l) == t as usize)
-        .count();
-    ok as f64 / labels.len().max(1) as f64
+    crate::engine::accuracy_by(logits, labels, argmax_i8)
 }
 
 #[cfg(test)]
@@ -310,7 +304,8 @@ mod tests {
         let params = model.params().to_vec();
         let arch = microconv::archs::SMALL;
         let (train, test) = load_mnist(&default_dir()).unwrap();
-        let calib = train.to_f32()[..1000 * 784].to_vec();
+        let mut calib = vec![0.0; 1000 * 784];
+        train.fill(&(0..1000).collect::<Vec<_>>(), &mut calib);
         let q = quantize(arch, &params, &calib, 1000).unwrap();
         let f32_acc = accuracy(
             &predict(&arch, &params, &test.to_f32(), test.len(), 2).unwrap(),
