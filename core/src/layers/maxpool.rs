@@ -108,8 +108,17 @@ impl MaxPool {
         Ok((output, pt, pl))
     }
 
-    /// Forward pass over a batch of `n` samples.
-    pub fn forward(&self, input: Shape, n: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    /// Checks the buffers of a forward pass and runs `f` on every image (the fast and the
+    /// reference passes share this).
+    #[allow(clippy::type_complexity)]
+    fn per_image_forward(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        f: impl Fn(&Self, Shape, Shape, usize, usize, &[f32], &mut [f32]),
+    ) -> Result<(), Error> {
         let (output, pt, pl) = self.geom(input)?;
         check_len("maxpool input", x, n * input.len())?;
         check_len("maxpool output", y, n * output.len())?;
@@ -117,9 +126,40 @@ impl MaxPool {
             .chunks_exact(input.len())
             .zip(y.chunks_exact_mut(output.len()))
         {
-            self.max_image(input, output, pt, pl, xi, yi);
+            f(self, input, output, pt, pl, xi, yi);
         }
         Ok(())
+    }
+
+    /// Checks the buffers of a backward pass, zeroes `dx` and runs `f` on every image.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn per_image_backward(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        f: impl Fn(&Self, Shape, Shape, usize, usize, &[f32], &[f32], &mut [f32]),
+    ) -> Result<(), Error> {
+        let (output, pt, pl) = self.geom(input)?;
+        check_len("maxpool input", x, n * input.len())?;
+        check_len("maxpool output gradient", dy, n * output.len())?;
+        check_len("maxpool input gradient", dx, n * input.len())?;
+        dx.fill(0.0);
+        for ((xi, dyi), dxi) in x
+            .chunks_exact(input.len())
+            .zip(dy.chunks_exact(output.len()))
+            .zip(dx.chunks_exact_mut(input.len()))
+        {
+            f(self, input, output, pt, pl, xi, dyi, dxi);
+        }
+        Ok(())
+    }
+
+    /// Forward pass over a batch of `n` samples.
+    pub fn forward(&self, input: Shape, n: usize, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+        self.per_image_forward(input, n, x, y, Self::max_image)
     }
 
     /// The forward pass with the reference loop (`each_argmax`, which also
@@ -131,16 +171,9 @@ impl MaxPool {
         x: &[f32],
         y: &mut [f32],
     ) -> Result<(), Error> {
-        let (output, pt, pl) = self.geom(input)?;
-        check_len("maxpool input", x, n * input.len())?;
-        check_len("maxpool output", y, n * output.len())?;
-        for (xi, yi) in x
-            .chunks_exact(input.len())
-            .zip(y.chunks_exact_mut(output.len()))
-        {
-            self.each_argmax(input, output, pt, pl, xi, |o, i| yi[o] = xi[i]);
-        }
-        Ok(())
+        self.per_image_forward(input, n, x, y, |p, i, o, pt, pl, xi, yi| {
+            p.each_argmax(i, o, pt, pl, xi, |a, b| yi[a] = xi[b])
+        })
     }
 
     /// The window `[y0, y1) x [x0, x1)` of output `(oy, ox)`, clipped to the input.
@@ -328,19 +361,7 @@ impl MaxPool {
         dy: &[f32],
         dx: &mut [f32],
     ) -> Result<(), Error> {
-        let (output, pt, pl) = self.geom(input)?;
-        check_len("maxpool input", x, n * input.len())?;
-        check_len("maxpool output gradient", dy, n * output.len())?;
-        check_len("maxpool input gradient", dx, n * input.len())?;
-        dx.fill(0.0);
-        for ((xi, dyi), dxi) in x
-            .chunks_exact(input.len())
-            .zip(dy.chunks_exact(output.len()))
-            .zip(dx.chunks_exact_mut(input.len()))
-        {
-            self.route_image(input, output, pt, pl, xi, dyi, dxi);
-        }
-        Ok(())
+        self.per_image_backward(input, n, x, dy, dx, Self::route_image)
     }
 
     /// The backward pass with the reference loop; [`MaxPool::backward`] must equal it
@@ -353,19 +374,9 @@ impl MaxPool {
         dy: &[f32],
         dx: &mut [f32],
     ) -> Result<(), Error> {
-        let (output, pt, pl) = self.geom(input)?;
-        check_len("maxpool input", x, n * input.len())?;
-        check_len("maxpool output gradient", dy, n * output.len())?;
-        check_len("maxpool input gradient", dx, n * input.len())?;
-        dx.fill(0.0);
-        for ((xi, dyi), dxi) in x
-            .chunks_exact(input.len())
-            .zip(dy.chunks_exact(output.len()))
-            .zip(dx.chunks_exact_mut(input.len()))
-        {
-            self.each_argmax(input, output, pt, pl, xi, |o, i| dxi[i] += dyi[o]);
-        }
-        Ok(())
+        self.per_image_backward(input, n, x, dy, dx, |p, i, o, pt, pl, xi, dyi, dxi| {
+            p.each_argmax(i, o, pt, pl, xi, |a, b| dxi[b] += dyi[a])
+        })
     }
 }
 
