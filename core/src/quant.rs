@@ -198,48 +198,57 @@ fn conv_image_reference(
     }
 }
 
-/// The receptive field of output pixel `(oy, ox)` as `x - z_in` in 16 bits, `(ky, kx, ci)`
-/// order like the weights, zeros where the window is in the padding.
+/// The receptive field of output pixel `(oy, ox)` as bytes in `(ky, kx, ci)` order like
+/// the weights, `z_in` where the window is in the padding (so that `x - z_in` is 0 there).
 #[allow(clippy::too_many_arguments)]
-fn patch(
+fn gather(
     conv: &Conv2d,
     input: Shape,
     (pt, pl): (usize, usize),
-    z_in: i32,
+    z_in: i8,
     x: &[i8],
     oy: usize,
     ox: usize,
-    out: &mut [i16],
+    out: &mut [i8],
 ) {
     let (k, s, cin) = (conv.kernel, conv.stride, input.c);
     // Kernel columns whose input column is inside the image: one contiguous run per row.
     let x0 = ox * s;
     let kx_lo = pl.saturating_sub(x0).min(k);
     let kx_hi = (input.w + pl).saturating_sub(x0).min(k).max(kx_lo);
-    for ky in 0..k {
-        let row = &mut out[ky * k * cin..(ky + 1) * k * cin];
+    for (ky, row) in out.chunks_exact_mut(k * cin).enumerate() {
         let Some(iy) = (oy * s + ky).checked_sub(pt).filter(|&v| v < input.h) else {
-            row.fill(0);
+            row.fill(z_in);
             continue;
         };
-        let (before, rest) = row.split_at_mut(kx_lo * cin);
-        let (mid, after) = rest.split_at_mut((kx_hi - kx_lo) * cin);
-        before.fill(0);
-        after.fill(0);
         let start = (iy * input.w + x0 + kx_lo - pl) * cin;
-        for (d, &v) in mid.iter_mut().zip(&x[start..start + (kx_hi - kx_lo) * cin]) {
-            *d = (v as i32 - z_in) as i16;
+        let src = &x[start..start + (kx_hi - kx_lo) * cin];
+        if src.len() == row.len() {
+            row.copy_from_slice(src); // inside the image: no padding to write
+            continue;
         }
+        let (before, rest) = row.split_at_mut(kx_lo * cin);
+        let (mid, after) = rest.split_at_mut(src.len());
+        before.fill(z_in);
+        after.fill(z_in);
+        mid.copy_from_slice(src);
     }
 }
 
-/// Largest receptive field (`k * k * cin`) the fast kernel gathers on the stack (2 KB
-/// with its packed copy); larger ones run the reference kernel.
+/// Largest receptive field (`k * k * cin`) the fast kernel gathers on the stack (4.6 KB:
+/// four pixels' 16-bit pairs and one pixel's bytes); larger ones run the reference
+/// kernel.
 pub const MAX_PATCH: usize = 512;
 
 /// Two 16-bit values in one word, `lo` in the low half: the operand layout of `SMLAD`.
 fn pack(lo: i16, hi: i16) -> u32 {
     (lo as u16 as u32) | ((hi as u16 as u32) << 16)
+}
+
+/// Four bytes as a little-endian word (one unaligned `LDR` on a Cortex-M4).
+#[inline(always)]
+fn word(b: &[i8]) -> u32 {
+    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
 }
 
 /// The Cortex-M DSP instructions the int8 convolution uses: inline assembly with the
@@ -269,28 +278,28 @@ mod dsp {
         sxtb16(x.rotate_right(8))
     }
 
+    /// `SSUB16`: `lo(a) - lo(b)` and `hi(a) - hi(b)`, each a wrapping signed 16-bit
+    /// difference.
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    #[inline(always)]
+    pub fn ssub16(a: u32, b: u32) -> u32 {
+        super::pack(
+            (a as i16).wrapping_sub(b as i16),
+            ((a >> 16) as i16).wrapping_sub((b >> 16) as i16),
+        )
+    }
+
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
     #[allow(unsafe_code)]
     mod arm {
-        /// `SMLAD` (see the portable definition).
-        #[inline(always)]
-        pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
-            let r: i32;
-            // SAFETY: one DSP instruction on registers only (no memory, no stack, no
-            // flags read; it may set the sticky Q flag, which nothing here reads). The
-            // `dsp` feature promises an Armv7E-M or later core, where it exists. The QEMU
-            // run in CI checks every result against the portable definition on the host.
-            unsafe {
-                core::arch::asm!("smlad {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack));
-            }
-            r
-        }
-
         /// `SXTB16` (see the portable definition).
         #[inline(always)]
         pub fn sxtb16(x: u32) -> u32 {
             let r: u32;
-            // SAFETY: as for `smlad`: one register-only DSP instruction.
+            // SAFETY: one DSP instruction on registers only (no memory, no stack, no
+            // flags). The `dsp` feature promises an Armv7E-M or later core, where it
+            // exists. The QEMU run in CI checks every result against the portable
+            // definitions on the host.
             unsafe {
                 core::arch::asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
             }
@@ -301,99 +310,191 @@ mod dsp {
         #[inline(always)]
         pub fn sxtb16_ror8(x: u32) -> u32 {
             let r: u32;
-            // SAFETY: as for `smlad`: one register-only DSP instruction.
+            // SAFETY: as for `sxtb16`: one register-only DSP instruction.
             unsafe {
                 core::arch::asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
             }
             r
+        }
+
+        /// `SSUB16` (see the portable definition).
+        #[inline(always)]
+        pub fn ssub16(a: u32, b: u32) -> u32 {
+            let r: u32;
+            // SAFETY: as for `sxtb16`: one register-only DSP instruction (it sets the GE
+            // flags, which nothing here reads; `preserves_flags` is not claimed).
+            unsafe {
+                core::arch::asm!("ssub16 {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, options(pure, nomem, nostack));
+            }
+            r
+        }
+
+        /// The loop of the portable `dot_4x1` (see there), 17 instructions per 16
+        /// multiply-adds.
+        pub fn dot_4x1(xs: &[u32], w: &[i8], bias: i32) -> [i32; super::super::PIXELS] {
+            let steps = (xs.len() / 8).min(w.len() / 4);
+            let [mut a, mut b, mut c, mut d] = [bias; 4];
+            if steps == 0 {
+                return [a, b, c, d];
+            }
+            // SAFETY: reads only, `steps` times 32 bytes from `xs` and 4 bytes from `w`,
+            // both inside the slices by the `min` above (and `steps > 0`, so the
+            // count-down loop ends). `xs` is `u32`-aligned as `LDRD` needs; `w` may be
+            // unaligned, which `LDR` allows on the Armv7E-M cores the `dsp` feature is
+            // for (unless software sets CCR.UNALIGN_TRP, which this crate never does and
+            // no board binary here does). Every operand register is declared (the
+            // pointers and count as clobbered inouts, the temporaries as outputs); the
+            // flags are clobbered (`SUBS`, `SMLAD`'s Q). Checked: the QEMU run in CI
+            // compares every output against the portable loop on the host.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {u}, [{w}], #4",
+                    "sxtb16 {u02}, {u}",
+                    "sxtb16 {u}, {u}, ror #8",
+                    "ldrd {q0}, {q1}, [{x}], #8",
+                    "smlad {a}, {q0}, {u02}, {a}",
+                    "smlad {a}, {q1}, {u}, {a}",
+                    "ldrd {q0}, {q1}, [{x}], #8",
+                    "smlad {b}, {q0}, {u02}, {b}",
+                    "smlad {b}, {q1}, {u}, {b}",
+                    "ldrd {q0}, {q1}, [{x}], #8",
+                    "smlad {c}, {q0}, {u02}, {c}",
+                    "smlad {c}, {q1}, {u}, {c}",
+                    "ldrd {q0}, {q1}, [{x}], #8",
+                    "smlad {d}, {q0}, {u02}, {d}",
+                    "smlad {d}, {q1}, {u}, {d}",
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    w = inout(reg) w.as_ptr() => _,
+                    x = inout(reg) xs.as_ptr() => _,
+                    n = inout(reg) steps => _,
+                    a = inout(reg) a,
+                    b = inout(reg) b,
+                    c = inout(reg) c,
+                    d = inout(reg) d,
+                    u = out(reg) _,
+                    u02 = out(reg) _,
+                    q0 = out(reg) _,
+                    q1 = out(reg) _,
+                    options(nostack, readonly),
+                );
+            }
+            [a, b, c, d]
         }
     }
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
     pub use arm::*;
 }
 
-/// Output channels computed together from one patch.
-const CO_BLOCK_I8: usize = 4;
+/// `x - z` of four bytes as the two `SMLAD` operands `(x0, x2)` and `(x1, x3)`, from
+/// `zz = (z, z)`: the order `SXTB16` gives, matching the weights widened the same way.
+#[inline(always)]
+fn widen(w: u32, zz: u32) -> [u32; 2] {
+    [
+        dsp::ssub16(dsp::sxtb16(w), zz),
+        dsp::ssub16(dsp::sxtb16_ror8(w), zz),
+    ]
+}
+
+/// Output pixels computed together: each weight word loaded and widened serves all of them.
+const PIXELS: usize = 4;
+
+/// The inner products of [`PIXELS`] pixels' patches with one weight row, four
+/// multiply-adds per pixel per step: `xs` is `[quad][pixel][x02, x13]` (from [`widen`]),
+/// `w` the row's bytes (only whole quads are used). Per step: one weight word, 2 `SXTB16`,
+/// 8 words of `xs` (4 `LDRD`), 8 `SMLAD` for 16 multiply-adds. The portable definition;
+/// with the `dsp` feature on Arm the same loop is written in assembly
+/// ([`dsp::dot_4x1`]), because LLVM's schedule of it spills sums to the stack.
+#[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+fn dot_4x1(xs: &[u32], w: &[i8], bias: i32) -> [i32; PIXELS] {
+    let [mut a, mut b, mut c, mut d] = [bias; PIXELS];
+    for (q, u) in xs.chunks_exact(2 * PIXELS).zip(w.chunks_exact(4)) {
+        let u = word(u);
+        let (u02, u13) = (dsp::sxtb16(u), dsp::sxtb16_ror8(u));
+        a = dsp::smlad(q[0], u02, a);
+        a = dsp::smlad(q[1], u13, a);
+        b = dsp::smlad(q[2], u02, b);
+        b = dsp::smlad(q[3], u13, b);
+        c = dsp::smlad(q[4], u02, c);
+        c = dsp::smlad(q[5], u13, c);
+        d = dsp::smlad(q[6], u02, d);
+        d = dsp::smlad(q[7], u13, d);
+    }
+    [a, b, c, d]
+}
+
+#[cfg(all(feature = "dsp", target_arch = "arm"))]
+use dsp::dot_4x1;
+
+/// Scratch of [`conv_image`]: one pixel's gathered bytes, [`PIXELS`] pixels' 16-bit pairs
+/// and the last `k * k * cin % 4` values of each as `x - z_in`.
+struct Patches {
+    bytes: [i8; MAX_PATCH],
+    pairs: [u32; PIXELS * MAX_PATCH / 2],
+    tails: [[i32; 3]; PIXELS],
+}
+
+impl Patches {
+    const fn new() -> Self {
+        Patches {
+            bytes: [0; MAX_PATCH],
+            pairs: [0; PIXELS * MAX_PATCH / 2],
+            tails: [[0; 3]; PIXELS],
+        }
+    }
+}
 
 /// Int8 convolution of one image, the fast kernel (equal to [`conv_image_reference`],
-/// tested): the receptive field is gathered once per output pixel as 16-bit `x - z_in`
-/// (`scratch`, `k * k * cin` values), then [`CO_BLOCK_I8`] output channels accumulate
-/// from it at once, so each input value is loaded once per block and each weight once.
-/// On a Cortex-M4 the 16 x 8-bit multiply-adds compile to `SMLABB`.
+/// tested; needs `k * k * cin <= MAX_PATCH`), shaped like CMSIS-NN's: output pixels
+/// [`PIXELS`] at a time, each one's receptive field gathered as bytes ([`gather`], padding
+/// = `z_in`) and widened once to 16-bit `x - z_in` pairs ([`widen`]), interleaved by
+/// pixel; then every output channel's weights are read once for all of them
+/// ([`dot_4x1`]). The last `k * k * cin % 4` products of each dot product are plain
+/// multiply-adds. At the end of the image the last pixel fills the group (computed and
+/// stored again, the same value).
 #[allow(clippy::too_many_arguments)]
 fn conv_image(
     conv: &Conv2d,
     input: Shape,
     output: Shape,
     pads: (usize, usize),
-    z_in: i32,
+    z_in: i8,
     l: &QLayer<'_>,
     p: &QTensors<'_>,
     x: &[i8],
     y: &mut [i8],
-    scratch: &mut [i16],
-    pairs_buf: &mut [u32],
+    scratch: &mut Patches,
 ) {
     let kk = conv.kernel * conv.kernel * input.c;
-    let col = &mut scratch[..kk];
-    let cout = output.c;
-    let store = |o: &mut i8, acc: i32, co: usize| {
-        let r = requantize(acc, p.multiplier[co], p.shift[co]);
-        *o = clamp_i8(l.output.zero + r, l.act_min, l.act_max);
-    };
-    for oy in 0..output.h {
-        for ox in 0..output.w {
-            patch(conv, input, pads, z_in, x, oy, ox, col);
-            let col: &[i16] = col;
-            let pairs = &mut pairs_buf[..kk / 2];
-            let out = &mut y[(oy * output.w + ox) * cout..][..cout];
-            let quads = kk / 4;
-            for (g, pair) in pairs[..2 * quads].chunks_exact_mut(2).enumerate() {
-                pair[0] = pack(col[4 * g], col[4 * g + 2]);
-                pair[1] = pack(col[4 * g + 1], col[4 * g + 3]);
+    let (quads, cout, width) = (kk / 4, output.c, output.w);
+    let zz = pack(z_in as i16, z_in as i16);
+    let pixels = output.h * width;
+    for first in (0..pixels).step_by(PIXELS) {
+        let group: [usize; PIXELS] = core::array::from_fn(|i| (first + i).min(pixels - 1));
+        let xs = &mut scratch.pairs[..2 * PIXELS * quads];
+        for (i, &px) in group.iter().enumerate() {
+            let bytes = &mut scratch.bytes[..kk];
+            gather(conv, input, pads, z_in, x, px / width, px % width, bytes);
+            for (o, b) in xs.chunks_exact_mut(2 * PIXELS).zip(bytes.chunks_exact(4)) {
+                o[2 * i..2 * i + 2].copy_from_slice(&widen(word(b), zz));
             }
-            let pairs: &[u32] = &pairs[..2 * quads];
-            let mut co = 0;
-            while co + CO_BLOCK_I8 <= cout {
-                let w = &p.weights[co * kk..(co + CO_BLOCK_I8) * kk];
-                let (w0, rest) = w.split_at(kk);
-                let (w1, rest) = rest.split_at(kk);
-                let (w2, w3) = rest.split_at(kk);
-                let mut a = [p.bias[co], p.bias[co + 1], p.bias[co + 2], p.bias[co + 3]];
-                // Four weights of each row per step: two SMLAD per row on the packed
-                // pairs (x0, x2) and (x1, x3) against SXTB16 of (w0..w3) and of it >> 8.
-                let rows = w0[..4 * quads]
-                    .chunks_exact(4)
-                    .zip(w1.chunks_exact(4))
-                    .zip(w2.chunks_exact(4))
-                    .zip(w3.chunks_exact(4));
-                for ((((r0, r1), r2), r3), xp) in rows.zip(pairs.chunks_exact(2)) {
-                    for (acc, r) in a.iter_mut().zip([r0, r1, r2, r3]) {
-                        let wq =
-                            u32::from_le_bytes([r[0] as u8, r[1] as u8, r[2] as u8, r[3] as u8]);
-                        *acc = dsp::smlad(xp[0], dsp::sxtb16(wq), *acc);
-                        *acc = dsp::smlad(xp[1], dsp::sxtb16_ror8(wq), *acc);
-                    }
-                }
-                for j in 4 * quads..kk {
-                    let v = col[j] as i32;
-                    for (acc, r) in a.iter_mut().zip([w0, w1, w2, w3]) {
-                        *acc += v * r[j] as i32;
-                    }
-                }
-                for (k, a) in a.into_iter().enumerate() {
-                    store(&mut out[co + k], a, co + k);
-                }
-                co += CO_BLOCK_I8;
+            for (t, &v) in scratch.tails[i].iter_mut().zip(&bytes[4 * quads..]) {
+                *t = v as i32 - z_in as i32;
             }
-            while co < cout {
-                let w = &p.weights[co * kk..(co + 1) * kk];
-                let mut a = p.bias[co];
-                for (&v, &b) in col.iter().zip(w) {
-                    a += v as i32 * b as i32;
-                }
-                store(&mut out[co], a, co);
-                co += 1;
+        }
+        let xs: &[u32] = xs;
+        for co in 0..cout {
+            let w = &p.weights[co * kk..][..kk];
+            let sums = dot_4x1(xs, w, p.bias[co]);
+            for ((&px, acc), tail) in group.iter().zip(sums).zip(&scratch.tails) {
+                let t: i32 = w[4 * quads..]
+                    .iter()
+                    .zip(tail)
+                    .map(|(&w, &v)| v * w as i32)
+                    .sum();
+                let r = requantize(acc + t, p.multiplier[co], p.shift[co]);
+                y[px * cout + co] = clamp_i8(l.output.zero + r, l.act_min, l.act_max);
             }
         }
     }
@@ -463,13 +564,11 @@ fn layer_i8(net: &QNet<'_>, i: usize, n: usize, x: &[i8], y: &mut [i8]) -> Resul
             check_len("int8 conv2d multipliers", p.multiplier, outs.c)?;
             check_len("int8 conv2d shifts", p.shift, outs.c)?;
             let pads = c.padding_before(ins)?;
-            let mut col = [0i16; MAX_PATCH];
-            let mut pairs = [0u32; MAX_PATCH / 2];
+            let mut scratch = Patches::new();
+            let z8 = i8::try_from(z_in).ok().filter(|_| kk <= MAX_PATCH);
             for (xi, yi) in xs.zip(ys) {
-                if kk <= MAX_PATCH {
-                    conv_image(
-                        &c, ins, outs, pads, z_in, l, &p, xi, yi, &mut col, &mut pairs,
-                    );
+                if let Some(z8) = z8 {
+                    conv_image(&c, ins, outs, pads, z8, l, &p, xi, yi, &mut scratch);
                 } else {
                     conv_image_reference(&c, ins, outs, pads, z_in, l, &p, xi, yi);
                 }
@@ -528,6 +627,18 @@ pub fn infer_i8<'b>(
     let mut cur_len = 0;
     for i in 0..arch.layers.len() {
         let len = n * arch.layer_io(i)?.1.len();
+        // Copies, and a ReLU after a layer whose clamp already did it, change no value:
+        // the previous output stays where it is (saves a pass over the activations).
+        let identity = match arch.layers[i] {
+            Layer::Flatten | Layer::Dropout(_) => true,
+            Layer::Relu => {
+                i > 0 && net.layers[i - 1].act_min as i32 >= net.layers[i - 1].output.zero
+            }
+            _ => false,
+        };
+        if identity && i > 0 {
+            continue;
+        }
         let xin = if i == 0 { x } else { &cur[..cur_len] };
         layer_i8(net, i, n, xin, &mut next[..len])?;
         core::mem::swap(&mut cur, &mut next);
@@ -566,6 +677,8 @@ mod tests {
             (7, 7, 16, 3, 1, Padding::Same, 32),
             (9, 8, 3, 3, 2, Padding::Same, 7),
             (6, 7, 5, 2, 1, Padding::Valid, 5),
+            (5, 3, 4, 3, 1, Padding::Valid, 3), // 3 output pixels: one group, filled
+            (1, 1, 2, 1, 1, Padding::Same, 1),  // a 2-value dot product: no whole quad
         ] {
             let conv = Conv2d::with(k, stride, pad, cout);
             let input = Shape::new(h, w, cin);
@@ -593,14 +706,26 @@ mod tests {
                 act_max: 127,
             };
             let pads = conv.padding_before(input).unwrap();
-            let (mut y1, mut y2) = (std::vec![0i8; out.len()], std::vec![0i8; out.len()]);
-            let mut col = [0i16; MAX_PATCH];
-            let mut pairs = [0u32; MAX_PATCH / 2];
-            conv_image(
-                &conv, input, out, pads, 3, &l, &p, &x, &mut y1, &mut col, &mut pairs,
-            );
-            conv_image_reference(&conv, input, out, pads, 3, &l, &p, &x, &mut y2);
-            assert_eq!(y1, y2, "{h}x{w}x{cin} k{k} s{stride} -> {cout}");
+            // Zero points at both ends of the range and inside: padding is `z_in` bytes.
+            for z in [3i8, -128, 127, 0] {
+                let (mut y1, mut y2) = (std::vec![0i8; out.len()], std::vec![0i8; out.len()]);
+                let mut scratch = Patches::new();
+                let zi = z as i32;
+                conv_image(
+                    &conv,
+                    input,
+                    out,
+                    pads,
+                    z,
+                    &l,
+                    &p,
+                    &x,
+                    &mut y1,
+                    &mut scratch,
+                );
+                conv_image_reference(&conv, input, out, pads, zi, &l, &p, &x, &mut y2);
+                assert_eq!(y1, y2, "{h}x{w}x{cin} k{k} s{stride} -> {cout}, z_in {z}");
+            }
         }
     }
 
@@ -614,6 +739,14 @@ mod tests {
         assert_eq!(
             dsp::smlad(pack(-255, 255), pack(-128, 127), 0),
             255 * 128 + 255 * 127
+        );
+        // SSUB16 subtracts the halves separately (no borrow between them).
+        assert_eq!(dsp::ssub16(pack(-128, 0), pack(127, -128)), pack(-255, 128));
+        assert_eq!(dsp::ssub16(pack(0, 5), pack(1, 5)), pack(-1, 0));
+        // Widening gives the SMLAD operands (x0 - z, x2 - z) and (x1 - z, x3 - z).
+        assert_eq!(
+            widen(word(&[-128, 127, 5, -1]), pack(-3, -3)),
+            [pack(-125, 8), pack(130, 2)]
         );
     }
 
