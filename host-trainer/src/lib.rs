@@ -3,10 +3,13 @@
 
 pub mod bench;
 pub mod board;
+pub mod checkpoint;
 pub mod data;
 pub mod engine;
 pub mod export;
 pub mod params_file;
+pub mod plot;
+pub mod progress;
 pub mod quantize;
 pub mod reproduce;
 pub mod simd;

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use host_trainer::engine::Backend;
 use host_trainer::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
-use host_trainer::{bench, board, data, engine, export, params_file, reproduce, train};
+use host_trainer::{bench, board, data, engine, export, params_file, progress, reproduce, train};
 
 #[derive(Parser)]
 #[command(
@@ -79,9 +79,26 @@ enum Command {
         /// Shift training images randomly by up to 2 pixels (true/false)
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         augment: bool,
-        /// Where to save the parameters [default: runs/<arch>.params]
+        /// Where to save the parameters [default: runs/<arch>.params]; the checkpoint
+        /// (.ckpt), metrics (.metrics.csv) and curves (.curves.png/.svg) go beside it
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Save a checkpoint every this many steps (0: only at the end)
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_every: usize,
+        /// Continue the run saved in this checkpoint, with its configuration (the
+        /// options that would change it cannot be given with this one)
+        #[arg(long, conflicts_with_all = ["arch", "loss", "init", "steps", "batch", "lr", "schedule", "augment", "seed", "threads"])]
+        resume: Option<PathBuf>,
+        /// Evaluate on the test set every this many steps, for the metrics (0: at the end only)
+        #[arg(long, default_value_t = 2000)]
+        eval_every: usize,
+        /// Do not draw the training curves
+        #[arg(long)]
+        no_plots: bool,
+        /// Stop before this step after saving a checkpoint, as if interrupted (for tests)
+        #[arg(long, hide = true)]
+        stop_after: Option<usize>,
     },
     /// The seed experiment: the seed CNN trained with the naive, log-softmax and fused losses
     Reproduce {
@@ -215,41 +232,97 @@ fn run(cli: Cli) -> Result<()> {
             schedule,
             augment,
             out,
+            checkpoint_every,
+            resume,
+            eval_every,
+            no_plots,
+            stop_after,
         } => {
-            if batch == 0 || steps == 0 {
+            let resume = match &resume {
+                Some(p) => Some(host_trainer::checkpoint::Checkpoint::load(p)?),
+                None => None,
+            };
+            let cfg = match &resume {
+                Some(c) => c.config(100)?,
+                None => TrainConfig {
+                    arch,
+                    loss,
+                    init,
+                    lr,
+                    schedule,
+                    batch,
+                    steps,
+                    seed: common.seed,
+                    threads: common.threads(),
+                    holdout: 0,
+                    augment,
+                    log_every: 100,
+                },
+            };
+            if cfg.batch == 0 || cfg.steps == 0 {
                 bail!("--batch and --steps must be at least 1");
             }
             let (tr, te) = common.load()?;
-            let cfg = TrainConfig {
-                arch,
-                loss,
-                init,
-                lr,
-                schedule,
-                batch,
-                steps,
-                seed: common.seed,
-                threads: common.threads(),
-                holdout: 0,
-                augment,
-                log_every: 100,
-            };
+            let arch = cfg.arch;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{}.params", arch.name())));
+            let beside = |ext: &str| out.with_extension(ext);
+            if let Some(c) = &resume {
+                println!(
+                    "resuming at step {} of {} (configuration from the checkpoint)",
+                    c.header.step, cfg.steps
+                );
+            }
             println!(
-                "training `{}` ({} parameters), loss {}, {steps} steps of {batch}, {} threads",
+                "training `{}` ({} parameters), loss {}, {} steps of {}, {} threads",
                 arch.name(),
                 arch.arch().param_count(),
-                loss.name(),
+                cfg.loss.name(),
+                cfg.steps,
+                cfg.batch,
                 cfg.threads
             );
-            let o = train::train(&cfg, &tr, &te, &mut |l| say(l))?;
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{}.params", arch.name())));
+            let opts = train::RunOptions {
+                checkpoint: Some(beside("ckpt")),
+                checkpoint_every,
+                resume,
+                stop_after,
+                metrics: Some(beside("metrics.csv")),
+                eval_every,
+            };
+            let bar = progress::Bar::new(cfg.steps as u64);
+            let o = train::train_with(&cfg, opts, &tr, &te, &mut |l| bar.line(l), &mut |t| {
+                bar.tick(t)
+            })?;
+            bar.finish();
+            if let Some(step) = o.stopped_at {
+                println!(
+                    "stopped before step {step}; continue with --resume {}",
+                    beside("ckpt").display()
+                );
+                return Ok(());
+            }
             params_file::save(&out, arch.name(), &o.params)?;
             println!(
                 "trained in {:.1} s ({:.2} ms/step); parameters saved to {}",
                 o.seconds,
-                o.seconds * 1e3 / steps as f64,
+                o.seconds * 1e3 / cfg.steps as f64,
                 out.display()
             );
+            println!(
+                "checkpoint {}, metrics {}",
+                beside("ckpt").display(),
+                beside("metrics.csv").display()
+            );
+            if !no_plots {
+                let rows = host_trainer::plot::read_metrics(&beside("metrics.csv"))?;
+                let title = format!("{} CNN, {} steps of {}", arch.name(), cfg.steps, cfg.batch);
+                match host_trainer::plot::curves(&rows, &beside("curves"), &title) {
+                    Ok([png, svg]) => {
+                        println!("training curves {} and {}", png.display(), svg.display())
+                    }
+                    Err(e) => println!("no training curves: {e:#}"),
+                }
+            }
             println!("test accuracy: {:.4}", o.test_accuracy);
         }
         Command::Reproduce {

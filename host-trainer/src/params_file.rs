@@ -5,7 +5,6 @@
 //! `u32` CRC-32 (IEEE) of everything before it.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -13,7 +12,7 @@ use anyhow::{bail, Context, Result};
 const MAGIC: &[u8; 8] = b"MCPARAMS";
 const VERSION: u32 = 1;
 
-/// Writes `params` for architecture `arch` to `path` (atomically: temp file, then rename).
+/// Writes `params` for architecture `arch` to `path` (atomically: temp file, fsync, rename).
 pub fn save(path: &Path, arch: &str, params: &[f32]) -> Result<()> {
     let mut b = Vec::with_capacity(32 + arch.len() + params.len() * 4);
     b.extend_from_slice(MAGIC);
@@ -26,17 +25,7 @@ pub fn save(path: &Path, arch: &str, params: &[f32]) -> Result<()> {
     }
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(&b)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    crate::checkpoint::write_atomic(path, &b)
 }
 
 /// Reads a parameter file; returns the architecture name and the parameters.

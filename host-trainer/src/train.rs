@@ -1,6 +1,8 @@
 //! `host-trainer train`: the training loop (shuffled epochs, optional shift
 //! augmentation, learning-rate schedule), printing the seed's every-100-steps lines.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -11,6 +13,7 @@ use microconv::loss::{Loss, Reduction};
 use microconv::optim::{Adam, Optimizer};
 use microconv::Arch;
 
+use crate::checkpoint::{Checkpoint, Header};
 use crate::data::Dataset;
 use crate::engine::{accuracy, predict, Trainer};
 
@@ -131,10 +134,108 @@ pub struct TrainOutcome {
     pub params: Vec<f32>,
     /// Accuracy on the whole test set.
     pub test_accuracy: f64,
-    /// Training wall time in seconds (without the final evaluation).
+    /// Training wall time in seconds (without the final evaluation), over all sessions
+    /// of a resumed run.
     pub seconds: f64,
     /// `(step, batch training accuracy with dropout off)` every `log_every` steps.
     pub history: Vec<(usize, f64)>,
+    /// The step the run stopped at, if [`RunOptions::stop_after`] stopped it early.
+    pub stopped_at: Option<usize>,
+}
+
+/// The optional parts of a run: checkpoints, metrics, resuming, progress.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Save a checkpoint here every [`checkpoint_every`](Self::checkpoint_every) steps
+    /// and at the end.
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Continue this run (its configuration must be the run's).
+    pub resume: Option<Checkpoint>,
+    /// Stop before this step, after saving a checkpoint, as if interrupted there.
+    pub stop_after: Option<usize>,
+    /// Write the metrics (CSV, see [`METRICS_HEADER`]) here.
+    pub metrics: Option<PathBuf>,
+    /// Test-set accuracy every this many steps, in the metrics (0: only at the end).
+    pub eval_every: usize,
+}
+
+/// The columns of the metrics file. One row every `log_every` steps and one at the end:
+/// `loss` is the mean training loss per sample over the steps since the previous row,
+/// `batch_accuracy` the seed's accuracy on the batch about to be trained (dropout off),
+/// `test_accuracy` on the whole test set where evaluated, `seconds` of training so far.
+pub const METRICS_HEADER: &str = "step,loss,batch_accuracy,test_accuracy,lr,seconds";
+
+/// What the progress display gets after every step.
+pub struct Tick {
+    /// Steps done.
+    pub done: usize,
+    /// Steps of the whole run.
+    pub steps: usize,
+    /// Mean loss per sample of the step just taken.
+    pub loss: f32,
+    /// The latest every-`log_every` batch accuracy.
+    pub batch_accuracy: Option<f64>,
+}
+
+/// The metrics file: rows of earlier sessions of a resumed run are kept (those before the
+/// step it resumes at), every row is flushed as it is written.
+struct Metrics {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl Metrics {
+    fn open(path: &Path, resume_at: Option<usize>) -> Result<Self> {
+        let mut kept = String::new();
+        if let (Some(at), Ok(old)) = (resume_at, std::fs::read_to_string(path)) {
+            for line in old.lines().skip(1) {
+                let step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
+                if step.is_some_and(|s| s < at) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut m = Metrics {
+            out: std::io::BufWriter::new(file),
+            path: path.to_path_buf(),
+        };
+        m.write(&format!("{METRICS_HEADER}\n{kept}"))?;
+        Ok(m)
+    }
+
+    fn write(&mut self, text: &str) -> Result<()> {
+        self.out
+            .write_all(text.as_bytes())
+            .and_then(|_| self.out.flush())
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn row(
+        &mut self,
+        step: usize,
+        loss: Option<f64>,
+        batch_acc: Option<f64>,
+        test_acc: Option<f64>,
+        lr: f32,
+        seconds: f64,
+    ) -> Result<()> {
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+        self.write(&format!(
+            "{step},{},{},{},{lr:e},{seconds:.3}\n",
+            opt(loss),
+            opt(batch_acc),
+            opt(test_acc)
+        ))
+    }
 }
 
 /// Copies image `src` (rows x cols) into `dst` shifted by `(dy, dx)`, zero-filling.
@@ -159,6 +260,54 @@ pub fn train(
     train: &Dataset,
     test: &Dataset,
     log: &mut dyn FnMut(&str),
+) -> Result<TrainOutcome> {
+    train_with(cfg, RunOptions::default(), train, test, log, &mut |_| {})
+}
+
+/// The checkpoint's header for `cfg` at `step`.
+fn header(
+    cfg: &TrainConfig,
+    step: usize,
+    rng: &Rng,
+    pos: usize,
+    t: u32,
+    seconds: f64,
+    window: (f64, usize),
+) -> Header {
+    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
+        v().map_or(String::new(), |p| p.get_name().to_string())
+    };
+    Header {
+        arch: cfg.arch.name().to_string(),
+        loss: name(&|| cfg.loss.to_possible_value()),
+        init: name(&|| cfg.init.to_possible_value()),
+        lr: cfg.lr,
+        schedule: name(&|| cfg.schedule.to_possible_value()),
+        batch: cfg.batch,
+        steps: cfg.steps,
+        seed: cfg.seed,
+        threads: cfg.threads,
+        holdout: cfg.holdout,
+        augment: cfg.augment,
+        step,
+        rng: rng.state(),
+        pos,
+        adam_t: t,
+        seconds,
+        window,
+    }
+}
+
+/// [`train`] with checkpoints, metrics, resuming and a progress callback (`tick`, after
+/// every step). A resumed run gives bit-identical parameters to an uninterrupted one
+/// with the same configuration (thread count included).
+pub fn train_with(
+    cfg: &TrainConfig,
+    opts: RunOptions,
+    train: &Dataset,
+    test: &Dataset,
+    log: &mut dyn FnMut(&str),
+    tick: &mut dyn FnMut(&Tick),
 ) -> Result<TrainOutcome> {
     let arch = cfg.arch.arch();
     if arch.input.len() != train.pixels() || arch.input.len() != test.pixels() {
@@ -202,12 +351,114 @@ pub fn train(
     let mut rng = Rng::new(mix64(cfg.seed ^ 0x5348_5546));
     let mut order: Vec<usize> = (cfg.holdout..train.len()).collect();
     let mut pos = order.len();
+    let mut first = 0;
+    let mut seconds_before = 0.0;
+    // Sum of per-sample losses since the last metrics row, and how many steps.
+    let mut window = (0.0f64, 0usize);
+    if let Some(c) = &opts.resume {
+        let h = &c.header;
+        let expected = header(cfg, h.step, &rng, h.pos, h.adam_t, h.seconds, h.window);
+        let same = Header {
+            rng: h.rng,
+            ..expected
+        };
+        if &same != h {
+            bail!("the checkpoint is of another run (its configuration differs from this one's)");
+        }
+        if c.params.len() != trainer.params.len()
+            || c.state.len() != trainer.state.len()
+            || c.order.len() != order.len()
+            || h.pos > order.len()
+            || h.step > cfg.steps
+            || c.order
+                .iter()
+                .any(|&i| !(cfg.holdout..train.len()).contains(&(i as usize)))
+        {
+            bail!("the checkpoint's arrays do not fit this run (other data or architecture)");
+        }
+        trainer.params.copy_from_slice(&c.params);
+        trainer.state.copy_from_slice(&c.state);
+        if let Optimizer::Adam(a) = &mut trainer.opt {
+            a.t = h.adam_t;
+        }
+        order = c.order.iter().map(|&i| i as usize).collect();
+        rng = Rng::new(h.rng);
+        pos = h.pos;
+        first = h.step;
+        seconds_before = h.seconds;
+        window = h.window;
+    }
+    let mut metrics = match &opts.metrics {
+        Some(p) => Some(Metrics::open(p, opts.resume.as_ref().map(|_| first))?),
+        None => None,
+    };
     let px = train.pixels();
     let mut x = vec![0.0f32; cfg.batch * px];
     let mut y = vec![0u8; cfg.batch];
     let mut history = Vec::new();
     let start = Instant::now();
-    for step in 0..cfg.steps {
+    let seconds = |start: &Instant| seconds_before + start.elapsed().as_secs_f64();
+    let per_sample = if reduction == Reduction::Sum {
+        1.0 / cfg.batch as f64
+    } else {
+        1.0
+    };
+    let mut last_acc = None;
+    let lr_at = |step: usize| match cfg.schedule {
+        Schedule::Cosine => {
+            cfg.lr * 0.5 * (1.0 + (std::f32::consts::PI * step as f32 / cfg.steps as f32).cos())
+        }
+        Schedule::Constant => cfg.lr,
+    };
+    let save = |path: &Path,
+                step: usize,
+                trainer: &Trainer,
+                rng: &Rng,
+                pos: usize,
+                order: &[usize],
+                secs: f64,
+                window: (f64, usize)| {
+        let t = match &trainer.opt {
+            Optimizer::Adam(a) => a.t,
+            Optimizer::Sgd(_) => 0,
+        };
+        Checkpoint {
+            header: header(cfg, step, rng, pos, t, secs, window),
+            params: trainer.params.clone(),
+            state: trainer.state.clone(),
+            order: order.iter().map(|&i| i as u32).collect(),
+        }
+        .save(path)
+    };
+    let evaluate = |params: &[f32]| -> Result<f64> {
+        let logits = predict(&arch, params, &test.to_f32(), test.len(), cfg.threads)?;
+        Ok(accuracy(&logits, &test.labels))
+    };
+    for step in first..cfg.steps {
+        if let Some(path) = &opts.checkpoint {
+            let due = opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0;
+            if step > first && (due || opts.stop_after == Some(step)) {
+                save(
+                    path,
+                    step,
+                    &trainer,
+                    &rng,
+                    pos,
+                    &order,
+                    seconds(&start),
+                    window,
+                )?;
+            }
+        }
+        if opts.stop_after == Some(step) {
+            return Ok(TrainOutcome {
+                test_accuracy: evaluate(&trainer.params)?,
+                params: trainer.params,
+                seconds: seconds(&start),
+                history,
+                stopped_at: Some(step),
+            });
+        }
         for b in 0..cfg.batch {
             if pos == order.len() {
                 rng.shuffle(&mut order);
@@ -224,35 +475,61 @@ pub fn train(
                 crate::data::scale(train.image(i), dst);
             }
         }
+        let lr = lr_at(step);
         if cfg.log_every > 0 && step % cfg.log_every == 0 {
             // As the seed: accuracy on the current batch, dropout off, before the step.
             let logits = predict(&arch, &trainer.params, &x, cfg.batch, cfg.threads)?;
             let acc = accuracy(&logits, &y);
             history.push((step, acc));
+            last_acc = Some(acc);
             log(&format!("step {step}, training accuracy {acc:.4}"));
+            if let Some(m) = &mut metrics {
+                let test_acc = if opts.eval_every > 0 && step > 0 && step % opts.eval_every == 0 {
+                    Some(evaluate(&trainer.params)?)
+                } else {
+                    None
+                };
+                let mean = (window.1 > 0).then(|| window.0 / window.1 as f64);
+                m.row(step, mean, Some(acc), test_acc, lr, seconds(&start))?;
+                window = (0.0, 0);
+            }
         }
-        if let (Schedule::Cosine, Optimizer::Adam(a)) = (cfg.schedule, &mut trainer.opt) {
-            a.lr = cfg.lr
-                * 0.5
-                * (1.0 + (std::f32::consts::PI * step as f32 / cfg.steps as f32).cos());
+        if let Optimizer::Adam(a) = &mut trainer.opt {
+            a.lr = lr;
         }
-        trainer
+        let l = trainer
             .step(&x, &y, mix64(cfg.seed.wrapping_add(step as u64)))
             .with_context(|| format!("training stopped at step {step}"))?;
+        let mean = l.value as f64 * per_sample;
+        window = (window.0 + mean, window.1 + 1);
+        tick(&Tick {
+            done: step + 1,
+            steps: cfg.steps,
+            loss: mean as f32,
+            batch_accuracy: last_acc,
+        });
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let logits = predict(
-        &arch,
-        &trainer.params,
-        &test.to_f32(),
-        test.len(),
-        cfg.threads,
-    )?;
-    let test_accuracy = accuracy(&logits, &test.labels);
+    let secs = seconds(&start);
+    if let Some(path) = &opts.checkpoint {
+        save(path, cfg.steps, &trainer, &rng, pos, &order, secs, window)?;
+    }
+    let test_accuracy = evaluate(&trainer.params)?;
+    if let Some(m) = &mut metrics {
+        let mean = (window.1 > 0).then(|| window.0 / window.1 as f64);
+        m.row(
+            cfg.steps,
+            mean,
+            None,
+            Some(test_accuracy),
+            lr_at(cfg.steps),
+            secs,
+        )?;
+    }
     Ok(TrainOutcome {
         params: trainer.params,
         test_accuracy,
-        seconds,
+        seconds: secs,
         history,
+        stopped_at: None,
     })
 }

@@ -140,6 +140,92 @@ fn same_seed_and_threads_give_bit_identical_parameters() {
 }
 
 #[test]
+fn a_resumed_run_ends_with_the_same_parameters_and_metrics() {
+    let dir = tmp("resume");
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let o = bin()
+            .args(["train", "--steps", "300", "--batch", "32", "--threads", "2"])
+            .args([
+                "--seed",
+                "5",
+                "--checkpoint-every",
+                "100",
+                "--eval-every",
+                "100",
+            ])
+            .args(["--no-plots", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        out
+    };
+    let (a, b) = (dir.join("a/small.params"), dir.join("b/small.params"));
+    train(&a, &[]);
+    // Interrupted before step 150 (after the checkpoint of step 100 and one at 150)...
+    let out = train(&b, &["--stop-after", "150"]);
+    assert!(out.contains("stopped before step 150"), "{out}");
+    assert!(!b.exists());
+    // ...and continued from the checkpoint, whose configuration is the run's.
+    let ckpt = dir.join("b/small.ckpt");
+    let resume = |extra: &[&str]| {
+        let o = bin()
+            .args([
+                "train",
+                "--no-plots",
+                "--checkpoint-every",
+                "100",
+                "--eval-every",
+                "100",
+            ])
+            .arg("--resume")
+            .arg(&ckpt)
+            .arg("--out")
+            .arg(&b)
+            .args(extra)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        (o.status.success(), out + &err)
+    };
+    let (ok, out) = resume(&["--steps", "5"]);
+    assert!(!ok && out.contains("cannot be used with"), "{out}");
+    let (ok, out) = resume(&[]);
+    assert!(ok && out.contains("resuming at step 150 of 300"), "{out}");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // The metrics agree row for row except the wall time (last column).
+    let rows = |p: std::path::PathBuf| -> Vec<String> {
+        let t = std::fs::read_to_string(p).unwrap();
+        t.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    let (ma, mb) = (
+        rows(dir.join("a/small.metrics.csv")),
+        rows(dir.join("b/small.metrics.csv")),
+    );
+    assert_eq!(ma.len(), 1 + 4, "{ma:?}");
+    assert_eq!(ma, mb);
+    // A damaged checkpoint is refused with the reason, never used.
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&ckpt, &bytes).unwrap();
+    let o = bin()
+        .args(["train", "--resume"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn bench_measures_each_case_in_its_own_process() {
     // Two timed steps per case: this checks the plumbing (child processes, JSON, peak
     // memory), not the speed; speed figures come from `host-trainer bench` itself.

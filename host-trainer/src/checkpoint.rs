@@ -1,0 +1,297 @@
+//! Training checkpoints: everything `train --resume` needs to continue a run as if it had
+//! never stopped (parameters, optimizer moments and step count, the sampler's RNG state
+//! and epoch order, the run's configuration), written atomically.
+//!
+//! File layout, little-endian: `b"MCCKPT\0\0"`, `u32` version (1), `u32` header length,
+//! the header (JSON, [`Header`]), then `params` `f32`s, `state` `f32`s (Adam's `m` then
+//! `v`), `order` `u32`s (the epoch's sample order), and a `u32` CRC-32 (IEEE) of
+//! everything before it. A file whose checksum does not match is refused, never used.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
+
+const MAGIC: &[u8; 8] = b"MCCKPT\0\0";
+const VERSION: u32 = 1;
+
+/// The run's configuration and scalar state, stored as JSON so that a user can read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Architecture name (`small`, `seed`).
+    pub arch: String,
+    /// Loss name.
+    pub loss: String,
+    /// Initialiser name.
+    pub init: String,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Schedule name.
+    pub schedule: String,
+    /// Samples per step.
+    pub batch: usize,
+    /// Steps of the whole run.
+    pub steps: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// Threads (results are bit-identical only for the same count).
+    pub threads: usize,
+    /// Training images held out at the start of the set.
+    pub holdout: usize,
+    /// Shift augmentation on.
+    pub augment: bool,
+    /// The next step to run (steps `0..step` are done).
+    pub step: usize,
+    /// The sampler's RNG state.
+    pub rng: u64,
+    /// Position in `order` of the next sample.
+    pub pos: usize,
+    /// Adam's step count.
+    pub adam_t: u32,
+    /// Training seconds so far.
+    pub seconds: f64,
+    /// Sum of the per-sample losses since the last metrics row, and their count.
+    pub window: (f64, usize),
+}
+
+/// A whole checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Configuration and scalar state.
+    pub header: Header,
+    /// Parameters.
+    pub params: Vec<f32>,
+    /// Optimizer state.
+    pub state: Vec<f32>,
+    /// The current epoch's sample order.
+    pub order: Vec<u32>,
+}
+
+impl Checkpoint {
+    /// The training configuration the checkpoint was written by.
+    pub fn config(&self, log_every: usize) -> Result<TrainConfig> {
+        let h = &self.header;
+        let named = |kind: &str, v: &str| anyhow::anyhow!("unknown {kind} `{v}` in checkpoint");
+        use clap::ValueEnum;
+        Ok(TrainConfig {
+            arch: ArchName::from_name(&h.arch)?,
+            loss: LossName::from_str(&h.loss, false).map_err(|_| named("loss", &h.loss))?,
+            init: InitName::from_str(&h.init, false).map_err(|_| named("init", &h.init))?,
+            lr: h.lr,
+            schedule: Schedule::from_str(&h.schedule, false)
+                .map_err(|_| named("schedule", &h.schedule))?,
+            batch: h.batch,
+            steps: h.steps,
+            seed: h.seed,
+            threads: h.threads,
+            holdout: h.holdout,
+            augment: h.augment,
+            log_every,
+        })
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let header = serde_json::to_vec(&self.header)?;
+        let mut b = Vec::with_capacity(
+            24 + header.len() + 4 * (self.params.len() + self.state.len() + self.order.len()),
+        );
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        b.extend_from_slice(&header);
+        for v in [&self.params, &self.state] {
+            b.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            v.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+        }
+        b.extend_from_slice(&(self.order.len() as u64).to_le_bytes());
+        self.order
+            .iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        Ok(b)
+    }
+
+    /// Parses a checkpoint; `what` names the file in errors.
+    pub fn from_bytes(b: &[u8], what: &str) -> Result<Self> {
+        if b.len() < 20 || &b[..8] != MAGIC {
+            bail!("{what}: not a microconv checkpoint (bad magic or too short)");
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+            bail!("{what}: checksum mismatch (the file is corrupt or truncated); use an older checkpoint or start again");
+        }
+        let mut r = Reader {
+            b: body,
+            at: 8,
+            what,
+        };
+        let version = r.u32()?;
+        if version != VERSION {
+            bail!("{what}: checkpoint version {version}, this build reads version {VERSION}");
+        }
+        let hlen = r.u32()? as usize;
+        let header: Header = serde_json::from_slice(r.take(hlen)?)
+            .with_context(|| format!("{what}: unreadable checkpoint header"))?;
+        let params = r.f32s()?;
+        let state = r.f32s()?;
+        let n = r.len(4)?;
+        let order = r
+            .take(n * 4)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if r.at != body.len() {
+            bail!("{what}: {} unexpected bytes at the end", body.len() - r.at);
+        }
+        Ok(Checkpoint {
+            header,
+            params,
+            state,
+            order,
+        })
+    }
+
+    /// Writes the checkpoint atomically (see [`write_atomic`]).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads and checks a checkpoint file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let b = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_bytes(&b, &path.display().to_string())
+    }
+}
+
+/// Bounds-checked little-endian reads.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    what: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
+        let Some(end) = end else {
+            bail!("{}: truncated checkpoint", self.what);
+        };
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    /// A `u64` element count whose `elem`-byte elements must fit in what is left.
+    fn len(&mut self, elem: usize) -> Result<usize> {
+        let s = self.take(8)?;
+        let n = u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+        match usize::try_from(n)
+            .ok()
+            .filter(|&n| n.saturating_mul(elem) <= self.b.len() - self.at)
+        {
+            Some(n) => Ok(n),
+            None => bail!(
+                "{}: array of {n} elements does not fit in the file",
+                self.what
+            ),
+        }
+    }
+    fn f32s(&mut self) -> Result<Vec<f32>> {
+        let n = self.len(4)?;
+        Ok(self
+            .take(n * 4)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash at any moment leaves either the old file
+/// or the new one, whole: write a temporary file beside it, fsync it, rename it over
+/// `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(f);
+    fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    // The rename is durable once the directory is; not every platform can open one.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            header: Header {
+                arch: "small".into(),
+                loss: "fused".into(),
+                init: "he".into(),
+                lr: 2e-3,
+                schedule: "cosine".into(),
+                batch: 8,
+                steps: 100,
+                seed: 7,
+                threads: 2,
+                holdout: 0,
+                augment: true,
+                step: 40,
+                rng: 0xdead_beef,
+                pos: 3,
+                adam_t: 40,
+                seconds: 1.5,
+                window: (0.5, 3),
+            },
+            params: vec![1.0, -2.5, f32::MIN_POSITIVE],
+            state: vec![0.25; 6],
+            order: vec![2, 0, 1],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_corruption_is_refused() {
+        let c = sample();
+        let b = c.to_bytes().unwrap();
+        assert_eq!(Checkpoint::from_bytes(&b, "c").unwrap(), c);
+        for cut in 0..b.len() {
+            assert!(Checkpoint::from_bytes(&b[..cut], "c").is_err(), "cut {cut}");
+        }
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 0x10;
+            let e = Checkpoint::from_bytes(&bad, "c").unwrap_err().to_string();
+            assert!(e.starts_with("c: "), "{e}");
+        }
+        let dir = std::env::temp_dir().join(format!("mc-ckpt-{}", std::process::id()));
+        let path = dir.join("run.ckpt");
+        c.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), c);
+        assert!(!dir.join("run.ckpt.tmp").exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

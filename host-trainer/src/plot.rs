@@ -1,0 +1,250 @@
+//! Pictures of a run, drawn with plotters as PNG and SVG: training curves from a metrics
+//! file (loss, and batch and test accuracy, against steps).
+//!
+//! Text needs a TrueType font, read at run time: `$MICROCONV_FONT`, else DejaVu Sans or
+//! Liberation Sans where Debian, Fedora and Arch put them (`apt install
+//! fonts-dejavu-core`).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, bail, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// Where a sans-serif TrueType font is looked for, after `$MICROCONV_FONT`.
+pub const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// Registers the font once per process as plotters' "sans-serif".
+fn font() -> Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let candidates: Vec<PathBuf> = std::env::var_os("MICROCONV_FONT")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(FONT_PATHS.iter().map(PathBuf::from))
+            .collect();
+        let Some((path, bytes)) = candidates
+            .iter()
+            .find_map(|p| std::fs::read(p).ok().map(|b| (p, b)))
+        else {
+            return Err(format!(
+                "no TrueType font found for the plots (looked at $MICROCONV_FONT and {}); install fonts-dejavu-core or set MICROCONV_FONT",
+                FONT_PATHS.join(", ")
+            ));
+        };
+        // plotters keeps fonts for the whole process; so does this one registration.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{}: not a usable TrueType font", path.display()))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+/// One row of a metrics file (see `train::METRICS_HEADER`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsRow {
+    /// Step.
+    pub step: f64,
+    /// Mean training loss since the previous row.
+    pub loss: Option<f64>,
+    /// Accuracy on the batch about to be trained.
+    pub batch_accuracy: Option<f64>,
+    /// Test-set accuracy.
+    pub test_accuracy: Option<f64>,
+}
+
+/// Reads a metrics CSV written by `train`.
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| -> Result<Option<f64>> {
+            match f.get(i).copied().unwrap_or("") {
+                "" => Ok(None),
+                s => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| anyhow!("{}:{}: `{s}` is not a number", path.display(), n + 1)),
+            }
+        };
+        let Some(step) = num(0)? else {
+            bail!("{}:{}: no step", path.display(), n + 1);
+        };
+        rows.push(MetricsRow {
+            step,
+            loss: num(1)?,
+            batch_accuracy: num(2)?,
+            test_accuracy: num(3)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// A tick label without float noise: 0.7, 0.05, 2.
+fn short(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn curves_on<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    rows: &[MetricsRow],
+    title: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+    let last = rows.iter().map(|r| r.step).fold(1.0, f64::max);
+    let losses: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            r.loss
+                .filter(|l| l.is_finite() && *l > 0.0)
+                .map(|l| (r.step, l))
+        })
+        .collect();
+    let lo = losses.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = losses.iter().map(|p| p.1).fold(0.0, f64::max);
+    let (lo, hi) = if losses.is_empty() {
+        (0.01, 10.0)
+    } else {
+        (lo / 1.5, hi * 1.5)
+    };
+    let mut c = ChartBuilder::on(&left)
+        .caption("training loss per sample (log scale)", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..last, (lo..hi).log_scale())?;
+    c.configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| short(*y))
+        .light_line_style(WHITE)
+        .draw()?;
+    c.draw_series(LineSeries::new(losses, BLUE.stroke_width(2)))?
+        .label("mean since the previous point")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
+    c.configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+
+    let batch: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.batch_accuracy.map(|a| (r.step, a)))
+        .collect();
+    let test: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.test_accuracy.map(|a| (r.step, a)))
+        .collect();
+    // The first point (an untrained network, about 0.1) would flatten the rest.
+    let floor = batch
+        .iter()
+        .chain(&test)
+        .filter(|p| p.0 > 0.0)
+        .map(|p| p.1)
+        .fold(1.0, f64::min)
+        .min(0.9);
+    let mut c = ChartBuilder::on(&right)
+        .caption("accuracy", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..last, (floor - 0.02).max(0.0)..1.0)?;
+    c.configure_mesh()
+        .x_desc("step")
+        .y_desc("accuracy")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .light_line_style(WHITE)
+        .draw()?;
+    c.draw_series(LineSeries::new(
+        batch,
+        RGBColor(150, 150, 150).stroke_width(1),
+    ))?
+    .label("batch about to be trained")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RGBColor(150, 150, 150)));
+    c.draw_series(LineSeries::new(test.clone(), RED.stroke_width(2)))?
+        .label("test set (10,000 images)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
+    c.draw_series(test.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws the training curves of `rows` to `<stem>.png` and `<stem>.svg` (`stem` plus
+/// those suffixes); returns both paths.
+pub fn curves(rows: &[MetricsRow], stem: &Path, title: &str) -> Result<[PathBuf; 2]> {
+    font()?;
+    let with = |ext: &str| {
+        let mut s = stem.as_os_str().to_owned();
+        s.push(ext);
+        PathBuf::from(s)
+    };
+    let (png, svg) = (with(".png"), with(".svg"));
+    let size = (1200, 480);
+    curves_on(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        rows,
+        title,
+    )
+    .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
+    curves_on(SVGBackend::new(&svg, size).into_drawing_area(), rows, title)
+        .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
+    Ok([png, svg])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curves_are_drawn_from_a_metrics_file() {
+        let dir = std::env::temp_dir().join(format!("mc-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("m.csv");
+        std::fs::write(
+            &csv,
+            "step,loss,batch_accuracy,test_accuracy,lr,seconds\n0,,0.1,,1e-3,0\n100,0.9,0.8,,1e-3,1\n200,0.3,0.95,0.96,1e-3,2\n",
+        )
+        .unwrap();
+        let rows = read_metrics(&csv).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].test_accuracy, Some(0.96));
+        assert_eq!(rows[0].loss, None);
+        let [png, svg] = curves(&rows, &dir.join("c"), "test").unwrap();
+        let img = std::fs::read(&png).unwrap();
+        assert_eq!(&img[1..4], b"PNG");
+        let svg = std::fs::read_to_string(svg).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("accuracy"), "{svg:.200}");
+        std::fs::write(&csv, "step,loss\n1,x\n").unwrap();
+        let e = read_metrics(&csv).unwrap_err().to_string();
+        assert!(e.contains("m.csv:2: `x` is not a number"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
