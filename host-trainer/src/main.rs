@@ -110,6 +110,12 @@ enum Command {
         /// Losses to run
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [LossName::Naive, LossName::LogSoftmax, LossName::Fused])]
         losses: Vec<LossName>,
+        /// Where to draw the losses' training curves (.png and .svg appended)
+        #[arg(long, default_value = "runs/reproduce")]
+        out: PathBuf,
+        /// Do not draw the chart
+        #[arg(long)]
+        no_plots: bool,
     },
     /// Send MNIST test images to the firmware (QEMU or a serial port) and compare with the host
     Board {
@@ -208,13 +214,39 @@ enum Command {
         #[arg(long, hide = true)]
         spin: bool,
     },
+    /// Classify image files (PNG, JPEG, PGM/PPM) of any size, colour or polarity, brought to
+    /// MNIST's 28x28 convention first (host-trainer/src/predict.rs says how)
+    Predict {
+        /// Image files
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Parameter file written by `train`, or a weights file (.mcw) written by `export`
+        #[arg(long, default_value = "runs/small.params")]
+        params: PathBuf,
+        /// Which way round the ink is: auto decides from the picture's border
+        #[arg(long, value_enum, default_value_t = host_trainer::predict::Polarity::Auto)]
+        ink: host_trainer::predict::Polarity,
+        /// Scores to print per image
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Save the 28x28 picture the network saw, as <name>.mnist.png, in this directory
+        #[arg(long)]
+        save_input: Option<PathBuf>,
+    },
     /// Evaluate saved parameters on the test set
     Eval {
         #[command(flatten)]
         common: Common,
         /// Parameter file written by `train`
-        #[arg(long)]
+        #[arg(long, default_value = "runs/small.params")]
         params: PathBuf,
+        /// Where to draw the confusion matrix (.png and .svg appended)
+        /// [default: <params>.confusion]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Do not draw the confusion matrix
+        #[arg(long)]
+        no_plots: bool,
     },
 }
 
@@ -329,6 +361,8 @@ fn run(cli: Cli) -> Result<()> {
             common,
             steps,
             losses,
+            out,
+            no_plots,
         } => {
             if steps == 0 {
                 bail!("--steps must be at least 1");
@@ -344,6 +378,14 @@ fn run(cli: Cli) -> Result<()> {
                 &mut |l| say(l),
             )?;
             println!("\n{}", reproduce::table(&rows, steps));
+            if !no_plots {
+                let title =
+                    format!("the seed CNN, {steps} steps: the naive loss against the stable ones");
+                match host_trainer::plot::compare(&reproduce::series(&rows), &out, &title) {
+                    Ok([png, svg]) => println!("chart {} and {}", png.display(), svg.display()),
+                    Err(e) => println!("no chart: {e:#}"),
+                }
+            }
         }
         Command::Board {
             common,
@@ -586,15 +628,83 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Eval { common, params } => {
-            let (name, p) = params_file::load_model(&params)?;
-            let arch = name.arch();
+        Command::Predict {
+            images,
+            params,
+            ink,
+            top,
+            save_input,
+        } => {
+            use host_trainer::predict;
+            let (arch, p) = load_any(&params)?;
+            if arch.input.len() != predict::SIDE * predict::SIDE {
+                bail!(
+                    "{}: the network does not take 28x28 images",
+                    params.display()
+                );
+            }
+            let mut failed = 0;
+            for path in &images {
+                let what = path.display().to_string();
+                let x = predict::load(path).and_then(|img| predict::to_mnist(&img, ink, &what));
+                let x = match x {
+                    Ok(x) => x,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        failed += 1;
+                        continue;
+                    }
+                };
+                if let Some(dir) = &save_input {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+                    let name = path.file_stem().unwrap_or_default().to_string_lossy();
+                    predict::save_png(&x, &dir.join(format!("{name}.mnist.png")))?;
+                }
+                let logits = engine::predict(&arch, &p, &x, 1, 1)?;
+                let prob = predict::probabilities(&logits);
+                let mut order: Vec<usize> = (0..prob.len()).collect();
+                order.sort_by(|&a, &b| prob[b].total_cmp(&prob[a]).then(a.cmp(&b)));
+                let scores: Vec<String> = order
+                    .iter()
+                    .take(top.max(1))
+                    .map(|&c| format!("{c} ({:.4})", prob[c]))
+                    .collect();
+                println!("{what}: {}", scores.join(", "));
+            }
+            if failed > 0 {
+                bail!(
+                    "{failed} of {} images could not be classified",
+                    images.len()
+                );
+            }
+        }
+        Command::Eval {
+            common,
+            params,
+            out,
+            no_plots,
+        } => {
+            let (arch, p) = load_any(&params)?;
             let (_, te) = common.load()?;
             let logits = engine::predict(&arch, &p, &te.to_f32(), te.len(), common.threads())?;
-            println!(
-                "test accuracy: {:.4}",
-                engine::accuracy(&logits, &te.labels)
-            );
+            let predicted: Vec<usize> = logits
+                .chunks_exact(arch.classes())
+                .map(microconv::loss::argmax)
+                .collect();
+            let m = host_trainer::eval::Confusion::new(arch.classes(), &predicted, &te.labels)?;
+            print!("{}", m.report());
+            if !no_plots {
+                let stem = out.unwrap_or_else(|| params.with_extension("confusion"));
+                let title = format!("confusion matrix, {}", params.display());
+                match m.picture(&stem, &title) {
+                    Ok([png, svg]) => {
+                        println!("confusion matrix {} and {}", png.display(), svg.display())
+                    }
+                    Err(e) => println!("no confusion matrix picture: {e:#}"),
+                }
+            }
+            println!("test accuracy: {:.4}", m.accuracy());
         }
     }
     Ok(())

@@ -24,7 +24,7 @@ pub const FONT_PATHS: &[&str] = &[
 ];
 
 /// Registers the font once per process as plotters' "sans-serif".
-fn font() -> Result<()> {
+pub fn font() -> Result<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let candidates: Vec<PathBuf> = std::env::var_os("MICROCONV_FONT")
@@ -197,16 +197,20 @@ where
     Ok(())
 }
 
+/// `<stem>.png` and `<stem>.svg` (suffixes appended, whatever dots `stem` has).
+pub fn with_suffixes(stem: &Path) -> [PathBuf; 2] {
+    [".png", ".svg"].map(|ext| {
+        let mut s = stem.as_os_str().to_owned();
+        s.push(ext);
+        PathBuf::from(s)
+    })
+}
+
 /// Draws the training curves of `rows` to `<stem>.png` and `<stem>.svg` (`stem` plus
 /// those suffixes); returns both paths.
 pub fn curves(rows: &[MetricsRow], stem: &Path, title: &str) -> Result<[PathBuf; 2]> {
     font()?;
-    let with = |ext: &str| {
-        let mut s = stem.as_os_str().to_owned();
-        s.push(ext);
-        PathBuf::from(s)
-    };
-    let (png, svg) = (with(".png"), with(".svg"));
+    let [png, svg] = with_suffixes(stem);
     let size = (1200, 480);
     curves_on(
         BitMapBackend::new(&png, size).into_drawing_area(),
@@ -215,6 +219,128 @@ pub fn curves(rows: &[MetricsRow], stem: &Path, title: &str) -> Result<[PathBuf;
     )
     .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
     curves_on(SVGBackend::new(&svg, size).into_drawing_area(), rows, title)
+        .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
+    Ok([png, svg])
+}
+
+/// One run in a comparison chart: its name, mean loss per sample and batch accuracy
+/// against steps.
+pub struct Series {
+    /// Legend text.
+    pub name: String,
+    /// `(step, mean loss per sample)`.
+    pub loss: Vec<(f64, f64)>,
+    /// `(step, accuracy)`.
+    pub accuracy: Vec<(f64, f64)>,
+}
+
+const PALETTE: [RGBColor; 4] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+fn compare_on<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[Series],
+    title: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+    let points = runs.iter().flat_map(|r| r.loss.iter().chain(&r.accuracy));
+    let last = points.map(|p| p.0).fold(1.0, f64::max);
+    let losses = || {
+        runs.iter()
+            .flat_map(|r| &r.loss)
+            .map(|p| p.1)
+            .filter(|l| l.is_finite() && *l > 0.0)
+    };
+    let lo = losses().fold(f64::INFINITY, f64::min);
+    let hi = losses().fold(0.0, f64::max);
+    let (lo, hi) = if lo.is_finite() {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        (0.01, 10.0)
+    };
+    let mut c = ChartBuilder::on(&left)
+        .caption("training loss per sample (log scale)", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..last, (lo..hi).log_scale())?;
+    c.configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| short(*y))
+        .light_line_style(WHITE)
+        .draw()?;
+    // Earlier runs drawn wider, so that equal curves (log-softmax and fused) both show.
+    let width = |i: usize| 2 + 2 * (runs.len() - 1 - i) as u32;
+    for (i, (r, &colour)) in runs.iter().zip(PALETTE.iter().cycle()).enumerate() {
+        let pts: Vec<(f64, f64)> = r.loss.iter().copied().filter(|p| p.1 > 0.0).collect();
+        c.draw_series(LineSeries::new(pts, colour.stroke_width(width(i))))?
+            .label(r.name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+            });
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    let mut c = ChartBuilder::on(&right)
+        .caption(
+            "accuracy on the batch about to be trained",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..last, 0.0..1.0)?;
+    c.configure_mesh()
+        .x_desc("step")
+        .y_desc("accuracy")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .light_line_style(WHITE)
+        .draw()?;
+    for (i, (r, &colour)) in runs.iter().zip(PALETTE.iter().cycle()).enumerate() {
+        c.draw_series(LineSeries::new(
+            r.accuracy.clone(),
+            colour.stroke_width(width(i)),
+        ))?
+        .label(r.name.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::MiddleRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws several runs on one chart (loss and accuracy side by side) to `<stem>.png` and
+/// `<stem>.svg`; returns both paths.
+pub fn compare(runs: &[Series], stem: &Path, title: &str) -> Result<[PathBuf; 2]> {
+    font()?;
+    let [png, svg] = with_suffixes(stem);
+    let size = (1200, 480);
+    compare_on(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        runs,
+        title,
+    )
+    .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
+    compare_on(SVGBackend::new(&svg, size).into_drawing_area(), runs, title)
         .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
     Ok([png, svg])
 }
@@ -241,7 +367,17 @@ mod tests {
         let img = std::fs::read(&png).unwrap();
         assert_eq!(&img[1..4], b"PNG");
         let svg = std::fs::read_to_string(svg).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("accuracy"), "{svg:.200}");
+        assert!(
+            svg.contains("<svg") && svg.contains("accuracy"),
+            "{svg:.200}"
+        );
+        let runs = [("naive", 23.0, 0.1), ("fused", 0.1, 0.98)].map(|(n, l, a)| Series {
+            name: n.to_string(),
+            loss: vec![(100.0, l), (200.0, l / 2.0)],
+            accuracy: vec![(0.0, 0.1), (100.0, a)],
+        });
+        let [png, _] = compare(&runs, &dir.join("r"), "test").unwrap();
+        assert!(png.exists());
         std::fs::write(&csv, "step,loss\n1,x\n").unwrap();
         let e = read_metrics(&csv).unwrap_err().to_string();
         assert!(e.contains("m.csv:2: `x` is not a number"), "{e}");

@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use crate::data::Dataset;
-use crate::train::{train, ArchName, InitName, LossName, Schedule, TrainConfig};
+use crate::train::{train_with, ArchName, InitName, LossName, RunOptions, Schedule, TrainConfig};
 
 /// One row of the table.
 pub struct Row {
@@ -17,6 +17,10 @@ pub struct Row {
     pub train_range: (f64, f64),
     /// Seconds of training.
     pub seconds: f64,
+    /// `(step, batch accuracy)` every 100 steps.
+    pub history: Vec<(usize, f64)>,
+    /// `(step, mean loss per sample over the 100 steps before)`.
+    pub losses: Vec<(usize, f64)>,
 }
 
 /// The seed's configuration for `loss`.
@@ -50,11 +54,21 @@ pub fn run(
     let mut rows = Vec::new();
     for &loss in losses {
         log(&format!("== loss {} ({} steps) ==", loss.name(), steps));
-        let out = train(
+        let (mut losses, mut sum) = (Vec::new(), 0.0f64);
+        let out = train_with(
             &seed_config(loss, steps, seed, threads),
+            RunOptions::default(),
             train_set,
             test,
             &mut |l| log(&format!("[{}] {l}", loss.name())),
+            &mut |t| {
+                sum += t.loss as f64;
+                if t.done % 100 == 0 || t.done == t.steps {
+                    let n = (t.done - 1) % 100 + 1;
+                    losses.push((t.done, sum / n as f64));
+                    sum = 0.0;
+                }
+            },
         )?;
         let lo = out
             .history
@@ -77,6 +91,8 @@ pub fn run(
             test_accuracy: out.test_accuracy,
             train_range: (lo, hi),
             seconds: out.seconds,
+            history: out.history,
+            losses,
         });
     }
     Ok(rows)
@@ -96,4 +112,15 @@ pub fn table(rows: &[Row], steps: usize) -> String {
         );
     }
     s
+}
+
+/// The seed's story in one picture: the three losses' training curves.
+pub fn series(rows: &[Row]) -> Vec<crate::plot::Series> {
+    rows.iter()
+        .map(|r| crate::plot::Series {
+            name: format!("{} (test {:.4})", r.loss.name(), r.test_accuracy),
+            loss: r.losses.iter().map(|&(s, l)| (s as f64, l)).collect(),
+            accuracy: r.history.iter().map(|&(s, a)| (s as f64, a)).collect(),
+        })
+        .collect()
 }

@@ -331,3 +331,44 @@ fn quantize_writes_an_int8_file_the_firmware_reader_accepts() {
         "{err}"
     );
 }
+
+#[test]
+fn predict_reads_the_sample_pictures_and_names_a_bad_one() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let images = repo.join("host-trainer/tests/images");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5);
+    let dir = tmp("predict");
+    let bad = dir.join("not-an-image.png");
+    std::fs::write(&bad, b"hello").unwrap();
+    let o = bin()
+        .args(["predict", "--params"])
+        .arg(repo.join("firmware/models/small.mcw"))
+        .args(&files)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success());
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy();
+        let digit = &name[..1];
+        let line = out
+            .lines()
+            .find(|l| l.contains(&*name))
+            .unwrap_or_else(|| panic!("no line for {name}: {out}"));
+        let predicted = line.rsplit_once(": ").unwrap().1;
+        assert!(predicted.starts_with(&format!("{digit} (")), "{line}");
+    }
+    assert!(err.contains("not-an-image.png: not an image"), "{err}");
+    assert!(
+        err.contains("1 of 6 images could not be classified"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
