@@ -6,27 +6,27 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use microconv::format::{file_len, write, Model};
 
-use crate::params_file;
+use crate::train::ArchName;
 
-/// Reads a parameter file and writes the weights file; returns its size in bytes.
-pub fn export(params: &Path, out: &Path) -> Result<usize> {
-    let (name, p) = params_file::load_model(params)?;
+/// Writes the weights file of `p` (architecture `name`, read from `from`) to `out`;
+/// returns its size in bytes.
+pub fn export(name: ArchName, p: &[f32], from: &Path, out: &Path) -> Result<usize> {
     let arch = name.arch();
     if let Some(i) = p.iter().position(|v| !v.is_finite()) {
         bail!(
             "{}: parameter {i} is {} (a diverged run?); refusing to export",
-            params.display(),
+            from.display(),
             p[i]
         );
     }
     let mut bytes = vec![0u8; file_len(&arch)];
-    let n = write(&arch, &p, &mut bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let n = write(&arch, p, &mut bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Check what we wrote with the reader the firmware uses.
     let check = WeightsFile::from_bytes(&bytes[..n]);
     let model = check
         .model()
         .map_err(|e| anyhow::anyhow!("exported file does not parse: {e}"))?;
-    if model.params() != &p[..] {
+    if model.params() != p {
         bail!("exported file does not round-trip");
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {

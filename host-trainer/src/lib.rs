@@ -8,6 +8,7 @@ pub mod data;
 pub mod engine;
 pub mod eval;
 pub mod export;
+pub mod interop;
 pub mod params_file;
 pub mod plot;
 pub mod predict;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use host_trainer::engine::Backend;
 use host_trainer::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
@@ -149,12 +149,13 @@ enum Command {
         #[arg(long, default_value = "runs/qemu-defmt.bin")]
         defmt_log: PathBuf,
     },
-    /// Write a weights file for firmware (docs/weights-format.md) from a parameter file
+    /// Write a weights file for firmware (docs/weights-format.md), or safetensors for
+    /// PyTorch and NumPy (docs/safetensors.md) when --out ends in .safetensors
     Export {
-        /// Parameter file written by `train`
+        /// Parameters: a file written by `train`, a weights file or a safetensors file
         #[arg(long, default_value = "runs/small.params")]
         params: PathBuf,
-        /// The weights file to write
+        /// The file to write: .safetensors for safetensors, anything else for firmware
         #[arg(long, default_value = "runs/small.mcw")]
         out: PathBuf,
     },
@@ -479,8 +480,19 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Export { params, out } => {
-            let n = export::export(&params, &out)?;
-            println!("wrote {} ({n} bytes)", out.display());
+            let (arch, p) = load_any(&params)?;
+            let name = train::ArchName::of(&arch)?;
+            if out.extension().is_some_and(|e| e == "safetensors") {
+                host_trainer::interop::save(&out, name, &p)?;
+                println!(
+                    "wrote {} ({} bytes, safetensors; names and layouts in docs/safetensors.md)",
+                    out.display(),
+                    std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0)
+                );
+            } else {
+                let n = export::export(name, &p, &params, &out)?;
+                println!("wrote {} ({n} bytes)", out.display());
+            }
         }
         Command::Bench {
             data,
@@ -713,23 +725,20 @@ fn run(cli: Cli) -> Result<()> {
 /// Parameters from a parameter file (`train`) or a weights file (`export`), by content.
 fn load_any(path: &std::path::Path) -> Result<(microconv::Arch<'static>, Vec<f32>)> {
     let head = std::fs::read(path)
-        .map(|b| b.get(..8).map(<[u8]>::to_vec).unwrap_or_default())
+        .map(|b| b.get(..9).map(<[u8]>::to_vec).unwrap_or_default())
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    if head == b"MCONVNET" {
+    if host_trainer::interop::looks_like(&head) {
+        let (name, p) = host_trainer::interop::load(path)?;
+        return Ok((name.arch(), p));
+    }
+    if head.starts_with(b"MCONVNET") {
         let wf = export::WeightsFile::read(path)?;
         let m = wf
             .model()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let arch = [train::ArchName::Small, train::ArchName::Seed]
-            .into_iter()
-            .map(|a| a.arch())
-            .find(|a| a.layers == m.arch().layers && a.input == m.arch().input)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: an architecture this build does not know",
-                    path.display()
-                )
-            })?;
+        let arch = train::ArchName::of(&m.arch())
+            .with_context(|| path.display().to_string())?
+            .arch();
         return Ok((arch, m.params().to_vec()));
     }
     let (name, p) = params_file::load_model(path)?;

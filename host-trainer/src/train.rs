@@ -41,6 +41,16 @@ impl ArchName {
             ArchName::Seed => "seed",
         }
     }
+    /// The known architecture with `arch`'s input and layers.
+    pub fn of(arch: &Arch<'_>) -> Result<Self> {
+        [ArchName::Small, ArchName::Seed]
+            .into_iter()
+            .find(|a| {
+                let k = a.arch();
+                k.input == arch.input && k.layers == arch.layers
+            })
+            .ok_or_else(|| anyhow::anyhow!("an architecture this build does not know"))
+    }
     /// Looks a name up.
     pub fn from_name(s: &str) -> Result<Self> {
         <Self as ValueEnum>::from_str(s, false)

@@ -372,3 +372,50 @@ fn predict_reads_the_sample_pictures_and_names_a_bad_one() {
     assert!(!err.contains("panicked"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn safetensors_export_reads_back_everywhere() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shipped = repo.join("firmware/models/small.mcw");
+    let dir = tmp("safetensors");
+    let st = dir.join("small.safetensors");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = bin().args(args).output().unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        out
+    };
+    let out = run(&[
+        "export".as_ref(),
+        "--params".as_ref(),
+        shipped.as_os_str(),
+        "--out".as_ref(),
+        st.as_os_str(),
+    ]);
+    assert!(out.contains("safetensors"), "{out}");
+    // Back to a firmware file: byte for byte the shipped one.
+    let back = dir.join("back.mcw");
+    run(&[
+        "export".as_ref(),
+        "--params".as_ref(),
+        st.as_os_str(),
+        "--out".as_ref(),
+        back.as_os_str(),
+    ]);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&shipped).unwrap()
+    );
+    // The same accuracy from either file.
+    let acc = |p: &std::path::Path| {
+        let out = run(&[
+            "eval".as_ref(),
+            "--no-plots".as_ref(),
+            "--params".as_ref(),
+            p.as_os_str(),
+        ]);
+        out.lines().last().unwrap().to_string()
+    };
+    assert_eq!(acc(&st), acc(&shipped));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -7,6 +7,8 @@ and prints one table with the ratios microconv / framework.
 
     python3 tools/bench/reference.py                # quiet machine
     python3 tools/bench/reference.py --busy         # another process keeps one core busy
+    python3 tools/bench/reference.py --safetensors runs/small.safetensors
+                                                    # PyTorch loads an export, same accuracy?
 
 The script installs TensorFlow and PyTorch (tools/bench/requirements.txt, pinned)
 into a virtual environment (tools/bench/.venv, or --venv DIR) the first time and
@@ -139,24 +141,79 @@ def run_tf(arch, threads, batch, steps, warmup, infer):
 
 
 # ---------------------------------------------------------------- PyTorch
+def torch_model(arch):
+    """The network in PyTorch (NCHW). `nn.Flatten` flattens (channel, height, width)."""
+    from torch import nn
+    pool = lambda: nn.MaxPool2d(2, 2, ceil_mode=True)  # = SAME for 2x2/2 on these sizes
+    if arch == "small":
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), pool(),
+            nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(), pool(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), pool(),
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), pool(),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), pool(),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Dropout(0.25), nn.Linear(1024, 10))
+
+
+def load_microconv_safetensors(model, path):
+    """Loads a file from `host-trainer export --out X.safetensors` into `torch_model`:
+    conv weights HWIO -> OIHW; dense weights [in, out] -> [out, in]; the first dense
+    layer's inputs reordered from microconv's (h, w, c) flattening to PyTorch's (c, h, w)."""
+    import torch
+    from safetensors.torch import load_file
+    from torch import nn
+    t = load_file(path)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    denses = [m for m in model if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for i, m in enumerate(convs, 1):
+            m.weight.copy_(t[f"conv{i}.weight"].permute(3, 2, 0, 1))
+            m.bias.copy_(t[f"conv{i}.bias"])
+        c = convs[-1].out_channels
+        for i, m in enumerate(denses, 1):
+            w = t[f"dense{i}.weight"]  # [in, out]
+            if i == 1:
+                hw = int(round((w.shape[0] // c) ** 0.5))
+                w = w.reshape(hw, hw, c, -1).permute(2, 0, 1, 3).reshape(w.shape[0], -1)
+            m.weight.copy_(w.t())
+            m.bias.copy_(t[f"dense{i}.bias"])
+    return model
+
+
+def check_safetensors(a):
+    """PyTorch loads a microconv safetensors file and gets microconv's test accuracy."""
+    import numpy as np
+    import torch
+    path = os.path.abspath(a.safetensors)
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        arch = (f.metadata() or {}).get("arch", "small")
+    model = load_microconv_safetensors(torch_model(arch), path).eval()
+    x = load_idx("t10k-images-idx3-ubyte").astype(np.float32) / 255.0
+    y = load_idx("t10k-labels-idx1-ubyte")
+    with torch.no_grad():
+        pred = torch.cat([model(torch.from_numpy(x[i:i + 1000].reshape(-1, 1, 28, 28))).argmax(1)
+                          for i in range(0, len(x), 1000)]).numpy()
+    torch_acc = float((pred == y).mean())
+    subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "host-trainer"], cwd=ROOT)
+    out = subprocess.check_output([os.path.join(ROOT, "target", "release", "host-trainer"), "eval",
+                                   "--params", path, "--no-plots"], cwd=ROOT, text=True)
+    mc_acc = float(out.strip().splitlines()[-1].split(":")[1])
+    print(f"{path} ({arch}): PyTorch {torch.__version__} test accuracy {torch_acc:.4f}, "
+          f"microconv {mc_acc:.4f}, difference {abs(torch_acc - mc_acc) * len(y):.0f} images")
+    if abs(torch_acc - mc_acc) * len(y) > 2:
+        sys.exit("FAIL: PyTorch and microconv disagree on more than 2 test images")
+
+
 def run_torch(arch, threads, batch, steps, warmup, infer):
     import numpy as np
     import torch
     from torch import nn
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    pool = lambda: nn.MaxPool2d(2, 2, ceil_mode=True)  # = SAME for 2x2/2 on these sizes
-    if arch == "small":
-        model = nn.Sequential(
-            nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), pool(),
-            nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(), pool(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), pool(),
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
-    else:
-        model = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), pool(),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), pool(),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Dropout(0.25), nn.Linear(1024, 10))
+    model = torch_model(arch)
     for m in model:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -245,10 +302,15 @@ def main():
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--framework", help=argparse.SUPPRESS)
     p.add_argument("--threads-one", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--safetensors", metavar="FILE",
+                   help="instead: load this `host-trainer export` safetensors file in PyTorch "
+                        "and compare its test accuracy with microconv's")
     a = p.parse_args()
     if a.child:
         return child(a)
     ensure_venv(os.path.abspath(a.venv))
+    if a.safetensors:
+        return check_safetensors(a)
     fws = a.frameworks.split(",")
     if "microconv" in fws:
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "host-trainer"], cwd=ROOT)
