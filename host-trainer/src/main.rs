@@ -67,6 +67,9 @@ enum Command {
         /// Optimizer steps
         #[arg(long, default_value_t = 12_000)]
         steps: usize,
+        /// Passes over the 60,000 training images instead of --steps (rounded up to whole steps)
+        #[arg(long, conflicts_with = "steps")]
+        epochs: Option<f64>,
         /// Samples per step
         #[arg(long, default_value_t = 64)]
         batch: usize,
@@ -88,7 +91,7 @@ enum Command {
         checkpoint_every: usize,
         /// Continue the run saved in this checkpoint, with its configuration (the
         /// options that would change it cannot be given with this one)
-        #[arg(long, conflicts_with_all = ["arch", "loss", "init", "steps", "batch", "lr", "schedule", "augment", "seed", "threads"])]
+        #[arg(long, conflicts_with_all = ["arch", "loss", "init", "steps", "epochs", "batch", "lr", "schedule", "augment", "seed", "threads"])]
         resume: Option<PathBuf>,
         /// Evaluate on the test set every this many steps, for the metrics (0: at the end only)
         #[arg(long, default_value_t = 2000)]
@@ -260,6 +263,7 @@ fn run(cli: Cli) -> Result<()> {
             loss,
             init,
             steps,
+            epochs,
             batch,
             lr,
             schedule,
@@ -274,6 +278,14 @@ fn run(cli: Cli) -> Result<()> {
             let resume = match &resume {
                 Some(p) => Some(host_trainer::checkpoint::Checkpoint::load(p)?),
                 None => None,
+            };
+            let (tr, te) = common.load()?;
+            let steps = match epochs {
+                Some(e) if !(e.is_finite() && e > 0.0) => {
+                    bail!("--epochs must be a positive number, got {e}")
+                }
+                Some(e) => (e * tr.len() as f64 / batch.max(1) as f64).ceil() as usize,
+                None => steps,
             };
             let cfg = match &resume {
                 Some(c) => c.config(100)?,
@@ -295,7 +307,6 @@ fn run(cli: Cli) -> Result<()> {
             if cfg.batch == 0 || cfg.steps == 0 {
                 bail!("--batch and --steps must be at least 1");
             }
-            let (tr, te) = common.load()?;
             let arch = cfg.arch;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{}.params", arch.name())));
             let beside = |ext: &str| out.with_extension(ext);
@@ -746,6 +757,21 @@ fn load_any(path: &std::path::Path) -> Result<(microconv::Arch<'static>, Vec<f32
 }
 
 fn main() -> ExitCode {
+    // `host-trainer ... | head`: when the reader goes away, stop quietly with the status
+    // a shell gives a process killed by SIGPIPE (128 + 13), not a panic message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info)
+    }));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

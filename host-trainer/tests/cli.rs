@@ -419,3 +419,27 @@ fn safetensors_export_reads_back_everywhere() {
     assert_eq!(acc(&st), acc(&shipped));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tmp("pipe");
+    let mut child = bin()
+        .args(["train", "--steps", "400", "--no-plots", "--out"])
+        .arg(dir.join("p.params"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("training `small`"), "{first}");
+    // The reader is gone (`| head -1`); the next line hits a closed pipe.
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
