@@ -162,6 +162,12 @@ impl Checkpoint {
         write_atomic(path, &self.to_bytes()?)
     }
 
+    /// [`save`](Self::save), pausing halfway through writing the temporary file: lets
+    /// the crash-safety test kill the process in the middle of a write.
+    pub fn save_slowly(&self, path: &Path, pause: std::time::Duration) -> Result<()> {
+        write_atomic_with(path, &self.to_bytes()?, Some(pause))
+    }
+
     /// Reads and checks a checkpoint file.
     pub fn load(path: &Path) -> Result<Self> {
         let b = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -219,6 +225,10 @@ impl<'a> Reader<'a> {
 /// or the new one, whole: write a temporary file beside it, fsync it, rename it over
 /// `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, None)
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], pause: Option<std::time::Duration>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -229,7 +239,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(name);
     let mut f =
         fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)
+    let (first, second) = bytes.split_at(bytes.len() / 2);
+    f.write_all(first)
+        .and_then(|_| {
+            if let Some(p) = pause {
+                f.flush()?;
+                std::thread::sleep(p);
+            }
+            f.write_all(second)
+        })
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     drop(f);

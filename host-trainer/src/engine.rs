@@ -14,7 +14,7 @@ use microconv::layers::{ConvAlgo, ConvKernels};
 use microconv::loss::{argmax, BatchLoss, Loss, Reduction};
 use microconv::net::{self, Exec, Mode, Workspace};
 use microconv::optim::Optimizer;
-use microconv::Arch;
+use microconv::{Arch, Layer};
 
 use crate::simd::Avx512Conv;
 
@@ -177,6 +177,35 @@ struct Worker {
     grads: Vec<f32>,
 }
 
+/// `layer 3 (conv2d 5x5, 16 filters)`: a layer as messages name it (counted from 0).
+pub fn layer_label(arch: &Arch<'_>, i: usize) -> String {
+    let what = match arch.layers.get(i) {
+        Some(Layer::Conv2d(c)) => format!("conv2d {k}x{k}, {} filters", c.filters, k = c.kernel),
+        Some(Layer::Dense(d)) => format!("dense, {} units", d.units),
+        Some(Layer::MaxPool(_)) => "max-pool".into(),
+        Some(Layer::Relu) => "ReLU".into(),
+        Some(Layer::Dropout(_)) => "dropout".into(),
+        Some(Layer::Flatten) => "flatten".into(),
+        None => "?".into(),
+    };
+    format!("layer {i} ({what})")
+}
+
+/// The first layer with a non-finite value in its output, from a forward pass's
+/// activations (`acts`: every layer's output for `n` samples, in layer order).
+pub fn first_nonfinite_output(arch: &Arch<'_>, acts: &[f32], n: usize) -> Option<usize> {
+    let mut off = 0;
+    for i in 0..arch.layers.len() {
+        let len = n * arch.layer_io(i).ok()?.1.len();
+        let out = acts.get(off..off + len)?;
+        if out.iter().any(|v| !v.is_finite()) {
+            return Some(i);
+        }
+        off += len;
+    }
+    None
+}
+
 /// Splits `n` into `parts` contiguous ranges whose sizes differ by at most one.
 pub fn split(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     let parts = parts.clamp(1, n.max(1));
@@ -320,13 +349,31 @@ impl Trainer {
             value: 0.0,
             correct: 0,
         };
+        // Where a non-finite value first appeared, for the message when there is one.
+        let diverged = |workers: &[Worker]| {
+            let first = workers
+                .iter()
+                .filter_map(|w| first_nonfinite_output(arch, &w.acts, w.range.len()))
+                .min();
+            first.map_or(String::from("every layer's output is finite"), |i| {
+                format!("the first non-finite output is {}'s", layer_label(arch, i))
+            })
+        };
         for r in results {
-            let r = r??;
-            total.value += r.value;
-            total.correct += r.correct;
+            match r? {
+                Ok(r) => {
+                    total.value += r.value;
+                    total.correct += r.correct;
+                }
+                Err(e) => bail!("{e}; {}", diverged(&self.workers)),
+            }
         }
         if !total.value.is_finite() {
-            bail!("the loss is {} (training diverged)", total.value);
+            bail!(
+                "the loss is {}; {} (training diverged)",
+                total.value,
+                diverged(&self.workers)
+            );
         }
         let parts = split(self.params.len(), self.workers.len());
         let (first, rest) = self.workers.split_at_mut(1);
@@ -358,7 +405,13 @@ impl Trainer {
                 .flatten()
         });
         if let Some(i) = bad {
-            bail!("gradient of parameter {i} is {} (training diverged)", g[i]);
+            let layer = (0..arch.layers.len())
+                .find(|&l| arch.param_range(l).is_ok_and(|r| r.contains(&i)))
+                .map_or(String::new(), |l| format!(", in {}", layer_label(arch, l)));
+            bail!(
+                "the gradient of parameter {i}{layer} is {} (training diverged)",
+                g[i]
+            );
         }
         parallel_update(&mut self.opt, &mut self.params, g, &mut self.state, &parts)?;
         Ok(total)

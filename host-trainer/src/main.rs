@@ -102,6 +102,12 @@ enum Command {
         /// Stop before this step after saving a checkpoint, as if interrupted (for tests)
         #[arg(long, hide = true)]
         stop_after: Option<usize>,
+        /// Fault injection for tests, STEP:PARAM: parameter PARAM becomes NaN before STEP
+        #[arg(long, hide = true, value_parser = parse_pair)]
+        inject_nan: Option<(usize, usize)>,
+        /// Pause this many milliseconds in the middle of each checkpoint write (for tests)
+        #[arg(long, hide = true)]
+        slow_checkpoint_ms: Option<u64>,
     },
     /// The seed experiment: the seed CNN trained with the naive, log-softmax and fused losses
     Reproduce {
@@ -274,6 +280,8 @@ fn run(cli: Cli) -> Result<()> {
             eval_every,
             no_plots,
             stop_after,
+            inject_nan,
+            slow_checkpoint_ms,
         } => {
             let resume = match &resume {
                 Some(p) => Some(host_trainer::checkpoint::Checkpoint::load(p)?),
@@ -332,6 +340,8 @@ fn run(cli: Cli) -> Result<()> {
                 stop_after,
                 metrics: Some(beside("metrics.csv")),
                 eval_every,
+                inject_nan,
+                slow_checkpoint: slow_checkpoint_ms.map(std::time::Duration::from_millis),
             };
             let bar = progress::Bar::new(cfg.steps as u64);
             let o = train::train_with(&cfg, opts, &tr, &te, &mut |l| bar.line(l), &mut |t| {
@@ -731,6 +741,15 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `A:B` as two numbers.
+fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (a, b) = s.split_once(':').ok_or("expected STEP:PARAM")?;
+    Ok((
+        a.parse().map_err(|e| format!("{a}: {e}"))?,
+        b.parse().map_err(|e| format!("{b}: {e}"))?,
+    ))
 }
 
 /// Parameters from a parameter file (`train`) or a weights file (`export`), by content.

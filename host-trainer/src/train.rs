@@ -169,6 +169,10 @@ pub struct RunOptions {
     pub metrics: Option<PathBuf>,
     /// Test-set accuracy every this many steps, in the metrics (0: only at the end).
     pub eval_every: usize,
+    /// Fault injection for tests: before step `.0`, parameter `.1` becomes NaN.
+    pub inject_nan: Option<(usize, usize)>,
+    /// For the crash-safety test: pause this long in the middle of each checkpoint write.
+    pub slow_checkpoint: Option<std::time::Duration>,
 }
 
 /// The columns of the metrics file. One row every `log_every` steps and one at the end:
@@ -200,9 +204,12 @@ impl Metrics {
     fn open(path: &Path, resume_at: Option<usize>) -> Result<Self> {
         let mut kept = String::new();
         if let (Some(at), Ok(old)) = (resume_at, std::fs::read_to_string(path)) {
+            let columns = METRICS_HEADER.split(',').count();
             for line in old.lines().skip(1) {
+                // A row cut short by a crash has fewer columns: dropped (written again).
+                let whole = old.ends_with('\n') && line.split(',').count() == columns;
                 let step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
-                if step.is_some_and(|s| s < at) {
+                if whole && step.is_some_and(|s| s < at) {
                     kept.push_str(line);
                     kept.push('\n');
                 }
@@ -432,13 +439,16 @@ pub fn train_with(
             Optimizer::Adam(a) => a.t,
             Optimizer::Sgd(_) => 0,
         };
-        Checkpoint {
+        let c = Checkpoint {
             header: header(cfg, step, rng, pos, t, secs, window),
             params: trainer.params.clone(),
             state: trainer.state.clone(),
             order: order.iter().map(|&i| i as u32).collect(),
+        };
+        match opts.slow_checkpoint {
+            Some(pause) => c.save_slowly(path, pause),
+            None => c.save(path),
         }
-        .save(path)
     };
     let evaluate = |params: &[f32]| -> Result<f64> {
         let logits = predict(&arch, params, &test.to_f32(), test.len(), cfg.threads)?;
@@ -507,9 +517,23 @@ pub fn train_with(
         if let Optimizer::Adam(a) = &mut trainer.opt {
             a.lr = lr;
         }
+        if let Some((at, i)) = opts.inject_nan {
+            if at == step {
+                match trainer.params.get_mut(i) {
+                    Some(p) => *p = f32::NAN,
+                    None => bail!("--inject-nan: no parameter {i}"),
+                }
+            }
+        }
         let l = trainer
             .step(&x, &y, mix64(cfg.seed.wrapping_add(step as u64)))
-            .with_context(|| format!("training stopped at step {step}"))?;
+            .with_context(|| {
+                let kept = match &opts.checkpoint {
+                    Some(p) if p.exists() => format!(" (last good checkpoint: {})", p.display()),
+                    _ => String::new(),
+                };
+                format!("training stopped at step {step}{kept}")
+            })?;
         let mean = l.value as f64 * per_sample;
         window = (window.0 + mean, window.1 + 1);
         tick(&Tick {

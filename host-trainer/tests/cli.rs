@@ -48,10 +48,26 @@ fn train_then_eval_agree() {
     let (out2, err2) = text(&o);
     assert!(o.status.success(), "{err2}");
     assert_eq!(
-        out2.trim(),
+        out2.trim().lines().last().unwrap(),
         last,
         "eval of the saved parameters must give the same accuracy"
     );
+    // Per-class lines that add up, the pictures of the run and of its confusions.
+    let right: usize = out2
+        .lines()
+        .filter_map(|l| l.split_once(" (")?.1.split_once('/'))
+        .map(|(r, _)| r.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(format!("test accuracy: {:.4}", right as f64 / 1e4), last);
+    for f in [
+        "small.curves.png",
+        "small.curves.svg",
+        "small.confusion.png",
+        "small.metrics.csv",
+        "small.ckpt",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -441,5 +457,173 @@ fn a_closed_pipe_ends_the_output_quietly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(141), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_nan_stops_training_naming_step_and_layer_and_the_checkpoint_resumes() {
+    let dir = tmp("nan");
+    let (clean, faulty) = (
+        dir.join("clean/small.params"),
+        dir.join("faulty/small.params"),
+    );
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        bin()
+            .args(["train", "--steps", "300", "--batch", "32", "--threads", "2"])
+            .args(["--checkpoint-every", "100", "--no-plots", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(train(&clean, &[]).status.success());
+    // Parameter 300 is in the second convolution (the first has 208).
+    let o = train(&faulty, &["--inject-nan", "150:300"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("training stopped at step 150"), "{err}");
+    assert!(err.contains("layer 3 (conv2d 5x5, 16 filters)"), "{err}");
+    assert!(err.contains("last good checkpoint"), "{err}");
+    assert!(
+        !faulty.exists(),
+        "no parameters are saved from a diverged run"
+    );
+    // The checkpoint of step 100 is intact; resuming from it ends where the clean run did.
+    let o = bin()
+        .args([
+            "train",
+            "--no-plots",
+            "--checkpoint-every",
+            "100",
+            "--resume",
+        ])
+        .arg(faulty.with_extension("ckpt"))
+        .arg("--out")
+        .arg(&faulty)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("resuming at step 100 of 300"), "{out}");
+    assert_eq!(
+        std::fs::read(&clean).unwrap(),
+        std::fs::read(&faulty).unwrap()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn killed_anywhere_loses_at_most_the_steps_since_the_last_checkpoint() {
+    use std::time::{Duration, Instant};
+    let dir = tmp("kill");
+    let args = [
+        "train",
+        "--steps",
+        "400",
+        "--batch",
+        "32",
+        "--threads",
+        "2",
+        "--seed",
+        "3",
+        "--checkpoint-every",
+        "50",
+        "--eval-every",
+        "0",
+        "--no-plots",
+        "--out",
+    ];
+    let wait_for = |what: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !what() {
+            assert!(t.elapsed() < Duration::from_secs(120), "timed out");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let resume = |out: &std::path::Path| {
+        let mut c = bin();
+        c.args([
+            "train",
+            "--no-plots",
+            "--checkpoint-every",
+            "50",
+            "--eval-every",
+            "0",
+        ])
+        .arg("--resume")
+        .arg(out.with_extension("ckpt"))
+        .arg("--out")
+        .arg(out);
+        c
+    };
+    let clean = dir.join("clean/small.params");
+    assert!(bin().args(args).arg(&clean).status().unwrap().success());
+
+    // 1. SIGKILL in the middle of writing a checkpoint (the second one: the first is
+    //    complete, the temporary file of the next is half written).
+    let b = dir.join("b/small.params");
+    let (ckpt, part) = (b.with_extension("ckpt"), dir.join("b/small.ckpt.tmp"));
+    let mut child = bin()
+        .args(args)
+        .arg(&b)
+        .args(["--slow-checkpoint-ms", "3000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&|| ckpt.exists() && part.exists());
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(part.exists(), "the killed write left its temporary file");
+    let o = resume(&b).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("resuming at step 50 of 400"), "{out}");
+    assert_eq!(std::fs::read(&clean).unwrap(), std::fs::read(&b).unwrap());
+
+    // 2. SIGKILL at arbitrary moments of training, again and again, each time resumed.
+    let c = dir.join("c/small.params");
+    let mut child = bin()
+        .args(args)
+        .arg(&c)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = c.with_extension("ckpt");
+    wait_for(&|| ckpt.exists());
+    let mut last_step = 0;
+    for delay_ms in [170, 60, 230, 10, 120] {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let saved = std::fs::read(&ckpt).unwrap();
+        // Never a corrupt checkpoint: it loads (resume prints its step), never goes back.
+        child = resume(&c)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        let step: usize = first
+            .strip_prefix("resuming at step ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{first} ({} checkpoint bytes)", saved.len()));
+        assert!(
+            step >= last_step && step.is_multiple_of(50),
+            "{step} after {last_step}"
+        );
+        last_step = step;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = resume(&c).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(std::fs::read(&clean).unwrap(), std::fs::read(&c).unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }
