@@ -77,6 +77,8 @@ pub mod quant;
 pub mod shape;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testutil;
 
 pub use error::Error;

@@ -250,10 +250,10 @@ pub fn batch_loss(
     if classes == 0 {
         return Err(Error::InvalidParameter { name: "classes" });
     }
-    check_len("logits", logits, n * classes)?;
+    check_len("logits", logits, n.saturating_mul(classes))?;
     check_len("loss scratch", tmp, classes)?;
     if let Some(d) = &dlogits {
-        check_len("logits gradient", d, n * classes)?;
+        check_len("logits gradient", d, n.saturating_mul(classes))?;
     }
     let scale = match reduction {
         Reduction::Sum => 1.0,

@@ -136,7 +136,10 @@ impl Conv2d {
     /// Scratch elements that [`ConvAlgo::Im2col`] needs per image: `oh * ow * k * k * cin`.
     pub const fn im2col_len(&self, input: Shape) -> usize {
         match self.output_shape(input) {
-            Ok(o) => (o.h * o.w).saturating_mul(self.kernel * self.kernel * input.c),
+            Ok(o) => (o.h * o.w)
+                .saturating_mul(self.kernel)
+                .saturating_mul(self.kernel)
+                .saturating_mul(input.c),
             Err(_) => 0,
         }
     }
@@ -170,10 +173,10 @@ impl Conv2d {
         b: usize,
         y: usize,
     ) -> Result<(), Error> {
-        Error::expect_len("conv2d input", n * g.input.len(), x)?;
+        Error::expect_len("conv2d input", n.saturating_mul(g.input.len()), x)?;
         Error::expect_len("conv2d weights", self.weight_len(g.input), w)?;
         Error::expect_len("conv2d bias", self.filters, b)?;
-        Error::expect_len("conv2d output", n * g.output.len(), y)
+        Error::expect_len("conv2d output", n.saturating_mul(g.output.len()), y)
     }
 
     /// Forward pass over a batch of `n` images. See the module doc for shapes.
@@ -509,7 +512,9 @@ fn build_col(g: &Geom, x: &[f32], images: usize, col: &mut [f32]) {
 
 /// Images per matrix product that fit in `scratch`.
 fn group(g: &Geom, scratch: usize) -> Result<usize, Error> {
-    let per = g.output.h * g.output.w * g.k * g.k * g.input.c;
+    let per = (g.output.h * g.output.w)
+        .saturating_mul(g.k * g.k)
+        .saturating_mul(g.input.c);
     if scratch < per {
         return Err(Error::BufferLen {
             buffer: "conv2d im2col scratch",

@@ -58,10 +58,10 @@ impl Dense {
             layer: usize::MAX,
             reason,
         })?;
-        check_len("dense input", x, n * input.len())?;
+        check_len("dense input", x, n.saturating_mul(input.len()))?;
         check_len("dense weights", w, self.weight_len(input))?;
         Error::expect_len("dense bias", self.units, b)?;
-        Error::expect_len("dense output", n * self.units, y)
+        Error::expect_len("dense output", n.saturating_mul(self.units), y)
     }
 
     /// Forward pass over a batch of `n` samples.

@@ -120,8 +120,8 @@ impl MaxPool {
         f: impl Fn(&Self, Shape, Shape, usize, usize, &[f32], &mut [f32]),
     ) -> Result<(), Error> {
         let (output, pt, pl) = self.geom(input)?;
-        check_len("maxpool input", x, n * input.len())?;
-        check_len("maxpool output", y, n * output.len())?;
+        check_len("maxpool input", x, n.saturating_mul(input.len()))?;
+        check_len("maxpool output", y, n.saturating_mul(output.len()))?;
         for (xi, yi) in x
             .chunks_exact(input.len())
             .zip(y.chunks_exact_mut(output.len()))
@@ -143,9 +143,13 @@ impl MaxPool {
         f: impl Fn(&Self, Shape, Shape, usize, usize, &[f32], &[f32], &mut [f32]),
     ) -> Result<(), Error> {
         let (output, pt, pl) = self.geom(input)?;
-        check_len("maxpool input", x, n * input.len())?;
-        check_len("maxpool output gradient", dy, n * output.len())?;
-        check_len("maxpool input gradient", dx, n * input.len())?;
+        check_len("maxpool input", x, n.saturating_mul(input.len()))?;
+        check_len(
+            "maxpool output gradient",
+            dy,
+            n.saturating_mul(output.len()),
+        )?;
+        check_len("maxpool input gradient", dx, n.saturating_mul(input.len()))?;
         dx.fill(0.0);
         for ((xi, dyi), dxi) in x
             .chunks_exact(input.len())
