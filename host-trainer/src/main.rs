@@ -682,6 +682,7 @@ fn run(cli: Cli) -> Result<()> {
                 let x = predict::load(path).and_then(|img| predict::to_mnist(&img, ink, &what));
                 let x = match x {
                     Ok(x) => x,
+                    Err(e) if images.len() == 1 => return Err(e),
                     Err(e) => {
                         eprintln!("error: {e:#}");
                         failed += 1;

@@ -627,3 +627,240 @@ fn killed_anywhere_loses_at_most_the_steps_since_the_last_checkpoint() {
     assert_eq!(std::fs::read(&clean).unwrap(), std::fs::read(&c).unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// An IDX file of unsigned bytes.
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+/// A tiny MNIST-like data directory (20 training and 10 test images of `side`x`side`),
+/// with `edit` applied to its files (name -> bytes) before they are written.
+fn dataset(dir: &std::path::Path, side: u32, edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) {
+    let px = (side * side) as usize;
+    let mut files = vec![
+        (
+            "train-images-idx3-ubyte".to_string(),
+            idx(&[20, side, side], &vec![7; 20 * px]),
+        ),
+        ("train-labels-idx1-ubyte".to_string(), idx(&[20], &[3; 20])),
+        (
+            "t10k-images-idx3-ubyte".to_string(),
+            idx(&[10, side, side], &vec![7; 10 * px]),
+        ),
+        ("t10k-labels-idx1-ubyte".to_string(), idx(&[10], &[3; 10])),
+    ];
+    edit(&mut files);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn every_bad_input_names_the_file_and_the_problem() {
+    let dir = tmp("table");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let d = |name: &str| dir.join(name);
+    dataset(&d("magic"), 28, |f| f[1].1[2] = 9);
+    dataset(&d("truncated"), 28, |f| {
+        let n = f[0].1.len() - 100;
+        f[0].1.truncate(n)
+    });
+    dataset(&d("mismatch"), 28, |f| f[1].1 = idx(&[19], &[3; 19]));
+    dataset(&d("gzip"), 28, |f| {
+        f[0] = (
+            "train-images-idx3-ubyte.gz".into(),
+            vec![0x1f, 0x8b, 8, 0, 1, 2, 3],
+        )
+    });
+    dataset(&d("label"), 28, |f| {
+        f[3].1 = idx(&[10], &[3, 3, 12, 3, 3, 3, 3, 3, 3, 3])
+    });
+    dataset(&d("missing"), 28, |f| {
+        f.pop();
+    });
+    dataset(&d("small-images"), 16, |_| {});
+    let n = 13_194;
+    host_trainer::params_file::save(&d("tiny.params"), "tiny", &[0.0; 4]).unwrap();
+    host_trainer::params_file::save(&d("short.params"), "small", &vec![0.0; n - 1]).unwrap();
+    let mut nan = vec![0.0; n];
+    nan[77] = f32::NAN;
+    host_trainer::params_file::save(&d("nan.params"), "small", &nan).unwrap();
+    std::fs::write(d("note.txt"), "a text file").unwrap();
+    std::fs::write(d("garbage.ckpt"), "not a checkpoint").unwrap();
+    let s = |p: PathBuf| p.display().to_string();
+    let int8 = s(repo.join("firmware/models/small-int8.mcw"));
+    let data = |name: &str| vec!["--data".to_string(), s(d(name))];
+    // (arguments, what the message must contain besides the file's name, the file's name)
+    let cases: Vec<(Vec<String>, &str, String)> = vec![
+        (
+            [vec!["train".into()], data("magic")].concat(),
+            "bad IDX magic",
+            "train-labels-idx1-ubyte".into(),
+        ),
+        (
+            [vec!["train".into()], data("truncated")].concat(),
+            "truncated or corrupt file",
+            "train-images-idx3-ubyte".into(),
+        ),
+        (
+            [vec!["train".into()], data("mismatch")].concat(),
+            "has 20 images but",
+            "train-labels-idx1-ubyte".into(),
+        ),
+        (
+            [vec!["train".into()], data("gzip")].concat(),
+            "corrupt gzip data",
+            "train-images-idx3-ubyte.gz".into(),
+        ),
+        (
+            [
+                vec![
+                    "eval".into(),
+                    "--params".into(),
+                    s(repo.join("firmware/models/small.mcw")),
+                ],
+                data("label"),
+            ]
+            .concat(),
+            "is not a digit 0-9",
+            "t10k-labels-idx1-ubyte".into(),
+        ),
+        (
+            [vec!["train".into()], data("missing")].concat(),
+            "no t10k-labels-idx1-ubyte.gz",
+            "missing".into(),
+        ),
+        (
+            [
+                vec!["train".into(), "--steps".into(), "1".into()],
+                data("small-images"),
+            ]
+            .concat(),
+            "takes 28x28 images, the data has 16x16",
+            "".into(),
+        ),
+        (
+            vec!["eval".into(), "--params".into(), s(d("tiny.params"))],
+            "unknown architecture `tiny`",
+            "tiny.params".into(),
+        ),
+        (
+            vec!["eval".into(), "--params".into(), s(d("short.params"))],
+            "architecture `small` has 13194",
+            "short.params".into(),
+        ),
+        (
+            vec!["eval".into(), "--params".into(), int8.clone()],
+            "int8",
+            "small-int8.mcw".into(),
+        ),
+        (
+            vec![
+                "eval".into(),
+                "--params".into(),
+                s(d("nothing-here.params")),
+            ],
+            "cannot read",
+            "nothing-here.params".into(),
+        ),
+        (
+            vec![
+                "export".into(),
+                "--params".into(),
+                s(d("nan.params")),
+                "--out".into(),
+                s(d("x.mcw")),
+            ],
+            "parameter 77 is NaN",
+            "nan.params".into(),
+        ),
+        (
+            vec![
+                "export".into(),
+                "--params".into(),
+                s(repo.join("firmware/models/small.mcw")),
+                "--out".into(),
+                "/proc/no/such/dir/x.mcw".into(),
+            ],
+            "cannot",
+            "/proc/no/such/dir".into(),
+        ),
+        (
+            vec![
+                "predict".into(),
+                "--params".into(),
+                s(repo.join("firmware/models/small.mcw")),
+                s(d("note.txt")),
+            ],
+            "not an image",
+            "note.txt".into(),
+        ),
+        (
+            vec![
+                "predict".into(),
+                "--params".into(),
+                s(repo.join("firmware/models/small.mcw")),
+                s(dir.clone()),
+            ],
+            "cannot read",
+            "".into(),
+        ),
+        (
+            vec!["train".into(), "--resume".into(), s(d("garbage.ckpt"))],
+            "not a microconv checkpoint",
+            "garbage.ckpt".into(),
+        ),
+        (
+            vec![
+                "board".into(),
+                "--port".into(),
+                "/dev/no-such-serial-port".into(),
+                "--images".into(),
+                "1".into(),
+                "--weights".into(),
+                s(repo.join("firmware/models/small.mcw")),
+            ],
+            "cannot open serial port",
+            "/dev/no-such-serial-port".into(),
+        ),
+        (
+            vec![
+                "board".into(),
+                "--qemu".into(),
+                s(d("no-such.elf")),
+                "--images".into(),
+                "1".into(),
+                "--weights".into(),
+                s(repo.join("firmware/models/small.mcw")),
+            ],
+            "",
+            "no-such.elf".into(),
+        ),
+    ];
+    for (args, want, file) in cases {
+        let o = bin().args(&args).output().unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {out}{err}");
+        let line = err.trim();
+        assert_eq!(line.lines().count(), 1, "{args:?}: not one line: {err}");
+        assert!(
+            line.starts_with("error: ") && line.contains(want),
+            "{args:?}: {err}"
+        );
+        assert!(
+            line.contains(&file),
+            "{args:?}: the message does not name {file}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
