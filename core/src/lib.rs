@@ -59,8 +59,11 @@
 // No unsafe code, with one exception: the Cortex-M DSP instructions of the int8
 // convolution (`quant::dsp`, feature `dsp`, Arm only), each block justified in place.
 #![deny(unsafe_code)]
-#![warn(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+// Input-dependent paths return errors, never panic: no unwrap/expect/panic! outside
+// tests. Indexing is denied in the parsers of outside data (format.rs, qformat.rs); the
+// kernels index buffers whose lengths were checked on entry (see README, Reliability).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod crc32;
 pub mod error;

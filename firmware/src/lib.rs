@@ -9,6 +9,10 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// Nothing a serial line sends can panic the firmware: no unwrap/expect/panic! outside
+// tests (the frame decoder is also fuzzed; see fuzz/).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod app;
 pub mod embedded;

@@ -1,6 +1,11 @@
 //! The host side of microconv: MNIST loading, a fast multi-threaded engine over the
 //! core's layers, and the `host-trainer` commands.
 
+// Bad input is an error with a message, never a panic: no unwrap/expect/panic! in the
+// library outside tests.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod bench;
 pub mod board;
 pub mod checkpoint;
