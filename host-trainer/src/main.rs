@@ -800,3 +800,62 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_documented() {
+        Cli::command().debug_assert();
+        // Every option of every command says what it does.
+        for sub in Cli::command().get_subcommands() {
+            assert!(sub.get_about().is_some(), "{}", sub.get_name());
+            for a in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                assert!(
+                    a.get_help().is_some(),
+                    "{} --{}",
+                    sub.get_name(),
+                    a.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_and_conflicts() {
+        let c = Cli::try_parse_from(["host-trainer", "train"]).unwrap();
+        let Command::Train {
+            steps,
+            batch,
+            lr,
+            checkpoint_every,
+            resume,
+            ..
+        } = c.command
+        else {
+            panic!("not train")
+        };
+        assert_eq!(
+            (steps, batch, lr, checkpoint_every),
+            (12_000, 64, 2e-3, 1000)
+        );
+        assert!(resume.is_none());
+        for bad in [
+            &["host-trainer", "train", "--steps", "5", "--epochs", "1"][..],
+            &["host-trainer", "train", "--resume", "x.ckpt", "--lr", "0.1"],
+            &["host-trainer", "train", "--resume", "x.ckpt", "--seed", "2"],
+            &["host-trainer", "predict"],
+            &["host-trainer", "board"],
+            &["host-trainer", "train", "--inject-nan", "5"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let c = Cli::try_parse_from(["host-trainer", "train", "--inject-nan", "5:7"]).unwrap();
+        let Command::Train { inject_nan, .. } = c.command else {
+            panic!()
+        };
+        assert_eq!(inject_nan, Some((5, 7)));
+    }
+}
