@@ -54,6 +54,16 @@ impl WeightsFile {
         }
     }
 
+    /// Reads `path` and checks it with the reader its version calls for (float or int8).
+    pub fn read_any(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read weights file {}", path.display()))?;
+        let file = Self::from_bytes(&bytes);
+        crate::board::HostModel::parse(file.bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(file)
+    }
+
     /// Reads `path` and checks it with the core's parser.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path)

@@ -247,7 +247,7 @@ enum Command {
     Eval {
         #[command(flatten)]
         common: Common,
-        /// Parameter file written by `train`
+        /// Parameters: a file written by `train`, a weights file (float or int8) or safetensors
         #[arg(long, default_value = "runs/small.params")]
         params: PathBuf,
         /// Where to draw the confusion matrix (.png and .svg appended)
@@ -719,14 +719,26 @@ fn run(cli: Cli) -> Result<()> {
             out,
             no_plots,
         } => {
-            let (arch, p) = load_any(&params)?;
             let (_, te) = common.load()?;
-            let logits = engine::predict(&arch, &p, &te.to_f32(), te.len(), common.threads())?;
-            let predicted: Vec<usize> = logits
-                .chunks_exact(arch.classes())
-                .map(microconv::loss::argmax)
-                .collect();
-            let m = host_trainer::eval::Confusion::new(arch.classes(), &predicted, &te.labels)?;
+            let (classes, predicted) = if is_int8_file(&params) {
+                // An int8 weights file: the firmware's own int8 classifier, on the same
+                // 8-bit pixels the board gets.
+                let wf = export::WeightsFile::read_any(&params)?;
+                let model = board::HostModel::parse(wf.bytes())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
+                let scores = board::host_scores(&model, &te, te.len(), common.threads())?;
+                let p: Vec<usize> = scores.iter().map(|s| microconv::loss::argmax(s)).collect();
+                (model.arch().classes(), p)
+            } else {
+                let (arch, p) = load_any(&params)?;
+                let logits = engine::predict(&arch, &p, &te.to_f32(), te.len(), common.threads())?;
+                let p = logits
+                    .chunks_exact(arch.classes())
+                    .map(microconv::loss::argmax)
+                    .collect();
+                (arch.classes(), p)
+            };
+            let m = host_trainer::eval::Confusion::new(classes, &predicted, &te.labels)?;
             print!("{}", m.report());
             if !no_plots {
                 let stem = out.unwrap_or_else(|| params.with_extension("confusion"));
@@ -742,6 +754,13 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `path` is an int8 weights file (version 2), by its header.
+fn is_int8_file(path: &std::path::Path) -> bool {
+    std::fs::read(path).ok().is_some_and(|b| {
+        b.starts_with(b"MCONVNET") && b.get(8..12) == Some(&2u32.to_le_bytes()[..])
+    })
 }
 
 /// `A:B` as two numbers.

@@ -390,6 +390,20 @@ fn predict_reads_the_sample_pictures_and_names_a_bad_one() {
 }
 
 #[test]
+fn eval_runs_an_int8_model_with_the_firmware_classifier() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = bin()
+        .args(["eval", "--no-plots", "--params"])
+        .arg(repo.join("firmware/models/small-int8.mcw"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    // The figure README gives for the shipped int8 model.
+    assert_eq!(out.lines().last(), Some("test accuracy: 0.9941"), "{out}");
+}
+
+#[test]
 fn safetensors_export_reads_back_everywhere() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let shipped = repo.join("firmware/models/small.mcw");
@@ -756,7 +770,7 @@ fn every_bad_input_names_the_file_and_the_problem() {
             "short.params".into(),
         ),
         (
-            vec!["eval".into(), "--params".into(), int8.clone()],
+            vec!["quantize".into(), "--params".into(), int8.clone()],
             "int8",
             "small-int8.mcw".into(),
         ),
