@@ -7,6 +7,8 @@
 //! `v`), `order` `u32`s (the epoch's sample order), and a `u32` CRC-32 (IEEE) of
 //! everything before it. A file whose checksum does not match is refused, never used.
 
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::bytes::Reader;
 use crate::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
 
 const MAGIC: &[u8; 8] = b"MCCKPT\0\0";
@@ -119,18 +122,12 @@ impl Checkpoint {
 
     /// Parses a checkpoint; `what` names the file in errors.
     pub fn from_bytes(b: &[u8], what: &str) -> Result<Self> {
-        if b.len() < 20 || &b[..8] != MAGIC {
+        if b.len() < 20 || !b.starts_with(MAGIC) {
             bail!("{what}: not a microconv checkpoint (bad magic or too short)");
         }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-            bail!("{what}: checksum mismatch (the file is corrupt or truncated); use an older checkpoint or start again");
-        }
-        let mut r = Reader {
-            b: body,
-            at: 8,
-            what,
-        };
+        let body = crate::bytes::check_crc(b, what)
+            .map_err(|e| anyhow::anyhow!("{e}; use an older checkpoint or start again"))?;
+        let mut r = Reader::new(body, MAGIC.len(), what);
         let version = r.u32()?;
         if version != VERSION {
             bail!("{what}: checkpoint version {version}, this build reads version {VERSION}");
@@ -138,16 +135,14 @@ impl Checkpoint {
         let hlen = r.u32()? as usize;
         let header: Header = serde_json::from_slice(r.take(hlen)?)
             .with_context(|| format!("{what}: unreadable checkpoint header"))?;
-        let params = r.f32s()?;
-        let state = r.f32s()?;
-        let n = r.len(4)?;
-        let order = r
-            .take(n * 4)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if r.at != body.len() {
-            bail!("{what}: {} unexpected bytes at the end", body.len() - r.at);
+        let n = r.count(4)?;
+        let params = r.f32s(n)?;
+        let n = r.count(4)?;
+        let state = r.f32s(n)?;
+        let n = r.count(4)?;
+        let order = r.u32s(n)?;
+        if r.remaining() != 0 {
+            bail!("{what}: {} unexpected bytes at the end", r.remaining());
         }
         Ok(Checkpoint {
             header,
@@ -172,52 +167,6 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Self> {
         let b = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         Self::from_bytes(&b, &path.display().to_string())
-    }
-}
-
-/// Bounds-checked little-endian reads.
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-    what: &'a str,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
-        let Some(end) = end else {
-            bail!("{}: truncated checkpoint", self.what);
-        };
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u32(&mut self) -> Result<u32> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    }
-    /// A `u64` element count whose `elem`-byte elements must fit in what is left.
-    fn len(&mut self, elem: usize) -> Result<usize> {
-        let s = self.take(8)?;
-        let n = u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
-        match usize::try_from(n)
-            .ok()
-            .filter(|&n| n.saturating_mul(elem) <= self.b.len() - self.at)
-        {
-            Some(n) => Ok(n),
-            None => bail!(
-                "{}: array of {n} elements does not fit in the file",
-                self.what
-            ),
-        }
-    }
-    fn f32s(&mut self) -> Result<Vec<f32>> {
-        let n = self.len(4)?;
-        Ok(self
-            .take(n * 4)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
     }
 }
 

@@ -7,6 +7,8 @@
 //! convolution is the NHWC activation flattened (height, width, channel). The header's
 //! metadata says `"format": "microconv"`, the architecture and the layouts.
 
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -77,7 +79,9 @@ pub fn to_bytes(arch: ArchName, params: &[f32]) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = list
         .iter()
         .map(|t| {
-            params[t.range.clone()]
+            params
+                .get(t.range.clone())
+                .unwrap_or_default()
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect()
@@ -139,12 +143,14 @@ pub fn from_bytes(bytes: &[u8], what: &str) -> Result<(ArchName, Vec<f32>)> {
                     t.shape
                 );
             }
-            let dst = &mut params[t.range.clone()];
-            for (d, c) in dst.iter_mut().zip(v.data().chunks_exact(4)) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let Some(dst) = params.get_mut(t.range.clone()) else {
+                bail!("{what}: tensor {} does not fit the parameters", t.name);
+            };
+            for (d, v) in dst.iter_mut().zip(crate::bytes::f32s(v.data())) {
+                *d = v;
             }
-            if let Some(i) = dst.iter().position(|x| !x.is_finite()) {
-                bail!("{what}: tensor {} element {i} is {}", t.name, dst[i]);
+            if let Some((i, x)) = dst.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+                bail!("{what}: tensor {} element {i} is {x}", t.name);
             }
         }
         return Ok((arch, params));
@@ -158,7 +164,7 @@ pub fn from_bytes(bytes: &[u8], what: &str) -> Result<(ArchName, Vec<f32>)> {
 /// Whether `head` (a file's first bytes) looks like safetensors: a little-endian header
 /// length, then `{`.
 pub fn looks_like(head: &[u8]) -> bool {
-    head.len() >= 9 && head[8] == b'{'
+    head.get(8) == Some(&b'{')
 }
 
 /// Writes `params` as a safetensors file.

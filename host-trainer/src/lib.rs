@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod board;
+pub mod bytes;
 pub mod checkpoint;
 pub mod data;
 pub mod engine;

@@ -4,10 +4,14 @@
 //! name, the name (UTF-8), `u64` parameter count, the parameters as `f32`, then a
 //! `u32` CRC-32 (IEEE) of everything before it.
 
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+
+use crate::bytes::Reader;
 
 const MAGIC: &[u8; 8] = b"MCPARAMS";
 const VERSION: u32 = 1;
@@ -31,42 +35,29 @@ pub fn save(path: &Path, arch: &str, params: &[f32]) -> Result<()> {
 /// Reads a parameter file; returns the architecture name and the parameters.
 pub fn load(path: &Path) -> Result<(String, Vec<f32>)> {
     let b = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let p = path.display();
-    if b.len() < 28 || &b[..8] != MAGIC {
+    let what = path.display().to_string();
+    let p = &what;
+    if b.len() < 28 || !b.starts_with(MAGIC) {
         bail!("{p}: not a microconv parameter file (bad magic or too short)");
     }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-        bail!("{p}: checksum mismatch (the file is corrupt or truncated)");
-    }
-    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    let version = u32_at(8);
+    let body = crate::bytes::check_crc(&b, p)?;
+    let mut r = Reader::new(body, MAGIC.len(), p);
+    let version = r.u32()?;
     if version != VERSION {
         bail!("{p}: parameter file version {version}, this build reads version {VERSION}");
     }
-    let name_len = u32_at(12) as usize;
-    let name_end = 16 + name_len;
-    if body.len() < name_end + 8 {
-        bail!("{p}: truncated header");
-    }
-    let name = String::from_utf8(b[16..name_end].to_vec())
+    let name_len = r.u32()? as usize;
+    let name = String::from_utf8(r.take(name_len)?.to_vec())
         .with_context(|| format!("{p}: architecture name is not UTF-8"))?;
-    let mut count = [0u8; 8];
-    count.copy_from_slice(&b[name_end..name_end + 8]);
-    let count = u64::from_le_bytes(count) as usize;
-    let data = &body[name_end + 8..];
-    if Some(data.len()) != count.checked_mul(4) {
+    let count = r.u64()?;
+    if Some(r.remaining() as u64) != count.checked_mul(4) {
         bail!(
             "{p}: header says {count} parameters but {} bytes follow",
-            data.len()
+            r.remaining()
         );
     }
-    Ok((
-        name,
-        data.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    ))
+    let params = r.f32s(r.remaining() / 4)?;
+    Ok((name, params))
 }
 
 /// Reads a parameter file and checks it against the architecture it names.

@@ -1,0 +1,143 @@
+//! Bounds-checked little-endian reading for the file parsers (parameter files,
+//! checkpoints, safetensors): every read is a `Result` naming the file, none can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use anyhow::{bail, Result};
+
+/// A cursor over a file's bytes; `what` names the file in errors.
+pub struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    what: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at offset `at` of `b`.
+    pub fn new(b: &'a [u8], at: usize, what: &'a str) -> Self {
+        Reader { b, at, what }
+    }
+
+    /// Bytes read so far (the offset of the next read).
+    pub fn offset(&self) -> usize {
+        self.at
+    }
+
+    /// Bytes left.
+    pub fn remaining(&self) -> usize {
+        self.b.len().saturating_sub(self.at)
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let s = self
+            .at
+            .checked_add(n)
+            .and_then(|end| self.b.get(self.at..end));
+        let Some(s) = s else {
+            bail!(
+                "{}: truncated ({} bytes wanted at offset {}, {} left)",
+                self.what,
+                n,
+                self.at,
+                self.remaining()
+            );
+        };
+        self.at += n;
+        Ok(s)
+    }
+
+    /// The next `N` bytes as an array.
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    /// A little-endian `u32`.
+    pub fn u32(&mut self) -> Result<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    /// A little-endian `u64`.
+    pub fn u64(&mut self) -> Result<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    /// A `u64` element count whose `elem`-byte elements must fit in what is left.
+    pub fn count(&mut self, elem: usize) -> Result<usize> {
+        let n = self.u64()?;
+        match usize::try_from(n)
+            .ok()
+            .filter(|&n| n.saturating_mul(elem) <= self.remaining())
+        {
+            Some(n) => Ok(n),
+            None => bail!(
+                "{}: an array of {n} elements does not fit in the file",
+                self.what
+            ),
+        }
+    }
+
+    /// `n` little-endian `f32`s.
+    pub fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
+        Ok(f32s(self.take(n.saturating_mul(4))?))
+    }
+
+    /// `n` little-endian `u32`s.
+    pub fn u32s(&mut self, n: usize) -> Result<Vec<u32>> {
+        Ok(words(self.take(n.saturating_mul(4))?)
+            .map(u32::from_le_bytes)
+            .collect())
+    }
+}
+
+/// The 4-byte words of `b` (a partial last word is ignored).
+fn words(b: &[u8]) -> impl Iterator<Item = [u8; 4]> + '_ {
+    b.chunks_exact(4).map(|c| {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(c);
+        a
+    })
+}
+
+/// `b` as little-endian `f32`s (a partial last word is ignored).
+pub fn f32s(b: &[u8]) -> Vec<f32> {
+    words(b).map(f32::from_le_bytes).collect()
+}
+
+/// Splits off a file's trailing CRC-32 and checks it; returns the body.
+pub fn check_crc<'a>(b: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    let Some((body, crc)) = b.split_last_chunk::<4>() else {
+        bail!("{what}: too short to hold a checksum");
+    };
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+        bail!("{what}: checksum mismatch (the file is corrupt or truncated)");
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_refuses_to_read_past_the_end() {
+        let b = [1u8, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x3f];
+        let mut r = Reader::new(&b, 0, "f");
+        assert_eq!(r.u32().unwrap(), 1);
+        assert_eq!(r.u64().unwrap(), 2);
+        assert_eq!(r.f32s(1).unwrap(), [1.0]);
+        assert_eq!(r.remaining(), 0);
+        let e = r.u32().unwrap_err().to_string();
+        assert!(e.starts_with("f: truncated"), "{e}");
+        let mut r = Reader::new(&b, 4, "f");
+        assert!(r.take(usize::MAX).is_err());
+        let mut r = Reader::new(&[9, 0, 0, 0, 0, 0, 0, 0, 1], 0, "f");
+        assert!(r.count(4).is_err(), "9 words announced, 1 byte left");
+        assert!(check_crc(&[1, 2], "f").is_err());
+        let mut with = b"abc".to_vec();
+        with.extend_from_slice(&crc32fast::hash(b"abc").to_le_bytes());
+        assert_eq!(check_crc(&with, "f").unwrap(), b"abc");
+    }
+}
