@@ -878,3 +878,42 @@ fn every_bad_input_names_the_file_and_the_problem() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[cfg(unix)]
+#[test]
+fn a_serial_port_that_disappears_is_a_one_line_error() {
+    use serialport::SerialPort;
+    // A pseudo-terminal pair: `board` opens the subordinate side as its serial port, the
+    // test holds the controlling side (the "board") and then lets go of it (unplugged).
+    let (board, port) = serialport::TTYPort::pair().expect("a pseudo-terminal pair");
+    let path = port.name().expect("the pty's name");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = bin();
+    cmd.args(["board", "--images", "3", "--port", &path, "--weights"])
+        .arg(repo.join("firmware/models/small.mcw"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // The controlling side's descriptor is inheritable; in the child it would keep the
+    // line up after the test lets go of it.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&board);
+    // SAFETY: runs in the forked child before exec; it only closes a descriptor the
+    // child does not use (`close` is async-signal-safe, nothing is allocated).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            drop(<std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd));
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(board);
+    drop(port);
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let line = err.trim();
+    assert_eq!(line.lines().count(), 1, "{err}");
+    assert!(line.starts_with("error: ") && line.contains(&path), "{err}");
+    assert!(line.contains("the connection closed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
