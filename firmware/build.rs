@@ -135,6 +135,11 @@ fn main() {
     let memory = if env::var_os("CARGO_FEATURE_STM32F411").is_some() {
         // STM32F411CE: 512 KiB flash, 128 KiB RAM.
         Some("MEMORY\n{\n  FLASH : ORIGIN = 0x08000000, LENGTH = 512K\n  RAM : ORIGIN = 0x20000000, LENGTH = 128K\n}\n")
+    } else if env::var_os("CARGO_FEATURE_MPS2_AN386").is_some()
+        && env::var_os("CARGO_FEATURE_TRAIN").is_some()
+    {
+        // Training on the device needs more RAM: we claim STM32F411CE's 512 KiB / 128 KiB.
+        Some("MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 512K\n  RAM : ORIGIN = 0x20000000, LENGTH = 128K\n}\n")
     } else if env::var_os("CARGO_FEATURE_MPS2_AN386").is_some() {
         // QEMU maps 4 MiB of each; we claim a 256 KiB / 64 KiB part (STM32F401CC-sized).
         Some("MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 256K\n  RAM : ORIGIN = 0x20000000, LENGTH = 64K\n}\n")

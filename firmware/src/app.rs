@@ -10,9 +10,10 @@ use microconv::net::{infer, Exec};
 use microconv::quant::{argmax_i8, infer_i8, QNet};
 use microconv::{Arch, Error};
 
+use crate::finetune::FineTune;
 use crate::protocol::{
-    encode, kind, unpack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, MAX_RESPONSE,
-    PONG_LEN,
+    encode, kind, parse_request, Classification, Decoder, Digest, ErrorCode, Event, Request,
+    Trained, IMAGE_LEN, MAX_RESPONSE, PONG_LEN,
 };
 
 /// Counts time around an inference (SysTick on the boards; ticks of 40 instructions
@@ -169,6 +170,57 @@ pub struct Stats {
     pub errors: u32,
     /// Ticks of the last inference.
     pub last_ticks: u32,
+    /// Training steps taken.
+    pub trained: u32,
+    /// EVALUATE requests right since the last DIGEST.
+    pub eval_right: u32,
+    /// EVALUATE requests since the last DIGEST.
+    pub eval_total: u32,
+}
+
+/// What answers the requests: a [`Classifier`], or a [`FineTune`] that also learns. The
+/// app is generic over it, so a firmware that only classifies links no training code.
+pub trait Runner<'m> {
+    /// The layers.
+    fn arch(&self) -> &Arch<'m>;
+    /// Classifies one 28x28 8-bit image.
+    fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error>;
+    /// One training step with learning rate `lr`: the loss and the digit predicted
+    /// before it; `None` if this model does not learn.
+    fn train(&mut self, _pixels: &[u8], _label: u8, _lr: f32) -> Option<Result<(f32, u8), Error>> {
+        None
+    }
+    /// Steps taken and the CRC-32 of the trainable parameters; `None` if it does not learn.
+    fn digest(&self) -> Option<(u32, u32)> {
+        None
+    }
+}
+
+impl<'m> Runner<'m> for Classifier<'m> {
+    fn arch(&self) -> &Arch<'m> {
+        &self.arch
+    }
+    fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
+        Classifier::classify(self, pixels)
+    }
+}
+
+impl<'m> Runner<'m> for FineTune<'m> {
+    fn arch(&self) -> &Arch<'m> {
+        FineTune::arch(self)
+    }
+    fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
+        FineTune::classify(self, pixels)
+    }
+    fn train(&mut self, pixels: &[u8], label: u8, lr: f32) -> Option<Result<(f32, u8), Error>> {
+        Some(
+            self.set_lr(lr)
+                .and_then(|()| FineTune::train(self, pixels, label)),
+        )
+    }
+    fn digest(&self) -> Option<(u32, u32)> {
+        Some((self.steps, FineTune::digest(self)))
+    }
 }
 
 /// What one call of [`App::poll`] did.
@@ -180,50 +232,55 @@ pub enum Outcome {
     Busy,
     /// An image was classified and answered.
     Classified(Classification),
+    /// A training step was taken and answered.
+    Trained(Trained),
     /// Another request was answered.
     Answered,
     /// An error answer was sent.
     Refused(ErrorCode),
 }
 
-/// The application: a serial port, an output pin (on while classifying), a delay and a
-/// stopwatch.
-pub struct App<'m, S, P, D, W> {
+/// The application: a serial port, an output pin (on while classifying), a delay, a
+/// stopwatch and the model ([`Classifier`] by default, or a [`FineTune`]).
+pub struct App<'m, S, P, D, W, M = Classifier<'m>> {
     serial: S,
     led: P,
     delay: D,
     watch: W,
-    classifier: Classifier<'m>,
+    model: M,
     decoder: Decoder,
     idle_us: u32,
     stack_probe: fn() -> u32,
     /// Counters.
     pub stats: Stats,
+    _m: core::marker::PhantomData<&'m ()>,
 }
 
 fn no_probe() -> u32 {
     0
 }
 
-impl<'m, S, P, D, W> App<'m, S, P, D, W>
+impl<'m, S, P, D, W, M> App<'m, S, P, D, W, M>
 where
     S: Read + ReadReady + Write,
     P: OutputPin,
     D: DelayNs,
     W: Stopwatch,
+    M: Runner<'m>,
 {
-    /// An application over these peripherals.
-    pub fn new(serial: S, led: P, delay: D, watch: W, classifier: Classifier<'m>) -> Self {
+    /// An application over these peripherals and this model.
+    pub fn new(serial: S, led: P, delay: D, watch: W, model: M) -> Self {
         App {
             serial,
             led,
             delay,
             watch,
-            classifier,
+            model,
             decoder: Decoder::new(),
             idle_us: 0,
             stack_probe: no_probe,
             stats: Stats::default(),
+            _m: core::marker::PhantomData,
         }
     }
 
@@ -284,64 +341,96 @@ where
         let request = match self.decoder.push(byte[0]) {
             None => return Ok(Outcome::Busy),
             Some(Event::Error(e)) => Err(e),
-            Some(Event::Frame {
-                kind: kind::CLASSIFY_PACKED,
-                payload,
-            }) => match unpack_bits(payload, &mut image) {
-                Some(()) => Ok((kind::CLASSIFY, IMAGE_LEN)),
-                None => Err(ErrorCode::BadLength),
-            },
-            Some(Event::Frame { kind, payload }) => {
-                let n = payload.len();
-                image[..n].copy_from_slice(payload);
-                Ok((kind, n))
-            }
+            Some(Event::Frame { kind, payload }) => parse_request(kind, payload, &mut image),
         };
         match request {
             Err(e) => self.refuse(e),
-            Ok((kind::CLASSIFY, IMAGE_LEN)) => {
+            Ok(Request::Classify) => self.classify(&image, None),
+            Ok(Request::Evaluate { label }) => self.classify(&image, Some(label)),
+            Ok(Request::Train { label, lr }) => {
                 let _ = self.led.set_high();
                 self.watch.start();
-                let result = self.classifier.classify(&image);
+                let result = self.model.train(&image, label, lr);
                 let ticks = self.watch.ticks();
                 let _ = self.led.set_low();
-                match result {
-                    Ok((digit, scores)) => {
-                        let c = Classification {
-                            digit,
-                            scores,
+                match (result, self.model.digest()) {
+                    (None, _) | (_, None) => self.refuse(ErrorCode::Unsupported),
+                    (Some(Ok((loss, digit_before))), Some((steps, _))) => {
+                        let r = Trained {
+                            loss,
+                            steps,
+                            digit_before,
                             ticks,
                         };
-                        self.stats.classified = self.stats.classified.wrapping_add(1);
-                        self.stats.last_ticks = ticks;
-                        self.send(kind::RESULT, &c.to_bytes())?;
-                        Ok(Outcome::Classified(c))
+                        self.stats.trained = steps;
+                        self.send(kind::TRAINED, &r.to_bytes())?;
+                        Ok(Outcome::Trained(r))
                     }
-                    Err(_) => self.refuse(ErrorCode::Model),
+                    (Some(Err(_)), _) => self.refuse(ErrorCode::Model),
                 }
             }
-            Ok((kind::CLASSIFY, _)) | Ok((kind::PING, 1..)) => self.refuse(ErrorCode::BadLength),
-            Ok((kind::PING, _)) => {
-                let a = &self.classifier.arch;
+            Ok(Request::Digest) => {
+                let Some((steps, crc)) = self.model.digest() else {
+                    return self.refuse(ErrorCode::Unsupported);
+                };
+                let d = Digest {
+                    steps,
+                    crc,
+                    right: self.stats.eval_right,
+                    total: self.stats.eval_total,
+                };
+                self.stats.eval_right = 0;
+                self.stats.eval_total = 0;
+                self.send(kind::DIGEST_RESULT, &d.to_bytes())?;
+                Ok(Outcome::Answered)
+            }
+            Ok(Request::Ping) => {
+                let a = self.model.arch();
                 let mut p = [0u8; PONG_LEN];
                 let stack = (self.stack_probe)() as usize;
-                for (i, v) in [
+                let fields = [
                     a.param_count(),
                     a.classes(),
                     a.input.h,
                     a.input.w,
                     a.input.c,
                     stack,
-                ]
-                .iter()
-                .enumerate()
-                {
-                    p[4 * i..4 * i + 4].copy_from_slice(&(*v as u32).to_le_bytes());
+                ];
+                for (o, v) in p.chunks_exact_mut(4).zip(fields) {
+                    o.copy_from_slice(&(v as u32).to_le_bytes());
                 }
                 self.send(kind::PONG, &p)?;
                 Ok(Outcome::Answered)
             }
-            Ok(_) => self.refuse(ErrorCode::UnknownKind),
+        }
+    }
+
+    /// Classifies `image` and answers RESULT; with a label (EVALUATE), counts it.
+    fn classify(&mut self, image: &[u8], label: Option<u8>) -> Result<Outcome, S::Error> {
+        let _ = self.led.set_high();
+        self.watch.start();
+        let result = self.model.classify(image);
+        let ticks = self.watch.ticks();
+        let _ = self.led.set_low();
+        match result {
+            Ok((digit, scores)) => {
+                let c = Classification {
+                    digit,
+                    scores,
+                    ticks,
+                };
+                self.stats.classified = self.stats.classified.wrapping_add(1);
+                self.stats.last_ticks = ticks;
+                if let Some(l) = label {
+                    self.stats.eval_total = self.stats.eval_total.wrapping_add(1);
+                    if l == digit {
+                        self.stats.eval_right = self.stats.eval_right.wrapping_add(1);
+                    }
+                }
+                self.send(kind::RESULT, &c.to_bytes())?;
+                Ok(Outcome::Classified(c))
+            }
+            Err(_) => self.refuse(ErrorCode::Model),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`protocol`]: the framed serial protocol (also used by `host-trainer` on the PC side);
 //! - [`app`]: the application loop, generic over embedded-hal 1.0 and embedded-io traits;
-//! - [`embedded`]: the classifier of the model embedded at build time (float or int8).
+//! - [`embedded`]: the classifier of the model embedded at build time (float or int8);
+//! - [`finetune`]: training the model's last layer on the device from labelled samples.
 //!
 //! One binary per target in `src/bin/` adds only the board: `mps2_an386.rs` (QEMU's
 //! Cortex-M4F machine, used by CI) and `stm32f411.rs` (a "Black Pill" board).
@@ -16,4 +17,5 @@
 
 pub mod app;
 pub mod embedded;
+pub mod finetune;
 pub mod protocol;

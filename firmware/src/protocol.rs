@@ -10,13 +10,20 @@
 //! | `0x01` CLASSIFY | PC -> board | 784 bytes: one 28x28 image, row-major, 0 = background, 255 = ink (MNIST's convention) |
 //! | `0x02` PING | PC -> board | empty |
 //! | `0x03` CLASSIFY_PACKED | PC -> board | the same image compressed with PackBits (below): 3-5x fewer bytes for MNIST digits |
+//! | `0x04` TRAIN | PC -> board | label u8, learning rate f32 LE, the image with PackBits: one SGD step of the last layer ([`crate::finetune`]) |
+//! | `0x05` EVALUATE | PC -> board | label u8, the image with PackBits: classify (answered with RESULT) and count it right or wrong |
+//! | `0x06` DIGEST | PC -> board | empty |
 //! | `0x81` RESULT | board -> PC | digit u8, 3 zero bytes, 10 scores f32 LE (the logits), ticks u32 LE (SysTick ticks the inference took) |
 //! | `0x82` PONG | board -> PC | parameter count, classes, input h, w, c, stack high-water mark in bytes: u32 LE each |
+//! | `0x83` TRAINED | board -> PC | [`Trained`]: loss before the step f32 LE, steps so far u32 LE, the digit predicted before the step u8, 3 zero bytes, ticks the step took u32 LE |
+//! | `0x84` DIGEST_RESULT | board -> PC | [`Digest`]: steps u32, CRC-32 of the trainable parameters u32, EVALUATE answers right u32 and in all u32 since the last DIGEST (LE) |
 //! | `0xEE` ERROR | board -> PC | error code u8 (see [`ErrorCode`]) |
 //!
 //! PackBits (Apple's, as in TIFF): a header byte `h` read as `i8`; `0..=127`: the next
 //! `h + 1` bytes are literal; `-127..=-1`: the next byte repeated `1 - h` times; `-128`:
 //! nothing. It must expand to exactly 784 bytes, else the answer is `BadLength`.
+//! A firmware that cannot train (an int8 model, or built without the `train` feature)
+//! answers TRAIN, EVALUATE and DIGEST with `Unsupported`.
 //!
 //! The decoder is a byte-at-a-time state machine with a fixed buffer: it hunts for the
 //! sync bytes, rejects a length it cannot hold as soon as it sees it, checks the CRC,
@@ -28,8 +35,12 @@ use microconv::crc32::crc32;
 pub const SYNC: [u8; 2] = [0xA5, 0x5A];
 /// Pixels of one image.
 pub const IMAGE_LEN: usize = 28 * 28;
-/// Largest payload the decoder accepts.
-pub const MAX_PAYLOAD: usize = IMAGE_LEN;
+/// Largest PackBits encoding of an image (a header byte per 128 literals).
+pub const MAX_PACKED: usize = IMAGE_LEN + IMAGE_LEN.div_ceil(128);
+/// Bytes before the packed image in a TRAIN frame: label and learning rate.
+pub const TRAIN_HEADER: usize = 1 + 4;
+/// Largest payload the decoder accepts (a TRAIN frame of an incompressible image).
+pub const MAX_PAYLOAD: usize = TRAIN_HEADER + MAX_PACKED;
 /// Bytes around a payload: sync, kind, length, CRC.
 pub const OVERHEAD: usize = 2 + 1 + 2 + 4;
 /// Payload bytes of a RESULT frame.
@@ -47,6 +58,16 @@ pub mod kind {
     pub const PING: u8 = 0x02;
     /// Classify the PackBits-compressed image in the payload.
     pub const CLASSIFY_PACKED: u8 = 0x03;
+    /// One training step on a labelled image.
+    pub const TRAIN: u8 = 0x04;
+    /// Classify a labelled image and count whether it was right.
+    pub const EVALUATE: u8 = 0x05;
+    /// Ask for the training state.
+    pub const DIGEST: u8 = 0x06;
+    /// Answer to TRAIN.
+    pub const TRAINED: u8 = 0x83;
+    /// Answer to DIGEST.
+    pub const DIGEST_RESULT: u8 = 0x84;
     /// Answer to CLASSIFY.
     pub const RESULT: u8 = 0x81;
     /// Answer to PING.
@@ -70,6 +91,10 @@ pub enum ErrorCode {
     Timeout = 4,
     /// The model failed on this input (should not happen with a valid image).
     Model = 5,
+    /// This firmware cannot do that (training with an int8 model or without `train`).
+    Unsupported = 6,
+    /// A field is out of range: a label above 9, a learning rate not positive and finite.
+    BadValue = 7,
 }
 
 impl ErrorCode {
@@ -81,6 +106,8 @@ impl ErrorCode {
             3 => ErrorCode::UnknownKind,
             4 => ErrorCode::Timeout,
             5 => ErrorCode::Model,
+            6 => ErrorCode::Unsupported,
+            7 => ErrorCode::BadValue,
             _ => return None,
         })
     }
@@ -317,6 +344,158 @@ impl Classification {
             digit: b[0],
             scores,
             ticks: u32::from_le_bytes(word(44)),
+        })
+    }
+}
+
+/// A request, parsed from a frame (images expanded into the caller's buffer).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Request {
+    /// Classify the image.
+    Classify,
+    /// Describe the model.
+    Ping,
+    /// One training step on the image with this label and learning rate.
+    Train {
+        /// The digit the image shows.
+        label: u8,
+        /// SGD's learning rate.
+        lr: f32,
+    },
+    /// Classify the image and count it against this label.
+    Evaluate {
+        /// The digit the image shows.
+        label: u8,
+    },
+    /// Report the training state.
+    Digest,
+}
+
+/// Parses the frame `kind`/`payload` into a request, expanding any image into `image`.
+pub fn parse_request(
+    kind: u8,
+    payload: &[u8],
+    image: &mut [u8; IMAGE_LEN],
+) -> Result<Request, ErrorCode> {
+    let label = |b: Option<&u8>| match b {
+        Some(&l) if l <= 9 => Ok(l),
+        Some(_) => Err(ErrorCode::BadValue),
+        None => Err(ErrorCode::BadLength),
+    };
+    let unpack = |src: &[u8], image: &mut [u8; IMAGE_LEN]| {
+        unpack_bits(src, image).ok_or(ErrorCode::BadLength)
+    };
+    match kind {
+        kind::CLASSIFY => {
+            let src: &[u8; IMAGE_LEN] = payload.try_into().map_err(|_| ErrorCode::BadLength)?;
+            image.copy_from_slice(src);
+            Ok(Request::Classify)
+        }
+        kind::CLASSIFY_PACKED => unpack(payload, image).map(|()| Request::Classify),
+        kind::PING if payload.is_empty() => Ok(Request::Ping),
+        kind::DIGEST if payload.is_empty() => Ok(Request::Digest),
+        kind::PING | kind::DIGEST => Err(ErrorCode::BadLength),
+        kind::TRAIN => {
+            let Some((head, packed)) = payload.split_first_chunk::<TRAIN_HEADER>() else {
+                return Err(ErrorCode::BadLength);
+            };
+            let label = label(head.first())?;
+            let lr = f32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(ErrorCode::BadValue);
+            }
+            unpack(packed, image)?;
+            Ok(Request::Train { label, lr })
+        }
+        kind::EVALUATE => {
+            let Some((l, packed)) = payload.split_first() else {
+                return Err(ErrorCode::BadLength);
+            };
+            let label = label(Some(l))?;
+            unpack(packed, image)?;
+            Ok(Request::Evaluate { label })
+        }
+        _ => Err(ErrorCode::UnknownKind),
+    }
+}
+
+/// Payload bytes of a TRAINED frame.
+pub const TRAINED_LEN: usize = 16;
+/// Payload bytes of a DIGEST_RESULT frame.
+pub const DIGEST_LEN: usize = 16;
+
+/// The answer to TRAIN.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Trained {
+    /// The loss on the image before the step.
+    pub loss: f32,
+    /// Training steps taken so far, this one included.
+    pub steps: u32,
+    /// The digit predicted before the step.
+    pub digit_before: u8,
+    /// SysTick ticks the step took.
+    pub ticks: u32,
+}
+
+impl Trained {
+    /// The TRAINED payload.
+    pub fn to_bytes(&self) -> [u8; TRAINED_LEN] {
+        let mut b = [0u8; TRAINED_LEN];
+        b[..4].copy_from_slice(&self.loss.to_le_bytes());
+        b[4..8].copy_from_slice(&self.steps.to_le_bytes());
+        b[8] = self.digit_before;
+        b[12..16].copy_from_slice(&self.ticks.to_le_bytes());
+        b
+    }
+
+    /// Parses a TRAINED payload.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; TRAINED_LEN] = b.try_into().ok()?;
+        let w = |o: usize| [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        Some(Trained {
+            loss: f32::from_le_bytes(w(0)),
+            steps: u32::from_le_bytes(w(4)),
+            digit_before: b[8],
+            ticks: u32::from_le_bytes(w(12)),
+        })
+    }
+}
+
+/// The answer to DIGEST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest {
+    /// Training steps taken.
+    pub steps: u32,
+    /// CRC-32 of the trainable parameters (little-endian `f32` bytes).
+    pub crc: u32,
+    /// EVALUATE answers that were right since the last DIGEST.
+    pub right: u32,
+    /// EVALUATE requests since the last DIGEST.
+    pub total: u32,
+}
+
+impl Digest {
+    /// The DIGEST_RESULT payload.
+    pub fn to_bytes(&self) -> [u8; DIGEST_LEN] {
+        let mut b = [0u8; DIGEST_LEN];
+        for (i, v) in [self.steps, self.crc, self.right, self.total]
+            .iter()
+            .enumerate()
+        {
+            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Parses a DIGEST_RESULT payload.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; DIGEST_LEN] = b.try_into().ok()?;
+        let w = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        Some(Digest {
+            steps: w(0),
+            crc: w(4),
+            right: w(8),
+            total: w(12),
         })
     }
 }

@@ -10,7 +10,9 @@ use embedded_io::{ErrorType, Read, ReadReady, Write};
 use microconv::format::{Aligned, Model};
 use microconv::init::Rng;
 use microconv::net::{infer, Exec};
-use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch, FRAME_TIMEOUT_US, POLL_US};
+use microconv_firmware::app::{
+    App, Classifier, Outcome, Runner, Stopwatch, FRAME_TIMEOUT_US, POLL_US,
+};
 use microconv_firmware::protocol::{
     encode, kind, pack_bits, Classification, ErrorCode, IMAGE_LEN, OVERHEAD,
 };
@@ -160,7 +162,10 @@ fn run<'m>(model: &'m Model<'m>, rig: &'m mut Rig) -> App<'m, Serial, Pin, Delay
 }
 
 /// Polls until the input is drained plus `extra` idle polls; returns the poll count.
-fn drain(app: &mut App<'_, Serial, Pin, Delay, Watch>, extra: usize) -> usize {
+fn drain<'m, M: Runner<'m>>(
+    app: &mut App<'m, Serial, Pin, Delay, Watch, M>,
+    extra: usize,
+) -> usize {
     let mut polls = 0;
     let mut idle = 0;
     while idle <= extra {
@@ -312,12 +317,140 @@ fn random_and_adversarial_streams_never_stop_valid_frames() {
 }
 
 // Access to the mocks inside the app.
-fn app_feed(app: &mut App<'_, Serial, Pin, Delay, Watch>, bytes: &[u8]) {
+fn app_feed<'m, M: Runner<'m>>(app: &mut App<'m, Serial, Pin, Delay, Watch, M>, bytes: &[u8]) {
     app.serial_mut().rx.extend(bytes);
 }
-fn app_tx(app: &mut App<'_, Serial, Pin, Delay, Watch>) -> Vec<u8> {
+fn app_tx<'m, M: Runner<'m>>(app: &mut App<'m, Serial, Pin, Delay, Watch, M>) -> Vec<u8> {
     std::mem::take(&mut app.serial_mut().tx)
 }
 fn app_led(app: &mut App<'_, Serial, Pin, Delay, Watch>) -> Vec<bool> {
     std::mem::take(&mut app.pin_mut().0)
+}
+
+/// A TRAIN or EVALUATE payload: label, (learning rate,) the PackBits image.
+fn labelled(label: u8, lr: Option<f32>, img: &[u8]) -> Vec<u8> {
+    let mut p = vec![label];
+    if let Some(lr) = lr {
+        p.extend_from_slice(&lr.to_le_bytes());
+    }
+    let mut packed = vec![0u8; 2 * IMAGE_LEN];
+    let n = pack_bits(img, &mut packed).unwrap();
+    p.extend_from_slice(&packed[..n]);
+    p
+}
+
+#[test]
+fn trains_over_frames_like_the_host_and_counts_evaluations() {
+    use microconv_firmware::finetune::{features_len, head_len, Buffers, FineTune};
+    use microconv_firmware::protocol::{Digest, Trained};
+    let model = Model::parse(&MODEL.0).unwrap();
+    let a = model.arch();
+    let new_bufs = || {
+        (
+            vec![0.0f32; head_len(&a)],
+            vec![0.0f32; head_len(&a)],
+            vec![0.0f32; a.inference_len(1)],
+            vec![0.0f32; IMAGE_LEN],
+            vec![0.0f32; features_len(&a)],
+        )
+    };
+    let (mut h, mut g, mut b, mut i, mut f) = new_bufs();
+    let tuner = FineTune::new(
+        a,
+        model.params(),
+        Buffers {
+            head: &mut h,
+            grad: &mut g,
+            buf: &mut b,
+            input: &mut i,
+            features: &mut f,
+        },
+        0.01,
+    )
+    .unwrap();
+    let mut app = App::new(Serial::default(), Pin::default(), Delay, Watch, tuner);
+    // The host's replica of the same steps.
+    let (mut h2, mut g2, mut b2, mut i2, mut f2) = new_bufs();
+    let mut host = FineTune::new(
+        a,
+        model.params(),
+        Buffers {
+            head: &mut h2,
+            grad: &mut g2,
+            buf: &mut b2,
+            input: &mut i2,
+            features: &mut f2,
+        },
+        0.01,
+    )
+    .unwrap();
+    let mut rx = Vec::new();
+    for s in 0..6u64 {
+        let (img, label) = (image(500 + s), (s % 10) as u8);
+        rx.extend(frame(kind::TRAIN, &labelled(label, Some(0.02), &img)));
+        host.set_lr(0.02).unwrap();
+        host.train(&img, label).unwrap();
+    }
+    for s in 0..4u64 {
+        rx.extend(frame(
+            kind::EVALUATE,
+            &labelled((s % 2) as u8, None, &image(900 + s)),
+        ));
+    }
+    rx.extend(frame(kind::DIGEST, &[]));
+    // Out of range: label 10, a negative learning rate.
+    rx.extend(frame(kind::TRAIN, &labelled(10, Some(0.01), &image(1))));
+    rx.extend(frame(kind::TRAIN, &labelled(1, Some(-0.01), &image(1))));
+    rx.extend(frame(kind::DIGEST, &[]));
+    app_feed(&mut app, &rx);
+    drain(&mut app, 1);
+    let got = answers(&app_tx(&mut app));
+    let trained: Vec<Trained> = got
+        .iter()
+        .filter(|(k, _)| *k == kind::TRAINED)
+        .map(|(_, p)| Trained::from_bytes(p).unwrap())
+        .collect();
+    assert_eq!(
+        trained.iter().map(|t| t.steps).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert!(trained.iter().all(|t| t.loss.is_finite() && t.loss >= 0.0));
+    let digests: Vec<Digest> = got
+        .iter()
+        .filter(|(k, _)| *k == kind::DIGEST_RESULT)
+        .map(|(_, p)| Digest::from_bytes(p).unwrap())
+        .collect();
+    assert_eq!(digests.len(), 2);
+    assert_eq!(digests[0].steps, 6);
+    assert_eq!(
+        digests[0].crc,
+        host.digest(),
+        "device and host weights differ"
+    );
+    assert_eq!(digests[0].total, 4);
+    assert_eq!(
+        (digests[1].total, digests[1].steps),
+        (0, 6),
+        "counts reset, no step taken"
+    );
+    let errors: Vec<u8> = got
+        .iter()
+        .filter(|(k, _)| *k == kind::ERROR)
+        .map(|(_, p)| p[0])
+        .collect();
+    assert_eq!(errors, [ErrorCode::BadValue as u8; 2]);
+    // A classify-only firmware refuses to train.
+    let mut rig = Rig::new(&model);
+    let mut app = run(&model, &mut rig);
+    app_feed(
+        &mut app,
+        &frame(kind::TRAIN, &labelled(1, Some(0.01), &image(1))),
+    );
+    app_feed(&mut app, &frame(kind::DIGEST, &[]));
+    drain(&mut app, 1);
+    let got = answers(&app_tx(&mut app));
+    assert_eq!(
+        got,
+        vec![(kind::ERROR, vec![ErrorCode::Unsupported as u8]); 2]
+    );
 }

@@ -20,8 +20,9 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
 use microconv::qformat::QModel;
-use microconv_firmware::app::{App, Outcome, Stopwatch};
+use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded::{self, EmbeddedError, Storage};
+use microconv_firmware::finetune::{features_len, head_len, Buffers, FineTune};
 
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
@@ -30,6 +31,14 @@ const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
 const F32_IN: usize = if INT8 { 0 } else { 784 };
 const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
 const I8_IN: usize = if INT8 { 784 } else { 0 };
+
+/// Training on the device (feature `train`, float models only): the last layer's
+/// trainable copy and gradient, and its input.
+const TRAIN: bool = cfg!(feature = "train") && !INT8;
+const HEAD: usize = if TRAIN { head_len(&ARCH) } else { 0 };
+const FEATURES: usize = if TRAIN { features_len(&ARCH) } else { 0 };
+/// SGD's learning rate until a TRAIN frame sets its own.
+const DEFAULT_LR: f32 = 0.003;
 
 const CLOCK_HZ: u32 = 25_000_000;
 const INSTRUCTIONS_PER_TICK: u32 = 40;
@@ -186,26 +195,10 @@ fn main() -> ! {
         fail("core peripherals taken twice")
     };
     cp.SYST.set_clock_source(SystClkSource::Core);
-    let storage = Storage {
-        f32_buf: singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        f32_input: singleton!(: [f32; F32_IN] = [0.0; F32_IN])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        qmodel: singleton!(: Option<QModel<'static>> = None)
-            .unwrap_or_else(|| fail("buffers taken twice")),
-    };
-    let classifier = match embedded::classifier(&MODEL.0, ARCH, INT8, storage) {
-        Ok(c) => c,
-        Err(EmbeddedError::Format(e)) => fail_fmt(e),
-        Err(EmbeddedError::ArchMismatch) => {
-            fail("embedded weights do not match the compiled architecture")
-        }
-        Err(EmbeddedError::Classifier(_)) => fail("model does not fit the classifier"),
-    };
+    let f32_buf = singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
+        .unwrap_or_else(|| fail("buffers taken twice"));
+    let f32_input =
+        singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| fail("buffers taken twice"));
     let (bottom, top) = stack_bounds();
     defmt::info!(
         "microconv on mps2-an386: {=usize} parameters, {=usize} B weights in flash, {=usize} B inference buffers, {=usize} B for the stack",
@@ -214,14 +207,52 @@ fn main() -> ! {
         4 * F32_BUF + I8_BUF,
         top - bottom
     );
-    let mut app = App::new(
-        CmsdkUart::new(0x4000_4000),
-        Led,
-        CycleDelay,
-        SysTickWatch(cp.SYST),
-        classifier,
-    )
-    .with_stack_probe(stack_high_water);
+    let (serial, watch) = (CmsdkUart::new(0x4000_4000), SysTickWatch(cp.SYST));
+    if TRAIN {
+        let model = microconv::format::Model::parse(&MODEL.0).unwrap_or_else(|e| fail_fmt(e));
+        let buffers = Buffers {
+            head: singleton!(: [f32; HEAD] = [0.0; HEAD])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            grad: singleton!(: [f32; HEAD] = [0.0; HEAD])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            buf: f32_buf,
+            input: f32_input,
+            features: singleton!(: [f32; FEATURES] = [0.0; FEATURES])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+        };
+        let tuner = FineTune::new(ARCH, model.params(), buffers, DEFAULT_LR)
+            .unwrap_or_else(|_| fail("the model cannot be fine-tuned"));
+        defmt::info!(
+            "training on the device: last layer, {=usize} B trainable copy and gradient",
+            8 * HEAD
+        );
+        serve(App::new(serial, Led, CycleDelay, watch, tuner))
+    } else {
+        let storage = Storage {
+            f32_buf,
+            f32_input,
+            i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            qmodel: singleton!(: Option<QModel<'static>> = None)
+                .unwrap_or_else(|| fail("buffers taken twice")),
+        };
+        let classifier = match embedded::classifier(&MODEL.0, ARCH, INT8, storage) {
+            Ok(c) => c,
+            Err(EmbeddedError::Format(e)) => fail_fmt(e),
+            Err(EmbeddedError::ArchMismatch) => {
+                fail("embedded weights do not match the compiled architecture")
+            }
+            Err(EmbeddedError::Classifier(_)) => fail("model does not fit the classifier"),
+        };
+        serve(App::new(serial, Led, CycleDelay, watch, classifier))
+    }
+}
+
+/// Answers requests forever, logging every 1,000th classification and 100th training step.
+fn serve<M: Runner<'static>>(app: App<'static, CmsdkUart, Led, CycleDelay, SysTickWatch, M>) -> ! {
+    let mut app = app.with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();
         match outcome {
@@ -236,6 +267,15 @@ fn main() -> ! {
                         stack_high_water()
                     );
                 }
+            }
+            Outcome::Trained(t) if t.steps == 1 || t.steps % 100 == 0 => {
+                defmt::info!(
+                    "training step {=u32}: loss {=f32}, {=u32} instructions (-icount shift=0), stack high-water {=u32} B",
+                    t.steps,
+                    t.loss,
+                    t.ticks * INSTRUCTIONS_PER_TICK,
+                    stack_high_water()
+                );
             }
             Outcome::Refused(e) => defmt::warn!("refused a frame: {}", e),
             _ => {}
