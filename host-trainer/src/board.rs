@@ -71,17 +71,17 @@ pub struct Report {
 /// Times one image is sent again after a Timeout or BadChecksum answer.
 const MAX_RETRIES: usize = 5;
 
-struct Link {
+pub(crate) struct Link {
     tx: Box<dyn Write + Send>,
     rx: Receiver<Vec<u8>>,
     pending: Vec<u8>,
     decoder: Decoder,
     child: Option<Child>,
-    what: String,
+    pub(crate) what: String,
 }
 
 impl Link {
-    fn send(&mut self, k: u8, payload: &[u8]) -> Result<()> {
+    pub(crate) fn send(&mut self, k: u8, payload: &[u8]) -> Result<()> {
         let mut out = vec![0u8; OVERHEAD + payload.len()];
         let n = encode(k, payload, &mut out).ok_or_else(|| anyhow!("payload too long"))?;
         self.send_raw(&out[..n])
@@ -95,7 +95,7 @@ impl Link {
     }
 
     /// The next frame, or an error after `timeout` without one.
-    fn recv(&mut self, timeout: Duration) -> Result<(u8, Vec<u8>)> {
+    pub(crate) fn recv(&mut self, timeout: Duration) -> Result<(u8, Vec<u8>)> {
         let deadline = Instant::now() + timeout;
         loop {
             while !self.pending.is_empty() {
@@ -154,7 +154,7 @@ fn pump(mut r: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
     rx
 }
 
-fn open(target: &Target) -> Result<Link> {
+pub(crate) fn open(target: &Target) -> Result<Link> {
     match target {
         Target::Qemu { elf, defmt_log } => {
             if !elf.exists() {

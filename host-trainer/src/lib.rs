@@ -14,6 +14,7 @@ pub mod data;
 pub mod engine;
 pub mod eval;
 pub mod export;
+pub mod finetune;
 pub mod interop;
 pub mod params_file;
 pub mod plot;

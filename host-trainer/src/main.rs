@@ -158,6 +158,43 @@ enum Command {
         #[arg(long, default_value = "runs/qemu-defmt.bin")]
         defmt_log: PathBuf,
     },
+    /// Train on the microcontroller: fine-tune the model's last layer on the device from
+    /// examples of a task it does badly on, with before/after accuracy and a bit-for-bit
+    /// check against the same steps on the host (firmware built with the `train` feature)
+    Finetune {
+        #[command(flatten)]
+        common: Common,
+        /// Start QEMU's mps2-an386 with this firmware ELF
+        #[arg(long, conflicts_with = "port", required_unless_present = "port")]
+        qemu: Option<PathBuf>,
+        /// Serial port of a board, for example /dev/ttyUSB0
+        #[arg(long)]
+        port: Option<String>,
+        /// Baud rate of the serial port
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// The weights file the firmware was built with (float)
+        #[arg(long, default_value = "firmware/models/small.mcw")]
+        weights: PathBuf,
+        /// The task the model does badly on
+        #[arg(long, value_enum, default_value_t = host_trainer::finetune::Task::Inverted)]
+        task: host_trainer::finetune::Task,
+        /// Training examples sent to the device (the first of the training set)
+        #[arg(long, default_value_t = 400)]
+        samples: usize,
+        /// SGD's learning rate
+        #[arg(long, default_value_t = 0.003)]
+        lr: f32,
+        /// Test images evaluated per set, before and after
+        #[arg(long, default_value_t = 500)]
+        held_out: usize,
+        /// Fail unless held-out accuracy on the task rises by at least this much (0.3 = 30 points)
+        #[arg(long)]
+        require_gain: Option<f64>,
+        /// Where to save QEMU's raw defmt log
+        #[arg(long, default_value = "runs/qemu-finetune-defmt.bin")]
+        defmt_log: PathBuf,
+    },
     /// Write a weights file for firmware (docs/weights-format.md), or safetensors for
     /// PyTorch and NumPy (docs/safetensors.md) when --out ends in .safetensors
     Export {
@@ -498,6 +535,98 @@ fn run(cli: Cli) -> Result<()> {
                     r.images - r.agree,
                     r.images
                 );
+            }
+        }
+        Command::Finetune {
+            common,
+            qemu,
+            port,
+            baud,
+            weights,
+            task,
+            samples,
+            lr,
+            held_out,
+            require_gain,
+            defmt_log,
+        } => {
+            let (tr, te) = common.load()?;
+            let target = match (&qemu, port) {
+                (Some(elf), _) => board::Target::Qemu {
+                    elf: elf.clone(),
+                    defmt_log: defmt_log.clone(),
+                },
+                (None, Some(path)) => board::Target::Port { path, baud },
+                (None, None) => bail!("give --qemu FIRMWARE.elf or --port DEVICE"),
+            };
+            let cfg = host_trainer::finetune::Config {
+                task,
+                samples,
+                lr,
+                held_out,
+            };
+            println!(
+                "fine-tuning the last layer on the device: {samples} {} training images, SGD lr {lr}, batch 1",
+                task.name()
+            );
+            let r = host_trainer::finetune::run(&target, &weights, &tr, &te, &cfg, &|l| {
+                println!("{l}")
+            })?;
+            if let Some(elf) = &qemu {
+                if let Some(text) = board::decode_defmt(elf, &defmt_log) {
+                    println!("firmware log (defmt):\n{}", text.trim_end());
+                }
+            }
+            let unit = if qemu.is_some() {
+                "instructions"
+            } else {
+                "cycles"
+            };
+            let scale = if qemu.is_some() { 40.0 } else { 1.0 };
+            println!("| held-out accuracy ({held_out} test images) | before | after |");
+            println!("|---|---|---|");
+            println!(
+                "| {} digits | {:.4} | {:.4} |",
+                task.name(),
+                r.task.0,
+                r.task.1
+            );
+            println!("| MNIST digits | {:.4} | {:.4} |", r.mnist.0, r.mnist.1);
+            println!(
+                "loss (mean of the first / last 50 steps): {:.4} -> {:.4}",
+                r.loss.0, r.loss.1
+            );
+            println!(
+                "per training step: {:.0} {unit}; per inference: {:.0} {unit}; stack high-water mark: {} bytes",
+                r.ticks_per_step * scale,
+                r.ticks_per_inference * scale,
+                r.stack_bytes
+            );
+            println!(
+                "device predictions equal to the host's: {}/{}",
+                r.agree.0, r.agree.1
+            );
+            println!(
+                "weights after {} steps: {}",
+                r.steps,
+                if r.weights_equal {
+                    "bit-identical to the host's (same CRC-32)"
+                } else {
+                    "DIFFERENT from the host's"
+                }
+            );
+            println!("took {:.1} s", r.seconds);
+            if !r.weights_equal || r.agree.0 != r.agree.1 {
+                bail!("the device's training differs from the host's");
+            }
+            if let Some(g) = require_gain {
+                if r.task.1 - r.task.0 < g {
+                    bail!(
+                        "held-out accuracy on the {} task rose by {:.4}, less than --require-gain {g}",
+                        task.name(),
+                        r.task.1 - r.task.0
+                    );
+                }
             }
         }
         Command::Export { params, out } => {
