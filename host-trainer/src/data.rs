@@ -145,30 +145,31 @@ pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<u
 pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     let ib = read_maybe_gz(images)?;
     let lb = read_maybe_gz(labels)?;
-    let (idims, ipix) = parse_idx(&ib, 3, &images.display().to_string())?;
-    let (ldims, lab) = parse_idx(&lb, 1, &labels.display().to_string())?;
+    pair_from_bytes(
+        &ib,
+        &lb,
+        &images.display().to_string(),
+        &labels.display().to_string(),
+    )
+}
+
+/// The checks of [`load_pair`] on the (already decompressed) bytes of an image file and
+/// a label file, named `images` and `labels` in errors.
+pub fn pair_from_bytes(ib: &[u8], lb: &[u8], images: &str, labels: &str) -> Result<Dataset> {
+    let (idims, ipix) = parse_idx(ib, 3, images)?;
+    let (ldims, lab) = parse_idx(lb, 1, labels)?;
     if idims[0] != ldims[0] {
         bail!(
-            "{} has {} images but {} has {} labels",
-            images.display(),
+            "{images} has {} images but {labels} has {} labels",
             idims[0],
-            labels.display(),
             ldims[0]
         );
     }
     if idims[1] == 0 || idims[2] == 0 {
-        bail!(
-            "{}: images of size {}x{}",
-            images.display(),
-            idims[1],
-            idims[2]
-        );
+        bail!("{images}: images of size {}x{}", idims[1], idims[2]);
     }
     if let Some((i, &l)) = lab.iter().enumerate().find(|(_, &l)| l > 9) {
-        bail!(
-            "{}: label {l} at index {i} is not a digit 0-9",
-            labels.display()
-        );
+        bail!("{labels}: label {l} at index {i} is not a digit 0-9");
     }
     Ok(Dataset {
         images: ipix.to_vec(),
