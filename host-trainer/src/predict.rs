@@ -13,12 +13,13 @@
 //!    filter) so that its longer side is 20 pixels;
 //! 5. placed in 28x28 by its centre of mass, as MNIST did; values scaled to `[0, 1]`.
 
+use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, Luma};
+use image::{DynamicImage, GrayImage, ImageError, ImageReader, Limits, Luma};
 
 /// Which way round the picture's ink is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,17 +37,53 @@ pub const SIDE: usize = 28;
 /// Size of the box the ink is scaled into.
 const INK_BOX: u32 = 20;
 
-/// Decodes an image file (format from its content, not its name).
+/// Largest width or height [`load`] accepts: larger pictures are refused with a clear
+/// error instead of being decoded (a 48-megapixel phone photo, 8064x6048, still fits).
+pub const MAX_SIDE: u32 = 8192;
+/// Most bytes [`load`] lets the decoder allocate (256 MiB).
+pub const MAX_ALLOC: u64 = 256 << 20;
+
+/// The decoding limits of [`load`]: [`MAX_SIDE`] and [`MAX_ALLOC`].
+pub fn limits() -> Limits {
+    let mut l = Limits::default();
+    l.max_image_width = Some(MAX_SIDE);
+    l.max_image_height = Some(MAX_SIDE);
+    l.max_alloc = Some(MAX_ALLOC);
+    l
+}
+
+/// Decodes an image file (format from its content, not its name), within [`limits`].
 pub fn load(path: &Path) -> Result<DynamicImage> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    reader.decode().map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not an image this build can read (PNG, JPEG, PGM/PPM): {e}",
-            path.display()
-        )
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    decode(&bytes, limits(), &path.display().to_string())
+}
+
+/// Decodes the bytes of an image file (format from its content) within `limits`; `what`
+/// names the file in errors. A picture over the limits is refused before its pixels are
+/// decoded, so a small file announcing a huge picture cannot exhaust the memory.
+pub fn decode(bytes: &[u8], limits: Limits, what: &str) -> Result<DynamicImage> {
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .with_context(|| format!("cannot read {what}"))
+    };
+    let unreadable =
+        |e| anyhow::anyhow!("{what}: not an image this build can read (PNG, JPEG, PGM/PPM): {e}");
+    let (w, h) = reader()?.into_dimensions().map_err(unreadable)?;
+    let (max_w, max_h) = (
+        limits.max_image_width.unwrap_or(u32::MAX),
+        limits.max_image_height.unwrap_or(u32::MAX),
+    );
+    if w > max_w || h > max_h {
+        bail!("{what}: the picture is {w}x{h} pixels, more than the {max_w}x{max_h} this command reads (scale it down first)");
+    }
+    let mut reader = reader()?;
+    reader.limits(limits);
+    reader.decode().map_err(|e| match e {
+        ImageError::Limits(_) => anyhow::anyhow!(
+            "{what}: the {w}x{h} picture needs more memory to decode than this command allows (scale it down first): {e}"
+        ),
+        e => unreadable(e),
     })
 }
 
@@ -203,6 +240,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("blank.png: no digit found"), "{e}");
+    }
+
+    /// A PNG announcing `w`x`h` pixels, with (almost) no pixel data.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend(w.to_be_bytes());
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grey, no interlace
+                                      // An empty zlib stream stands for the pixels.
+        let chunks: [(&[u8], &[u8]); 3] = [
+            (b"IHDR", &ihdr),
+            (b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]),
+            (b"IEND", &[]),
+        ];
+        for (kind, data) in chunks {
+            png.extend((data.len() as u32).to_be_bytes());
+            let typed = [kind, data].concat();
+            png.extend(&typed);
+            png.extend(crc32fast::hash(&typed).to_be_bytes());
+        }
+        png
+    }
+
+    #[test]
+    fn oversized_pictures_are_refused_with_a_clear_error() {
+        // 65 bytes announcing 100,000 x 100,000 pixels: refused before any decoding.
+        let e = decode(&png_header(100_000, 100_000), limits(), "huge.png")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("huge.png: the picture is 100000x100000 pixels, more than the 8192x8192"),
+            "{e}"
+        );
+        // Within the sides but over the memory limit.
+        let mut png = Vec::new();
+        GrayImage::from_pixel(64, 64, Luma([9]))
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut tight = limits();
+        tight.max_alloc = Some(1000);
+        let e = decode(&png, tight, "big.png").unwrap_err().to_string();
+        assert!(
+            e.starts_with("big.png: the 64x64 picture needs more memory"),
+            "{e}"
+        );
+        assert_eq!(decode(&png, limits(), "ok.png").unwrap().width(), 64);
     }
 
     #[test]
