@@ -1,0 +1,45 @@
+// Harness `idx`: MNIST's IDX reader (`host_trainer::data::parse_idx`) and the checks
+// `load_pair` makes on an image file and a label file together (`pair_from_bytes`).
+//
+// The first byte picks the mode: 0 labels (ndims 1), 1 images (ndims 3), 2 a pair (the
+// next two bytes, little-endian, are the length of the image file; the label file is
+// the rest). No input may panic; whatever parses must be consistent.
+
+use host_trainer::data::{pair_from_bytes, parse_idx};
+
+pub fn run(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % 3 {
+        0 => idx(rest, 1),
+        1 => idx(rest, 3),
+        _ => pair(rest),
+    }
+}
+
+fn idx(bytes: &[u8], ndims: usize) {
+    if let Ok((dims, pixels)) = parse_idx(bytes, ndims, "fuzz") {
+        assert_eq!(dims.len(), ndims);
+        assert_eq!(dims.iter().product::<usize>(), pixels.len());
+    }
+}
+
+fn pair(rest: &[u8]) {
+    if rest.len() < 2 {
+        return;
+    }
+    let split = (u16::from_le_bytes([rest[0], rest[1]]) as usize).min(rest.len() - 2);
+    let (images, labels) = rest[2..].split_at(split);
+    if let Ok(d) = pair_from_bytes(images, labels, "images", "labels") {
+        assert!(d.rows > 0 && d.cols > 0);
+        assert_eq!(d.images.len(), d.len() * d.pixels());
+        assert!(d.labels.iter().all(|&l| l <= 9));
+        if !d.is_empty() {
+            assert_eq!(d.image(d.len() - 1).len(), d.pixels());
+            let mut out = vec![0.0; d.pixels()];
+            d.fill(&[d.len() - 1], &mut out);
+            assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+    }
+}

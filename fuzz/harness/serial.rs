@@ -1,0 +1,300 @@
+// Harnesses `serial` and `app`: the firmware's serial protocol
+// (`microconv_firmware::protocol`) and the application that answers it
+// (`microconv_firmware::app::App`, on the host with mock peripherals).
+//
+// A frame ends with a CRC-32, so random bytes almost never make one. The input is
+// therefore read as a script of chunks, each starting with an op byte:
+// - `0`, n: the next n bytes, sent as they are (garbage, or frames the fuzzer mutated);
+// - `1`, kind, len (u16 LE): a frame with a valid CRC around the next len bytes;
+// - `2`, flags: a CLASSIFY frame of a 784-pixel image made of the next 32 bytes
+//   repeated, PackBits-compressed (CLASSIFY_PACKED) when flags is odd;
+// - `3`: a pause (the decoder is reset; the app sees its frame timeout expire).
+//
+// `run` (target `serial`) feeds the stream to a `Decoder` byte by byte and puts every
+// frame's payload through the payload codecs; `run_app` (target `app`) plays it to the
+// application (the first byte picks the float or the int8 model) and checks that
+// everything it sends back is a well-formed answer.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use embedded_hal::delay::DelayNs;
+use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
+use embedded_io::{ErrorType, Read, ReadReady, Write};
+use microconv::format::{Aligned, Model};
+use microconv::qformat::QModel;
+use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch, FRAME_TIMEOUT_US, POLL_US};
+use microconv_firmware::protocol::{
+    encode, kind, pack_bits, unpack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN,
+    MAX_PAYLOAD, OVERHEAD, PONG_LEN,
+};
+
+enum Chunk {
+    Bytes(Vec<u8>),
+    Pause,
+}
+
+fn frame(k: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; OVERHEAD + payload.len()];
+    let n = encode(k, payload, &mut out).expect("the buffer holds the frame");
+    out.truncate(n);
+    out
+}
+
+/// The script in `data` as chunks of bytes and pauses.
+fn script(data: &[u8]) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut i = 0;
+    let take = |i: &mut usize, n: usize| {
+        let s = &data[(*i).min(data.len())..(*i + n).min(data.len())];
+        *i += n;
+        s
+    };
+    while i < data.len() {
+        let op = take(&mut i, 1)[0];
+        match op % 4 {
+            0 => {
+                let n = take(&mut i, 1).first().copied().unwrap_or(0) as usize;
+                chunks.push(Chunk::Bytes(take(&mut i, n).to_vec()));
+            }
+            1 => {
+                let k = take(&mut i, 1).first().copied().unwrap_or(0);
+                let len = match take(&mut i, 2) {
+                    &[a, b] => u16::from_le_bytes([a, b]) as usize % (MAX_PAYLOAD + 3),
+                    _ => 0,
+                };
+                chunks.push(Chunk::Bytes(frame(k, take(&mut i, len))));
+            }
+            2 => {
+                let flags = take(&mut i, 1).first().copied().unwrap_or(0);
+                let seed = take(&mut i, 32);
+                let img: Vec<u8> = (0..IMAGE_LEN)
+                    .map(|p| seed.get(p % 32).copied().unwrap_or(0))
+                    .collect();
+                chunks.push(Chunk::Bytes(if flags % 2 == 1 {
+                    let mut packed = vec![0u8; IMAGE_LEN + IMAGE_LEN / 128 + 1];
+                    let n = pack_bits(&img, &mut packed).expect("the documented bound suffices");
+                    frame(kind::CLASSIFY_PACKED, &packed[..n])
+                } else {
+                    frame(kind::CLASSIFY, &img)
+                }));
+            }
+            _ => chunks.push(Chunk::Pause),
+        }
+    }
+    chunks
+}
+
+/// Target `serial`: the frame decoder and the payload codecs.
+pub fn run(data: &[u8]) {
+    let mut d = Decoder::new();
+    for chunk in script(data) {
+        let Chunk::Bytes(bytes) = chunk else {
+            d.reset();
+            continue;
+        };
+        for b in bytes {
+            if let Some(Event::Frame { kind, payload }) = d.push(b) {
+                payload_codecs(kind, payload);
+            }
+        }
+    }
+}
+
+fn payload_codecs(k: u8, payload: &[u8]) {
+    assert!(payload.len() <= MAX_PAYLOAD);
+    // The frame encodes again and decodes to itself.
+    let again = frame(k, payload);
+    let mut d = Decoder::new();
+    let mut got = None;
+    for &b in &again {
+        if let Some(e) = d.push(b) {
+            got = Some(match e {
+                Event::Frame { kind, payload } => Ok((kind, payload.to_vec())),
+                Event::Error(e) => Err(e),
+            });
+        }
+    }
+    assert_eq!(got, Some(Ok((k, payload.to_vec()))));
+    // PackBits: any payload either expands to one image or is refused; whatever packs,
+    // within the documented bound, unpacks to itself.
+    let mut img = [0u8; IMAGE_LEN];
+    if unpack_bits(payload, &mut img).is_some() {
+        let mut packed = vec![0u8; IMAGE_LEN + IMAGE_LEN / 128 + 1];
+        let n = pack_bits(&img, &mut packed).expect("the documented bound suffices");
+        let mut back = [0u8; IMAGE_LEN];
+        assert!(unpack_bits(&packed[..n], &mut back).is_some());
+        assert_eq!(back, img);
+    }
+    let mut packed = vec![0u8; payload.len() + payload.len() / 128 + 1];
+    let n = pack_bits(payload, &mut packed).expect("the documented bound suffices");
+    let mut back = vec![0u8; payload.len()];
+    assert!(unpack_bits(&packed[..n], &mut back).is_some());
+    assert_eq!(back, payload);
+    // The answers' payloads.
+    if let Some(c) = Classification::from_bytes(payload) {
+        assert!(c.digit <= 9);
+        let b = c.to_bytes();
+        let c2 = Classification::from_bytes(&b).expect("a written result reads back");
+        assert_eq!(c2.to_bytes(), b);
+    }
+    if let Some(code) = payload.first().copied().and_then(ErrorCode::from_u8) {
+        assert_eq!(code as u8, payload[0]);
+    }
+}
+
+static FLOAT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../firmware/models/small.mcw"
+)));
+static INT8: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../firmware/models/small-int8.mcw"
+)));
+
+#[derive(Default)]
+struct Serial {
+    rx: VecDeque<u8>,
+    tx: Vec<u8>,
+}
+impl ErrorType for Serial {
+    type Error = Infallible;
+}
+impl ReadReady for Serial {
+    fn read_ready(&mut self) -> Result<bool, Infallible> {
+        Ok(!self.rx.is_empty())
+    }
+}
+impl Read for Serial {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.rx.pop_front() {
+                Some(b) => buf[n] = b,
+                None => break,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+impl Write for Serial {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        self.tx.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+struct Pin;
+impl PinErrorType for Pin {
+    type Error = Infallible;
+}
+impl OutputPin for Pin {
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+struct Delay;
+impl DelayNs for Delay {
+    fn delay_ns(&mut self, _: u32) {}
+}
+
+struct Watch;
+impl Stopwatch for Watch {
+    fn start(&mut self) {}
+    fn ticks(&mut self) -> u32 {
+        7
+    }
+}
+
+/// Target `app`: the application with the float or the int8 model.
+pub fn run_app(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        let m = Model::parse(&FLOAT.0).expect("the shipped float model parses");
+        let mut buf = vec![0.0; m.arch().inference_len(1)];
+        let mut input = vec![0.0; IMAGE_LEN];
+        let c = Classifier::new(m.arch(), m.params(), &mut buf, &mut input)
+            .expect("the shipped float model classifies digits");
+        play(c, rest);
+    } else {
+        let m = QModel::parse(&INT8.0).expect("the shipped int8 model parses");
+        let mut buf = vec![0i8; m.arch().inference_len(1)];
+        let mut input = vec![0i8; IMAGE_LEN];
+        let c = Classifier::new_int8(m.net(), &mut buf, &mut input)
+            .expect("the shipped int8 model classifies digits");
+        play(c, rest);
+    }
+}
+
+fn play(classifier: Classifier<'_>, data: &[u8]) {
+    let mut app = App::new(Serial::default(), Pin, Delay, Watch, classifier);
+    let (mut classified, mut answered, mut refused) = (0, 0, 0);
+    let mut count = |o: Outcome| match o {
+        Outcome::Classified(_) => classified += 1,
+        Outcome::Answered => answered += 1,
+        Outcome::Refused(_) => refused += 1,
+        Outcome::Idle | Outcome::Busy => {}
+    };
+    for chunk in script(data) {
+        match chunk {
+            Chunk::Bytes(bytes) => {
+                app.serial_mut().rx.extend(bytes);
+                // Every poll with bytes waiting consumes exactly one.
+                loop {
+                    let left = app.serial_mut().rx.len();
+                    if left == 0 {
+                        break;
+                    }
+                    let Ok(o) = app.poll();
+                    assert_ne!(o, Outcome::Idle);
+                    assert_eq!(app.serial_mut().rx.len(), left - 1);
+                    count(o);
+                }
+            }
+            Chunk::Pause => {
+                for _ in 0..=FRAME_TIMEOUT_US / POLL_US {
+                    let Ok(o) = app.poll();
+                    count(o);
+                }
+            }
+        }
+    }
+    // Everything the app sent is a well-formed answer, one per request it answered.
+    let tx = std::mem::take(&mut app.serial_mut().tx);
+    let mut d = Decoder::new();
+    let (mut results, mut pongs, mut errors) = (0, 0, 0);
+    for b in tx {
+        match d.push(b) {
+            None => {}
+            Some(Event::Error(e)) => panic!("the app sent a broken frame ({e:?})"),
+            Some(Event::Frame { kind, payload }) => match kind {
+                kind::RESULT => {
+                    assert!(Classification::from_bytes(payload).is_some());
+                    results += 1;
+                }
+                kind::PONG => {
+                    assert_eq!(payload.len(), PONG_LEN);
+                    pongs += 1;
+                }
+                kind::ERROR => {
+                    assert_eq!(payload.len(), 1);
+                    assert!(ErrorCode::from_u8(payload[0]).is_some());
+                    errors += 1;
+                }
+                k => panic!("the app sent a frame of kind {k:#04x}"),
+            },
+        }
+    }
+    assert!(!d.in_frame(), "the app's last answer is incomplete");
+    assert_eq!((results, pongs, errors), (classified, answered, refused));
+}
