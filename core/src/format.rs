@@ -203,6 +203,12 @@ pub(crate) const fn header_len(layers: usize, tensors: usize) -> usize {
     raw.div_ceil(DATA_ALIGN) * DATA_ALIGN
 }
 
+/// The error of an architecture whose file would be larger than `usize::MAX` bytes.
+pub(crate) const SIZE_OVERFLOW: Error = Error::Shape {
+    layer: usize::MAX,
+    reason: crate::error::ShapeError::Overflow,
+};
+
 /// Number of tensors of `arch`: weights and bias for every conv2d and dense layer.
 pub const fn tensor_count(arch: &Arch<'_>) -> usize {
     let mut n = 0;
@@ -216,12 +222,20 @@ pub const fn tensor_count(arch: &Arch<'_>) -> usize {
     n
 }
 
-/// Size in bytes of the weights file of `arch` (0 for an invalid architecture).
+/// Size in bytes of the weights file of `arch` (0 for an invalid architecture, or one
+/// whose file would not fit in `usize`).
 pub const fn file_len(arch: &Arch<'_>) -> usize {
     if !arch.is_valid() {
         return 0;
     }
-    header_len(arch.layers.len(), tensor_count(arch)) + 4 * arch.param_count() + 4
+    let header = header_len(arch.layers.len(), tensor_count(arch)) + 4;
+    match arch.param_count().checked_mul(4) {
+        Some(data) => match data.checked_add(header) {
+            Some(len) => len,
+            None => 0,
+        },
+        None => 0,
+    }
 }
 
 fn padding_code(p: Padding) -> u8 {
@@ -418,10 +432,16 @@ impl<'a> Model<'a> {
             });
         }
         let data_start = header_len(count, tensors);
-        let data_len = 4 * arch.param_count();
-        if data_start + data_len != body.len() {
+        // A valid architecture's parameter count fits in usize, but four bytes per
+        // parameter (and the header, and the CRC) may not: then no file can hold them.
+        let data_end = arch
+            .param_count()
+            .checked_mul(4)
+            .and_then(|n| n.checked_add(data_start + 4))
+            .ok_or(FormatError::Arch(SIZE_OVERFLOW))?;
+        if data_end - 4 != body.len() {
             return Err(FormatError::LengthMismatch {
-                header: data_start + data_len + 4,
+                header: data_end,
                 actual: bytes.len(),
             });
         }
@@ -545,11 +565,8 @@ pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, F
         });
     }
     let len = file_len(arch);
-    if len > u32::MAX as usize {
-        return Err(FormatError::Arch(Error::Shape {
-            layer: 0,
-            reason: crate::error::ShapeError::Overflow,
-        }));
+    if len == 0 || len > u32::MAX as usize {
+        return Err(FormatError::Arch(SIZE_OVERFLOW));
     }
     let tensors = tensor_count(arch);
     let out = write_header(arch, VERSION, len, tensors, out)?;
@@ -581,7 +598,7 @@ pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, F
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use super::*;
     use crate::archs::{SEED, SMALL};
@@ -761,6 +778,31 @@ mod tests {
         shifted[1..].copy_from_slice(bytes);
         let r = Model::parse(&shifted[1..]).map(|_| ()).unwrap_err();
         assert_eq!(r, FormatError::Misaligned);
+    }
+
+    /// A file of only a header and zeroed tensor records for `arch`, with the right
+    /// length and CRC, in 16-aligned storage.
+    pub(crate) fn header_only(arch: &Arch<'_>, version: u32, tensors: usize) -> Vec<u128> {
+        let len = header_len(arch.layers.len(), tensors) + 4;
+        let mut store = vec![0u128; len.div_ceil(16)];
+        let b = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..len];
+        write_header(arch, version, len, tensors, b).unwrap();
+        let crc = crc32(&b[..len - 4]);
+        b[len - 4..].copy_from_slice(&crc.to_le_bytes());
+        store
+    }
+
+    #[test]
+    fn a_model_too_large_for_any_file_is_an_error_not_an_overflow() {
+        // 2^62 parameters: valid, and countable in usize, but not their 2^64 bytes.
+        let layers = [Layer::Dense(Dense::new(1 << 31))];
+        let arch = Arch::new(Shape::flat(1 << 31), &layers);
+        assert!(arch.is_valid());
+        assert_eq!(file_len(&arch), 0);
+        let store = header_only(&arch, VERSION, 2);
+        let len = header_len(1, 2) + 4;
+        let r = Model::parse(&bytemuck::cast_slice(&store)[..len]).map(|_| ());
+        assert_eq!(r, Err(FormatError::Arch(SIZE_OVERFLOW)));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use crate::crc32::crc32;
 use crate::format::{
     header_len, parse_header, put_u32, u32_at, write_header, FormatError, HEADER, LAYER_RECORD,
-    MAX_LAYERS, TENSOR_RECORD,
+    MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
 };
 use crate::net::{Arch, Layer};
 use crate::quant::{QLayer, QNet, QParams, QTensors};
@@ -57,17 +57,25 @@ fn slots(
 ) -> Result<(), FormatError> {
     for (i, l) in arch.layers.iter().enumerate() {
         let (ins, outs) = arch.layer_io(i).map_err(FormatError::Arch)?;
+        // Every dimension is a u32 in the file: one that does not fit cannot be written,
+        // and truncating it would describe fewer weights than the layer needs.
+        let dim = |v: usize| {
+            u32::try_from(v).map_err(|_| FormatError::BadLayer {
+                index: i,
+                reason: "a tensor dimension does not fit in 32 bits",
+            })
+        };
         let cout = match l {
             Layer::Conv2d(c) => {
-                let k = c.kernel as u32;
+                let k = dim(c.kernel)?;
                 f((
                     i,
                     ROLE_WEIGHTS,
                     DTYPE_I8,
                     4,
-                    [c.filters as u32, k, k, ins.c as u32],
+                    [dim(c.filters)?, k, k, dim(ins.c)?],
                 ))?;
-                Some(c.filters as u32)
+                Some(dim(c.filters)?)
             }
             Layer::Dense(d) => {
                 f((
@@ -75,9 +83,9 @@ fn slots(
                     ROLE_WEIGHTS,
                     DTYPE_I8,
                     2,
-                    [d.units as u32, ins.len() as u32, 0, 0],
+                    [dim(d.units)?, dim(ins.len())?, 0, 0],
                 ))?;
-                Some(outs.len() as u32)
+                Some(dim(outs.len())?)
             }
             _ => None,
         };
@@ -91,17 +99,29 @@ fn slots(
     f((arch.layers.len(), ROLE_QUANT, DTYPE_I32, 1, [4, 0, 0, 0]))
 }
 
+/// Data bytes of one tensor (without padding). Only called on slots that [`layout`]
+/// has checked, so it cannot overflow.
 fn slot_bytes(s: &Slot) -> usize {
     let elems: usize = s.4[..s.3 as usize].iter().map(|&d| d as usize).product();
     elems * if s.2 == DTYPE_I8 { 1 } else { 4 }
 }
 
-/// Tensor count and data bytes (with alignment padding) of `arch`'s int8 file.
+/// Tensor count and data bytes (with alignment padding) of `arch`'s int8 file; an error
+/// if the data would not fit in `usize` bytes (no file could hold it).
 fn layout(arch: &Arch<'_>) -> Result<(usize, usize), FormatError> {
-    let (mut n, mut bytes) = (0, 0);
+    let (mut n, mut bytes) = (0usize, 0usize);
+    let overflow = FormatError::Arch(SIZE_OVERFLOW);
     slots(arch, |s| {
+        let elems = s.4[..s.3 as usize]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+            .ok_or(overflow)?;
+        let size = elems
+            .checked_mul(if s.2 == DTYPE_I8 { 1 } else { 4 })
+            .and_then(|b| b.checked_next_multiple_of(4))
+            .ok_or(overflow)?;
         n += 1;
-        bytes += slot_bytes(&s).div_ceil(4) * 4;
+        bytes = bytes.checked_add(size).ok_or(overflow)?;
         Ok(())
     })?;
     Ok((n, bytes))
@@ -111,7 +131,9 @@ fn layout(arch: &Arch<'_>) -> Result<(usize, usize), FormatError> {
 pub fn file_len(arch: &Arch<'_>) -> Result<usize, FormatError> {
     arch.validate().map_err(FormatError::Arch)?;
     let (tensors, data) = layout(arch)?;
-    Ok(header_len(arch.layers.len(), tensors) + data + 4)
+    (header_len(arch.layers.len(), tensors) + 4)
+        .checked_add(data)
+        .ok_or(FormatError::Arch(SIZE_OVERFLOW))
 }
 
 fn quant_words(q: QParams, lo: i8, hi: i8) -> [u32; 4] {
@@ -132,6 +154,10 @@ pub fn write(
     out: &mut [u8],
 ) -> Result<usize, FormatError> {
     let len = file_len(arch)?;
+    if len > u32::MAX as usize {
+        // The header's length field is a u32.
+        return Err(FormatError::Arch(SIZE_OVERFLOW));
+    }
     if layers.len() != arch.layers.len() {
         return Err(FormatError::TensorCount {
             expected: arch.layers.len(),
@@ -237,9 +263,12 @@ impl<'a> QModel<'a> {
             });
         }
         let data_start = header_len(layers.len(), tensors);
-        if data_start + data != body.len() {
+        let data_end = (data_start + 4)
+            .checked_add(data)
+            .ok_or(FormatError::Arch(SIZE_OVERFLOW))?;
+        if data_end - 4 != body.len() {
             return Err(FormatError::LengthMismatch {
-                header: data_start + data + 4,
+                header: data_end,
                 actual: bytes.len(),
             });
         }
@@ -503,5 +532,29 @@ mod tests {
             QModel::parse(&off.0[1..1 + bytes.len()]).unwrap_err(),
             FormatError::Misaligned
         );
+    }
+
+    #[test]
+    fn dimensions_over_32_bits_and_oversized_files_are_errors() {
+        use crate::format::tests::header_only;
+        // 2^32 inputs to a dense layer: the weights' dimension does not fit in the
+        // file's u32 (it was truncated to 0, and a file without the layer's weights
+        // was accepted).
+        let layers = [Layer::Flatten, Layer::Dense(Dense::new(1))];
+        let arch = Arch::new(Shape::new(1 << 16, 1 << 16, 1), &layers);
+        let too_wide = FormatError::BadLayer {
+            index: 1,
+            reason: "a tensor dimension does not fit in 32 bits",
+        };
+        assert_eq!(file_len(&arch), Err(too_wide));
+        let store = header_only(&arch, VERSION_INT8, 7);
+        let len = header_len(2, 7) + 4;
+        let r = QModel::parse(&bytemuck::cast_slice(&store)[..len]).map(|_| ());
+        assert_eq!(r, Err(too_wide));
+        // Every dimension fits, but not the sum of the tensors' bytes.
+        let layers = [Layer::Dense(Dense::new(u32::MAX as usize))];
+        let arch = Arch::new(Shape::flat(u32::MAX as usize), &layers);
+        assert!(arch.is_valid());
+        assert_eq!(file_len(&arch), Err(FormatError::Arch(SIZE_OVERFLOW)));
     }
 }
