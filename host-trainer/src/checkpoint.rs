@@ -135,6 +135,13 @@ impl Checkpoint {
         let hlen = r.u32()? as usize;
         let header: Header = serde_json::from_slice(r.take(hlen)?)
             .with_context(|| format!("{what}: unreadable checkpoint header"))?;
+        // JSON numbers beyond f32's range read as infinity; `train` never writes one.
+        if !(header.lr.is_finite() && header.lr > 0.0) {
+            bail!(
+                "{what}: the checkpoint's learning rate {} is not a positive number",
+                header.lr
+            );
+        }
         let n = r.count(4)?;
         let params = r.f32s(n)?;
         let n = r.count(4)?;
@@ -254,6 +261,21 @@ mod tests {
             let e = Checkpoint::from_bytes(&bad, "c").unwrap_err().to_string();
             assert!(e.starts_with("c: "), "{e}");
         }
+        // A header no run writes: a learning rate beyond f32's range (it read as
+        // infinity, and the checkpoint then wrote itself back unreadable).
+        let json = serde_json::to_string(&c.header).unwrap();
+        let odd = json.replace("\"lr\":0.002", "\"lr\":1e39");
+        assert_ne!(json, odd);
+        let mut bad = b[..12].to_vec();
+        bad.extend((odd.len() as u32).to_le_bytes());
+        bad.extend(odd.as_bytes());
+        bad.extend(&b[16 + json.len()..b.len() - 4]);
+        bad.extend(crc32fast::hash(&bad).to_le_bytes());
+        let e = Checkpoint::from_bytes(&bad, "c").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "c: the checkpoint's learning rate inf is not a positive number"
+        );
         let dir = std::env::temp_dir().join(format!("mc-ckpt-{}", std::process::id()));
         let path = dir.join("run.ckpt");
         c.save(&path).unwrap();
