@@ -6,14 +6,16 @@
 // therefore read as a script of chunks, each starting with an op byte:
 // - `0`, n: the next n bytes, sent as they are (garbage, or frames the fuzzer mutated);
 // - `1`, kind, len (u16 LE): a frame with a valid CRC around the next len bytes;
-// - `2`, flags: a CLASSIFY frame of a 784-pixel image made of the next 32 bytes
-//   repeated, PackBits-compressed (CLASSIFY_PACKED) when flags is odd;
+// - `2`, flags: a frame of a 784-pixel image made of the next 32 bytes repeated:
+//   flags % 4 picks CLASSIFY, CLASSIFY_PACKED, TRAIN (label (flags / 4) % 12, so some
+//   are out of range, learning rate from the 4 bytes after the seed) or EVALUATE;
 // - `3`: a pause (the decoder is reset; the app sees its frame timeout expire).
 //
 // `run` (target `serial`) feeds the stream to a `Decoder` byte by byte and puts every
 // frame's payload through the payload codecs; `run_app` (target `app`) plays it to the
-// application (the first byte picks the float or the int8 model) and checks that
-// everything it sends back is a well-formed answer.
+// application (the first byte picks the float model, the int8 model or the float model
+// learning on the device) and checks that everything it sends back is a well-formed
+// answer.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -23,10 +25,13 @@ use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
 use microconv::format::{Aligned, Model};
 use microconv::qformat::QModel;
-use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch, FRAME_TIMEOUT_US, POLL_US};
+use microconv_firmware::app::{
+    App, Classifier, Outcome, Runner, Stopwatch, FRAME_TIMEOUT_US, POLL_US,
+};
+use microconv_firmware::finetune::{features_len, head_len, Buffers, FineTune};
 use microconv_firmware::protocol::{
-    encode, kind, pack_bits, unpack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN,
-    MAX_PAYLOAD, OVERHEAD, PONG_LEN,
+    encode, kind, pack_bits, parse_request, unpack_bits, Classification, Decoder, Digest,
+    ErrorCode, Event, Trained, IMAGE_LEN, MAX_PAYLOAD, OVERHEAD, PONG_LEN,
 };
 
 enum Chunk {
@@ -71,12 +76,28 @@ fn script(data: &[u8]) -> Vec<Chunk> {
                 let img: Vec<u8> = (0..IMAGE_LEN)
                     .map(|p| seed.get(p % 32).copied().unwrap_or(0))
                     .collect();
-                chunks.push(Chunk::Bytes(if flags % 2 == 1 {
-                    let mut packed = vec![0u8; IMAGE_LEN + IMAGE_LEN / 128 + 1];
-                    let n = pack_bits(&img, &mut packed).expect("the documented bound suffices");
-                    frame(kind::CLASSIFY_PACKED, &packed[..n])
-                } else {
-                    frame(kind::CLASSIFY, &img)
+                let mut packed = vec![0u8; IMAGE_LEN + IMAGE_LEN / 128 + 1];
+                let n = pack_bits(&img, &mut packed).expect("the documented bound suffices");
+                let packed = &packed[..n];
+                let label = (flags / 4) % 12;
+                chunks.push(Chunk::Bytes(match flags % 4 {
+                    0 => frame(kind::CLASSIFY, &img),
+                    1 => frame(kind::CLASSIFY_PACKED, packed),
+                    2 => {
+                        let lr = match take(&mut i, 4) {
+                            &[a, b, c, d] => [a, b, c, d],
+                            _ => 0.01f32.to_le_bytes(),
+                        };
+                        let mut p = vec![label];
+                        p.extend_from_slice(&lr);
+                        p.extend_from_slice(packed);
+                        frame(kind::TRAIN, &p)
+                    }
+                    _ => {
+                        let mut p = vec![label];
+                        p.extend_from_slice(packed);
+                        frame(kind::EVALUATE, &p)
+                    }
                 }));
             }
             _ => chunks.push(Chunk::Pause),
@@ -103,6 +124,13 @@ pub fn run(data: &[u8]) {
 
 fn payload_codecs(k: u8, payload: &[u8]) {
     assert!(payload.len() <= MAX_PAYLOAD);
+    // Every payload parses to a request or a refusal; a parsed image is whole.
+    let mut img = [0u8; IMAGE_LEN];
+    if let Ok(microconv_firmware::protocol::Request::Train { label, lr }) =
+        parse_request(k, payload, &mut img)
+    {
+        assert!(label <= 9 && lr.is_finite() && lr > 0.0);
+    }
     // The frame encodes again and decodes to itself.
     let again = frame(k, payload);
     let mut d = Decoder::new();
@@ -219,7 +247,22 @@ pub fn run_app(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    if which % 2 == 0 {
+    if which % 3 == 2 {
+        let m = Model::parse(&FLOAT.0).expect("the shipped float model parses");
+        let a = m.arch();
+        let (mut head, mut grad) = (vec![0.0; head_len(&a)], vec![0.0; head_len(&a)]);
+        let (mut buf, mut input) = (vec![0.0; a.inference_len(1)], vec![0.0; IMAGE_LEN]);
+        let mut features = vec![0.0; features_len(&a)];
+        let b = Buffers {
+            head: &mut head,
+            grad: &mut grad,
+            buf: &mut buf,
+            input: &mut input,
+            features: &mut features,
+        };
+        let t = FineTune::new(a, m.params(), b, 0.01).expect("the shipped float model learns");
+        play(t, rest);
+    } else if which % 3 == 0 {
         let m = Model::parse(&FLOAT.0).expect("the shipped float model parses");
         let mut buf = vec![0.0; m.arch().inference_len(1)];
         let mut input = vec![0.0; IMAGE_LEN];
@@ -236,11 +279,12 @@ pub fn run_app(data: &[u8]) {
     }
 }
 
-fn play(classifier: Classifier<'_>, data: &[u8]) {
-    let mut app = App::new(Serial::default(), Pin, Delay, Watch, classifier);
-    let (mut classified, mut answered, mut refused) = (0, 0, 0);
+fn play<'m, M: Runner<'m>>(model: M, data: &[u8]) {
+    let mut app = App::new(Serial::default(), Pin, Delay, Watch, model);
+    let (mut classified, mut answered, mut refused, mut trained) = (0, 0, 0, 0);
     let mut count = |o: Outcome| match o {
         Outcome::Classified(_) => classified += 1,
+        Outcome::Trained(_) => trained += 1,
         Outcome::Answered => answered += 1,
         Outcome::Refused(_) => refused += 1,
         Outcome::Idle | Outcome::Busy => {}
@@ -272,7 +316,7 @@ fn play(classifier: Classifier<'_>, data: &[u8]) {
     // Everything the app sent is a well-formed answer, one per request it answered.
     let tx = std::mem::take(&mut app.serial_mut().tx);
     let mut d = Decoder::new();
-    let (mut results, mut pongs, mut errors) = (0, 0, 0);
+    let (mut results, mut pongs, mut errors, mut steps) = (0, 0, 0, 0);
     for b in tx {
         match d.push(b) {
             None => {}
@@ -286,6 +330,15 @@ fn play(classifier: Classifier<'_>, data: &[u8]) {
                     assert_eq!(payload.len(), PONG_LEN);
                     pongs += 1;
                 }
+                kind::DIGEST_RESULT => {
+                    assert!(Digest::from_bytes(payload).is_some());
+                    pongs += 1;
+                }
+                kind::TRAINED => {
+                    let t = Trained::from_bytes(payload).expect("a TRAINED payload");
+                    assert!(t.digit_before <= 9 && t.loss >= 0.0 && !t.loss.is_nan());
+                    steps += 1;
+                }
                 kind::ERROR => {
                     assert_eq!(payload.len(), 1);
                     assert!(ErrorCode::from_u8(payload[0]).is_some());
@@ -296,5 +349,8 @@ fn play(classifier: Classifier<'_>, data: &[u8]) {
         }
     }
     assert!(!d.in_frame(), "the app's last answer is incomplete");
-    assert_eq!((results, pongs, errors), (classified, answered, refused));
+    assert_eq!(
+        (results, pongs, errors, steps),
+        (classified, answered, refused, trained)
+    );
 }
