@@ -1,4 +1,4 @@
-//! Replays the corpora of the `idx`, `checkpoint` and `image` fuzz targets (`fuzz/`,
+//! Replays the corpora of the `idx`, `checkpoint`, `image` and `safetensors` fuzz targets (`fuzz/`,
 //! cargo-fuzz) on stable Rust: every input the fuzzer kept, and every input that once
 //! crashed it, must be read or refused without a panic (see fuzz/README.md).
 
@@ -10,6 +10,9 @@ mod checkpoint {
 }
 mod image_harness {
     include!("../../fuzz/harness/image.rs");
+}
+mod safetensors {
+    include!("../../fuzz/harness/safetensors.rs");
 }
 mod replay {
     include!("../../fuzz/harness/replay.rs");
@@ -31,4 +34,10 @@ fn checkpoint_corpus_replays_without_panic() {
 fn image_corpus_replays_without_panic() {
     let n = replay::replay("image", image_harness::run);
     eprintln!("image: {n} inputs replayed");
+}
+
+#[test]
+fn safetensors_corpus_replays_without_panic() {
+    let n = replay::replay("safetensors", safetensors::run);
+    eprintln!("safetensors: {n} inputs replayed");
 }
