@@ -14,6 +14,7 @@
 //! 5. placed in 28x28 by its centre of mass, as MNIST did; values scaled to `[0, 1]`.
 
 use std::io::Cursor;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -77,14 +78,41 @@ pub fn decode(bytes: &[u8], limits: Limits, what: &str) -> Result<DynamicImage> 
     if w > max_w || h > max_h {
         bail!("{what}: the picture is {w}x{h} pixels, more than the {max_w}x{max_h} this command reads (scale it down first)");
     }
+    if let Some(len) = bad_png_palette(bytes) {
+        bail!("{what}: not a valid PNG (its palette chunk is {len} bytes, not whole RGB entries)");
+    }
     let mut reader = reader()?;
     reader.limits(limits);
-    reader.decode().map_err(|e| match e {
+    // A decoder's bug on a malformed file is that file's error, not the end of the
+    // command (which may have other files to classify).
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| reader.decode()))
+        .map_err(|_| anyhow::anyhow!("{what}: the image decoder failed on this file (corrupt?)"))?;
+    decoded.map_err(|e| match e {
         ImageError::Limits(_) => anyhow::anyhow!(
             "{what}: the {w}x{h} picture needs more memory to decode than this command allows (scale it down first): {e}"
         ),
         e => unreadable(e),
     })
+}
+
+/// The length of a PNG's palette chunk (PLTE) if it is not a multiple of 3 bytes.
+///
+/// png 0.18.1 panics on such a palette (image-rs/image-png issue 694, fixed upstream
+/// after that release), so [`decode`] refuses it first; remove this check once a fixed
+/// png is in Cargo.lock.
+fn bad_png_palette(bytes: &[u8]) -> Option<usize> {
+    let mut rest = bytes.strip_prefix(b"\x89PNG\r\n\x1a\n")?;
+    // Chunks: length (u32 BE), type, data, CRC; the palette comes before the pixels.
+    while rest.len() >= 8 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        match &rest[4..8] {
+            b"PLTE" if !len.is_multiple_of(3) => return Some(len),
+            b"IDAT" | b"IEND" => return None,
+            _ => {}
+        }
+        rest = rest.get(len.saturating_add(12)..)?;
+    }
+    None
 }
 
 /// Grey levels with transparency laid over white.
@@ -287,6 +315,21 @@ mod tests {
             "{e}"
         );
         assert_eq!(decode(&png, limits(), "ok.png").unwrap().width(), 64);
+    }
+
+    #[test]
+    fn a_palette_of_partial_entries_is_an_error_not_a_panic() {
+        // The image fuzz target's find (fuzz/regressions/image/): a PNG whose PLTE chunk
+        // is 28 bytes, which png 0.18.1 panics on.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/image/png-plte-length-not-multiple-of-3.png");
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(bad_png_palette(&bytes), Some(28));
+        let e = decode(&bytes, limits(), "p.png").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "p.png: not a valid PNG (its palette chunk is 28 bytes, not whole RGB entries)"
+        );
     }
 
     #[test]
