@@ -11,9 +11,10 @@
 //! bias        real = s_in * s_w[c] * q  q: i32
 //!
 //! conv / dense, output channel c:
-//!   acc  = bias_q[c] + sum over the window of (x_q - z_in) * w_q        (i32, exact;
-//!          padding positions contribute nothing: they are real zeros)
-//!   y_q  = clamp(z_out + mbqm(acc, m[c], shift[c]), act_min, act_max)
+//!   acc  = bias_q[c] + sum over the window of (x_q - z_in) * w_q        (i32; exact for
+//!          any real model, and wrapping, as SMLAD does, for a file whose biases push
+//!          it past i32; padding positions contribute nothing: they are real zeros)
+//!   y_q  = clamp(z_out + mbqm(acc, m[c], shift[c]), act_min, act_max)   (the sum saturating)
 //!   where m[c] * 2^shift[c] ~ s_in * s_w[c] / s_out, m in [2^30, 2^31)   (quantize_multiplier)
 //!   and ReLU is the clamp act_min = z_out (the quantized real zero)
 //! max-pool: the largest q of the window (same s, z in and out; padding ignored)
@@ -187,12 +188,12 @@ fn conv_image_reference(
                         let xs = &x[(iy * input.w + ix) * cin..][..cin];
                         let ws = &w[(ky * k + kx) * cin..][..cin];
                         for (&a, &b) in xs.iter().zip(ws) {
-                            acc += (a as i32 - z_in) * b as i32;
+                            acc = acc.wrapping_add((a as i32 - z_in) * b as i32);
                         }
                     }
                 }
                 let r = requantize(acc, p.multiplier[co], p.shift[co]);
-                *o = clamp_i8(l.output.zero + r, l.act_min, l.act_max);
+                *o = clamp_i8(l.output.zero.saturating_add(r), l.act_min, l.act_max);
             }
         }
     }
@@ -493,8 +494,8 @@ fn conv_image(
                     .zip(tail)
                     .map(|(&w, &v)| v * w as i32)
                     .sum();
-                let r = requantize(acc + t, p.multiplier[co], p.shift[co]);
-                y[px * cout + co] = clamp_i8(l.output.zero + r, l.act_min, l.act_max);
+                let r = requantize(acc.wrapping_add(t), p.multiplier[co], p.shift[co]);
+                y[px * cout + co] = clamp_i8(l.output.zero.saturating_add(r), l.act_min, l.act_max);
             }
         }
     }
@@ -507,10 +508,10 @@ fn dense_sample(z_in: i32, l: &QLayer<'_>, p: &QTensors<'_>, x: &[i8], y: &mut [
         let w = &p.weights[u * n_in..][..n_in];
         let mut acc = p.bias[u];
         for (&a, &b) in x.iter().zip(w) {
-            acc += (a as i32 - z_in) * b as i32;
+            acc = acc.wrapping_add((a as i32 - z_in) * b as i32);
         }
         let r = requantize(acc, p.multiplier[u], p.shift[u]);
-        *o = clamp_i8(l.output.zero + r, l.act_min, l.act_max);
+        *o = clamp_i8(l.output.zero.saturating_add(r), l.act_min, l.act_max);
     }
 }
 
