@@ -49,6 +49,37 @@ impl Common {
     }
 }
 
+/// Where the firmware is: QEMU or a serial port (`board`, `finetune`).
+#[derive(Args, Clone)]
+struct LinkArgs {
+    /// Start QEMU's mps2-an386 with this firmware ELF
+    #[arg(long, conflicts_with = "port", required_unless_present = "port")]
+    qemu: Option<PathBuf>,
+    /// Serial port of a board, for example /dev/ttyUSB0
+    #[arg(long)]
+    port: Option<String>,
+    /// Baud rate of the serial port
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
+}
+
+impl LinkArgs {
+    /// The target, with QEMU's raw defmt log going to `defmt_log`.
+    fn target(&self, defmt_log: &std::path::Path) -> Result<board::Target> {
+        Ok(match (&self.qemu, &self.port) {
+            (Some(elf), _) => board::Target::Qemu {
+                elf: elf.clone(),
+                defmt_log: defmt_log.to_path_buf(),
+            },
+            (None, Some(path)) => board::Target::Port {
+                path: path.clone(),
+                baud: self.baud,
+            },
+            (None, None) => bail!("give --qemu FIRMWARE.elf or --port DEVICE"),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train a network, print the test accuracy, save its parameters
@@ -130,15 +161,8 @@ enum Command {
     Board {
         #[command(flatten)]
         common: Common,
-        /// Start QEMU's mps2-an386 with this firmware ELF
-        #[arg(long, conflicts_with = "port", required_unless_present = "port")]
-        qemu: Option<PathBuf>,
-        /// Serial port of a board, for example /dev/ttyUSB0
-        #[arg(long)]
-        port: Option<String>,
-        /// Baud rate of the serial port
-        #[arg(long, default_value_t = 115_200)]
-        baud: u32,
+        #[command(flatten)]
+        link: LinkArgs,
         /// The weights file the firmware was built with
         #[arg(long, default_value = "firmware/models/small.mcw")]
         weights: PathBuf,
@@ -164,15 +188,8 @@ enum Command {
     Finetune {
         #[command(flatten)]
         common: Common,
-        /// Start QEMU's mps2-an386 with this firmware ELF
-        #[arg(long, conflicts_with = "port", required_unless_present = "port")]
-        qemu: Option<PathBuf>,
-        /// Serial port of a board, for example /dev/ttyUSB0
-        #[arg(long)]
-        port: Option<String>,
-        /// Baud rate of the serial port
-        #[arg(long, default_value_t = 115_200)]
-        baud: u32,
+        #[command(flatten)]
+        link: LinkArgs,
         /// The weights file the firmware was built with (float)
         #[arg(long, default_value = "firmware/models/small.mcw")]
         weights: PathBuf,
@@ -449,9 +466,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Board {
             common,
             jobs,
-            qemu,
-            port,
-            baud,
+            link,
             weights,
             images,
             raw,
@@ -459,14 +474,8 @@ fn run(cli: Cli) -> Result<()> {
             defmt_log,
         } => {
             let (_, te) = common.load()?;
-            let target = match (&qemu, port) {
-                (Some(elf), _) => board::Target::Qemu {
-                    elf: elf.clone(),
-                    defmt_log: defmt_log.clone(),
-                },
-                (None, Some(path)) => board::Target::Port { path, baud },
-                (None, None) => bail!("give --qemu FIRMWARE.elf or --port DEVICE"),
-            };
+            let target = link.target(&defmt_log)?;
+            let qemu = link.qemu;
             let r = board::run(
                 &target,
                 &weights,
@@ -539,9 +548,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Finetune {
             common,
-            qemu,
-            port,
-            baud,
+            link,
             weights,
             task,
             samples,
@@ -551,14 +558,8 @@ fn run(cli: Cli) -> Result<()> {
             defmt_log,
         } => {
             let (tr, te) = common.load()?;
-            let target = match (&qemu, port) {
-                (Some(elf), _) => board::Target::Qemu {
-                    elf: elf.clone(),
-                    defmt_log: defmt_log.clone(),
-                },
-                (None, Some(path)) => board::Target::Port { path, baud },
-                (None, None) => bail!("give --qemu FIRMWARE.elf or --port DEVICE"),
-            };
+            let target = link.target(&defmt_log)?;
+            let qemu = link.qemu;
             let cfg = host_trainer::finetune::Config {
                 task,
                 samples,
