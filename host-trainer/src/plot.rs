@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -99,6 +100,45 @@ fn short(v: f64) -> String {
     s.to_string()
 }
 
+/// A chart of loss (log scale) against steps.
+type LossChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// The left panel of both charts: loss per sample against steps, log scale, its range
+/// from the (positive, finite) losses given (`0.01..10` if none).
+fn loss_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    last: f64,
+    losses: impl Iterator<Item = f64>,
+) -> Result<LossChart<'a, DB>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let (lo, hi) = losses
+        .filter(|l| l.is_finite() && *l > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), l| {
+            (lo.min(l), hi.max(l))
+        });
+    let (lo, hi) = if lo.is_finite() {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        (0.01, 10.0)
+    };
+    let mut c = ChartBuilder::on(area)
+        .caption("training loss per sample (log scale)", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..last, (lo..hi).log_scale())?;
+    c.configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| short(*y))
+        .light_line_style(WHITE)
+        .draw()?;
+    Ok(c)
+}
+
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 fn curves_on<DB: DrawingBackend>(
@@ -121,26 +161,7 @@ where
                 .map(|l| (r.step, l))
         })
         .collect();
-    let lo = losses.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = losses.iter().map(|p| p.1).fold(0.0, f64::max);
-    let (lo, hi) = if losses.is_empty() {
-        (0.01, 10.0)
-    } else {
-        (lo / 1.5, hi * 1.5)
-    };
-    let mut c = ChartBuilder::on(&left)
-        .caption("training loss per sample (log scale)", ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..last, (lo..hi).log_scale())?;
-    c.configure_mesh()
-        .x_desc("step")
-        .y_desc("loss")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| short(*y))
-        .light_line_style(WHITE)
-        .draw()?;
+    let mut c = loss_chart(&left, last, losses.iter().map(|p| p.1))?;
     c.draw_series(LineSeries::new(losses, BLUE.stroke_width(2)))?
         .label("mean since the previous point")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
@@ -254,32 +275,8 @@ where
     let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
     let points = runs.iter().flat_map(|r| r.loss.iter().chain(&r.accuracy));
     let last = points.map(|p| p.0).fold(1.0, f64::max);
-    let losses = || {
-        runs.iter()
-            .flat_map(|r| &r.loss)
-            .map(|p| p.1)
-            .filter(|l| l.is_finite() && *l > 0.0)
-    };
-    let lo = losses().fold(f64::INFINITY, f64::min);
-    let hi = losses().fold(0.0, f64::max);
-    let (lo, hi) = if lo.is_finite() {
-        (lo / 1.5, hi * 1.5)
-    } else {
-        (0.01, 10.0)
-    };
-    let mut c = ChartBuilder::on(&left)
-        .caption("training loss per sample (log scale)", ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..last, (lo..hi).log_scale())?;
-    c.configure_mesh()
-        .x_desc("step")
-        .y_desc("loss")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| short(*y))
-        .light_line_style(WHITE)
-        .draw()?;
+    let losses = runs.iter().flat_map(|r| &r.loss).map(|p| p.1);
+    let mut c = loss_chart(&left, last, losses)?;
     // Earlier runs drawn wider, so that equal curves (log-softmax and fused) both show.
     let width = |i: usize| 2 + 2 * (runs.len() - 1 - i) as u32;
     for (i, (r, &colour)) in runs.iter().zip(PALETTE.iter().cycle()).enumerate() {
