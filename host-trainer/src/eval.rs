@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use plotters::prelude::*;
 
 /// `counts[true][predicted]` over a labelled set.
@@ -156,14 +156,22 @@ impl Confusion {
 
     /// Draws the matrix to `<stem>.png` and `<stem>.svg`; returns both paths.
     pub fn picture(&self, stem: &Path, title: &str) -> Result<[PathBuf; 2]> {
-        crate::plot::font()?;
-        let [png, svg] = crate::plot::with_suffixes(stem);
-        let size = (640, 640);
-        self.draw(BitMapBackend::new(&png, size).into_drawing_area(), title)
-            .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
-        self.draw(SVGBackend::new(&svg, size).into_drawing_area(), title)
-            .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
-        Ok([png, svg])
+        crate::plot::save_picture(&Matrix(self, title), stem, (640, 640))
+    }
+}
+
+/// A confusion matrix with its title, as a picture.
+struct Matrix<'a>(&'a Confusion, &'a str);
+
+impl crate::plot::Picture for Matrix<'_> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: DrawingArea<DB, plotters::coord::Shift>,
+    ) -> crate::plot::DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        self.0.draw(root, self.1)
     }
 }
 

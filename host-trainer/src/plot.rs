@@ -139,7 +139,8 @@ where
     Ok(c)
 }
 
-type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+/// What drawing on a plotters backend returns.
+pub type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 fn curves_on<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
@@ -227,21 +228,40 @@ pub fn with_suffixes(stem: &Path) -> [PathBuf; 2] {
     })
 }
 
-/// Draws the training curves of `rows` to `<stem>.png` and `<stem>.svg` (`stem` plus
-/// those suffixes); returns both paths.
-pub fn curves(rows: &[MetricsRow], stem: &Path, title: &str) -> Result<[PathBuf; 2]> {
+/// Something drawn on any plotters backend, saved as PNG and SVG by [`save_picture`].
+pub trait Picture {
+    /// Draws the picture on `root`.
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Draws `p` (`size` pixels) to `<stem>.png` and `<stem>.svg` (`stem` plus those
+/// suffixes); returns both paths.
+pub fn save_picture(p: &impl Picture, stem: &Path, size: (u32, u32)) -> Result<[PathBuf; 2]> {
     font()?;
     let [png, svg] = with_suffixes(stem);
-    let size = (1200, 480);
-    curves_on(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        rows,
-        title,
-    )
-    .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
-    curves_on(SVGBackend::new(&svg, size).into_drawing_area(), rows, title)
+    p.draw(BitMapBackend::new(&png, size).into_drawing_area())
+        .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
+    p.draw(SVGBackend::new(&svg, size).into_drawing_area())
         .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
     Ok([png, svg])
+}
+
+struct Curves<'a>(&'a [MetricsRow], &'a str);
+
+impl Picture for Curves<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        curves_on(root, self.0, self.1)
+    }
+}
+
+/// Draws the training curves of `rows` to `<stem>.png` and `<stem>.svg`; returns both paths.
+pub fn curves(rows: &[MetricsRow], stem: &Path, title: &str) -> Result<[PathBuf; 2]> {
+    save_picture(&Curves(rows, title), stem, (1200, 480))
 }
 
 /// One run in a comparison chart: its name, mean loss per sample and batch accuracy
@@ -325,21 +345,21 @@ where
     Ok(())
 }
 
+struct Compare<'a>(&'a [Series], &'a str);
+
+impl Picture for Compare<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        compare_on(root, self.0, self.1)
+    }
+}
+
 /// Draws several runs on one chart (loss and accuracy side by side) to `<stem>.png` and
 /// `<stem>.svg`; returns both paths.
 pub fn compare(runs: &[Series], stem: &Path, title: &str) -> Result<[PathBuf; 2]> {
-    font()?;
-    let [png, svg] = with_suffixes(stem);
-    let size = (1200, 480);
-    compare_on(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        runs,
-        title,
-    )
-    .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
-    compare_on(SVGBackend::new(&svg, size).into_drawing_area(), runs, title)
-        .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
-    Ok([png, svg])
+    save_picture(&Compare(runs, title), stem, (1200, 480))
 }
 
 #[cfg(test)]
