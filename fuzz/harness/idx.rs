@@ -1,11 +1,11 @@
-// Harness `idx`: MNIST's IDX reader (`host_trainer::data::parse_idx`) and the checks
+// Harness `idx`: MNIST's IDX readers (`parse_idx` on bytes, `read_idx` streaming) and the checks
 // `load_pair` makes on an image file and a label file together (`pair_from_bytes`).
 //
 // The first byte picks the mode: 0 labels (ndims 1), 1 images (ndims 3), 2 a pair (the
 // next two bytes, little-endian, are the length of the image file; the label file is
 // the rest). No input may panic; whatever parses must be consistent.
 
-use host_trainer::data::{pair_from_bytes, parse_idx};
+use host_trainer::data::{pair_from_bytes, parse_idx, read_idx};
 
 pub fn run(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -19,9 +19,17 @@ pub fn run(data: &[u8]) {
 }
 
 fn idx(bytes: &[u8], ndims: usize) {
-    if let Ok((dims, pixels)) = parse_idx(bytes, ndims, "fuzz") {
+    let parsed = parse_idx(bytes, ndims, "fuzz");
+    if let Ok((dims, pixels)) = &parsed {
         assert_eq!(dims.len(), ndims);
         assert_eq!(dims.iter().product::<usize>(), pixels.len());
+    }
+    // The streaming reader the loader uses (bounded by the header) agrees with it.
+    let streamed = read_idx((std::io::Cursor::new(bytes), false), ndims, "fuzz", None);
+    match (parsed, streamed) {
+        (Ok((d1, p1)), Ok((d2, p2))) => assert!(d1 == d2 && p1 == &p2[..]),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("parse_idx {:?} but read_idx {:?}", a.is_ok(), b.is_ok()),
     }
 }
 

@@ -345,8 +345,7 @@ pub fn run(
     jobs: usize,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Report> {
-    let bytes = std::fs::read(weights)
-        .map_err(|e| anyhow!("cannot read weights file {}: {e}", weights.display()))?;
+    let bytes = crate::bytes::read_at_most(weights, crate::export::MAX_BYTES, "weights file")?;
     let file = crate::export::WeightsFile::from_bytes(&bytes);
     let model =
         HostModel::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", weights.display()))?;

@@ -2,7 +2,48 @@
 //! checkpoints, safetensors): every read is a `Result` naming the file, none can panic.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use anyhow::{bail, Result};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// Reads the file at `path` whole, refusing it if it holds more than `max` bytes (a
+/// `kind` of file this build writes is never that large): checked against the file's
+/// size before reading, and while reading, so that a file that grows or a device that
+/// never ends cannot take the memory.
+pub fn read_at_most(path: &Path, max: u64, kind: &str) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let too_big = |n: u64| {
+        anyhow::anyhow!(
+            "{}: {n} bytes or more, larger than any {kind} this build reads (at most {max}): not a {kind}, or a damaged one",
+            path.display()
+        )
+    };
+    if let Ok(m) = f.metadata() {
+        if m.is_file() && m.len() > max {
+            return Err(too_big(m.len()));
+        }
+    }
+    let mut b = Vec::new();
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut b)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if b.len() as u64 > max {
+        return Err(too_big(b.len() as u64));
+    }
+    Ok(b)
+}
+
+/// The first `n` bytes of the file at `path` (fewer if it is shorter): enough to tell
+/// its kind without reading it all.
+pub fn head(path: &Path, n: usize) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut b = Vec::with_capacity(n);
+    f.take(n as u64)
+        .read_to_end(&mut b)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(b)
+}
 
 /// A cursor over a file's bytes; `what` names the file in errors.
 pub struct Reader<'a> {

@@ -22,6 +22,12 @@ use crate::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
 const MAGIC: &[u8; 8] = b"MCCKPT\0\0";
 const VERSION: u32 = 1;
 
+/// The largest checkpoint this build reads: the largest built-in network's parameters
+/// and Adam's two moments, a sample order of up to 64 M training images, and a 1 MiB
+/// header. A larger file is refused before it is read.
+pub const MAX_BYTES: u64 =
+    (1 << 20) + 12 * crate::params_file::MAX_PARAMS as u64 + 4 * (64 << 20) + 64;
+
 /// The run's configuration and scalar state, stored as JSON so that a user can read it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
@@ -59,6 +65,11 @@ pub struct Header {
     pub seconds: f64,
     /// Sum of the per-sample losses since the last metrics row, and their count.
     pub window: (f64, usize),
+    /// Where the run saves its parameters (an absolute path; the checkpoint, metrics and
+    /// curves are beside it), so that a resumed run writes where it wrote. Absent in
+    /// checkpoints of earlier builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// A whole checkpoint.
@@ -170,9 +181,9 @@ impl Checkpoint {
         write_atomic_with(path, &self.to_bytes()?, Some(pause))
     }
 
-    /// Reads and checks a checkpoint file.
+    /// Reads and checks a checkpoint file (at most [`MAX_BYTES`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let b = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let b = crate::bytes::read_at_most(path, MAX_BYTES, "checkpoint")?;
         Self::from_bytes(&b, &path.display().to_string())
     }
 }
@@ -193,22 +204,26 @@ fn write_atomic_with(path: &Path, bytes: &[u8], pause: Option<std::time::Duratio
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = dir.join(name);
-    let mut f =
-        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let (first, second) = bytes.split_at(bytes.len() / 2);
-    f.write_all(first)
-        .and_then(|_| {
-            if let Some(p) = pause {
-                f.flush()?;
-                std::thread::sleep(p);
-            }
-            f.write_all(second)
-        })
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    let written = fs::File::create(&tmp).and_then(|mut f| {
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        f.write_all(first)?;
+        if let Some(p) = pause {
+            f.flush()?;
+            std::thread::sleep(p);
+        }
+        f.write_all(second)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // Nothing is left behind in a temporary file that no message names.
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
+    }
     // The rename is durable once the directory is; not every platform can open one.
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
@@ -240,6 +255,7 @@ mod tests {
                 adam_t: 40,
                 seconds: 1.5,
                 window: (0.5, 3),
+                out: None,
             },
             params: vec![1.0, -2.5, f32::MIN_POSITIVE],
             state: vec![0.25; 6],

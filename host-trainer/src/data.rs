@@ -5,7 +5,7 @@
 //! (`count, rows, cols`), labels `ndims = 1`.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -79,31 +79,88 @@ pub fn scale(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Reads a whole file, gunzipping it if it starts with gzip's magic bytes.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let mut raw = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
+/// Opens an IDX file, gunzipping it as it is read if it starts with gzip's magic bytes.
+/// Returns the reader and whether the file is gzip-compressed.
+fn open_maybe_gz(path: &Path) -> Result<(Box<dyn Read>, bool)> {
+    let f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut r = BufReader::new(f);
+    let magic = r
+        .fill_buf()
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| {
-                format!(
-                    "{}: corrupt gzip data (re-download or re-copy the file)",
-                    path.display()
-                )
-            })?;
-        Ok(out)
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        (Box::new(GzDecoder::new(r)), true)
     } else {
-        Ok(raw)
-    }
+        (Box::new(r), false)
+    })
 }
 
-/// Parses an IDX byte buffer of unsigned bytes with `ndims` dimensions; returns the
-/// sizes and the data.
-pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<usize>, &'b [u8])> {
+/// Memory this machine has available (`MemAvailable` of `/proc/meminfo`), if known.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Reads an IDX file of unsigned bytes with `ndims` dimensions from `r` (the file's
+/// bytes, already gunzipped if it was compressed), `what` naming it in errors, and
+/// returns its sizes and data. The data is read up to the size its header promises and
+/// one byte more, never further: a file with more data than its header says (a
+/// compressed "bomb", for one) is refused after reading that much. With `count`, the
+/// first size must be `count` (the number of labels that go with the images), checked
+/// before any data is read; a header promising more bytes than the machine's available
+/// memory is refused before reading too. `gzipped` says whether `r` inflates a gzip
+/// stream (for the message of a read error).
+pub fn read_idx(
+    (mut r, gzipped): (impl Read, bool),
+    ndims: usize,
+    what: &str,
+    count: Option<(usize, &str)>,
+) -> Result<(Vec<usize>, Vec<u8>)> {
+    let gz = |e: std::io::Error| {
+        if gzipped {
+            anyhow::anyhow!("{what}: corrupt gzip data (re-download or re-copy the file): {e}")
+        } else {
+            anyhow::anyhow!("{what}: cannot read: {e}")
+        }
+    };
+    let mut header = Vec::with_capacity(4 + 4 * ndims);
+    (&mut r)
+        .take(4 + 4 * ndims as u64)
+        .read_to_end(&mut header)
+        .map_err(gz)?;
+    let (dims, expected) = parse_idx_header(&header, ndims, what)?;
+    if let Some((n, labels)) = count {
+        if dims.first() != Some(&n) {
+            bail!(
+                "{what} has {} images but {labels} has {n} labels",
+                dims.first().copied().unwrap_or(0)
+            );
+        }
+    }
+    if let Some(avail) = available_memory() {
+        if expected as u64 > avail {
+            bail!(
+                "{what}: header says {dims:?} = {expected} bytes of data, more than this machine's available memory ({avail} bytes)"
+            );
+        }
+    }
+    let mut data = Vec::with_capacity(expected.min(1 << 28));
+    r.take(expected as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(gz)?;
+    if data.len() > expected {
+        bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has more (corrupt file, or not MNIST's IDX; reading stopped there)");
+    }
+    if data.len() != expected {
+        bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has {} (truncated or corrupt file)", data.len());
+    }
+    Ok((dims, data))
+}
+
+/// Checks an IDX header (`00 00 08 ndims`, then `ndims` big-endian `u32` sizes) at the
+/// start of `bytes`; returns the sizes and the number of data bytes they promise.
+fn parse_idx_header(bytes: &[u8], ndims: usize, what: &str) -> Result<(Vec<usize>, usize)> {
     if bytes.len() < 4 {
         bail!(
             "{what}: {} bytes is too short for an IDX header",
@@ -134,30 +191,49 @@ pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<u
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .context("IDX sizes overflow")?;
-    let data = &bytes[header..];
+    Ok((dims, expected))
+}
+
+/// Parses an IDX byte buffer of unsigned bytes with `ndims` dimensions; returns the
+/// sizes and the data.
+pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<usize>, &'b [u8])> {
+    let (dims, expected) = parse_idx_header(bytes, ndims, what)?;
+    let data = &bytes[4 + 4 * ndims..];
     if data.len() != expected {
         bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has {} (truncated or corrupt file)", data.len());
     }
     Ok((dims, data))
 }
 
-/// Loads an image file and a label file and checks that they agree.
+/// Loads an image file and a label file and checks that they agree. The labels are
+/// read first, and the images' header is checked against their count before any pixel
+/// is read; neither file is read past the size its header promises ([`read_idx`]).
 pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset> {
-    let ib = read_maybe_gz(images)?;
-    let lb = read_maybe_gz(labels)?;
-    pair_from_bytes(
-        &ib,
-        &lb,
-        &images.display().to_string(),
-        &labels.display().to_string(),
-    )
+    let (iname, lname) = (images.display().to_string(), labels.display().to_string());
+    let (ldims, lab) = read_idx(open_maybe_gz(labels)?, 1, &lname, None)?;
+    let (idims, pixels) = read_idx(
+        open_maybe_gz(images)?,
+        3,
+        &iname,
+        Some((ldims[0], lname.as_str())),
+    )?;
+    check_pair(&idims, &ldims, &lab, &iname, &lname)?;
+    Ok(Dataset {
+        images: pixels,
+        labels: lab,
+        rows: idims[1],
+        cols: idims[2],
+    })
 }
 
-/// The checks of [`load_pair`] on the (already decompressed) bytes of an image file and
-/// a label file, named `images` and `labels` in errors.
-pub fn pair_from_bytes(ib: &[u8], lb: &[u8], images: &str, labels: &str) -> Result<Dataset> {
-    let (idims, ipix) = parse_idx(ib, 3, images)?;
-    let (ldims, lab) = parse_idx(lb, 1, labels)?;
+/// The checks on an image file's and a label file's sizes and labels.
+fn check_pair(
+    idims: &[usize],
+    ldims: &[usize],
+    lab: &[u8],
+    images: &str,
+    labels: &str,
+) -> Result<()> {
     if idims[0] != ldims[0] {
         bail!(
             "{images} has {} images but {labels} has {} labels",
@@ -171,6 +247,15 @@ pub fn pair_from_bytes(ib: &[u8], lb: &[u8], images: &str, labels: &str) -> Resu
     if let Some((i, &l)) = lab.iter().enumerate().find(|(_, &l)| l > 9) {
         bail!("{labels}: label {l} at index {i} is not a digit 0-9");
     }
+    Ok(())
+}
+
+/// The checks of [`load_pair`] on the (already decompressed) bytes of an image file and
+/// a label file, named `images` and `labels` in errors.
+pub fn pair_from_bytes(ib: &[u8], lb: &[u8], images: &str, labels: &str) -> Result<Dataset> {
+    let (idims, ipix) = parse_idx(ib, 3, images)?;
+    let (ldims, lab) = parse_idx(lb, 1, labels)?;
+    check_pair(&idims, &ldims, lab, images, labels)?;
     Ok(Dataset {
         images: ipix.to_vec(),
         labels: lab.to_vec(),

@@ -8,6 +8,10 @@ use microconv::format::{file_len, write, Model};
 
 use crate::train::ArchName;
 
+/// The largest weights file (float or int8) this build reads: the parameters a parameter
+/// file may hold ([`crate::params_file::MAX_PARAMS`]) and 1 MiB of headers and tables.
+pub const MAX_BYTES: u64 = crate::params_file::MAX_BYTES + (1 << 20);
+
 /// Writes the weights file of `p` (architecture `name`, read from `from`) to `out`;
 /// returns its size in bytes.
 pub fn export(name: ArchName, p: &[f32], from: &Path, out: &Path) -> Result<usize> {
@@ -54,10 +58,9 @@ impl WeightsFile {
         }
     }
 
-    /// Reads `path` and checks it with the reader its version calls for (float or int8).
+    /// Reads `path` (at most [`MAX_BYTES`]) and checks it with the reader its version calls for (float or int8).
     pub fn read_any(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read weights file {}", path.display()))?;
+        let bytes = crate::bytes::read_at_most(path, MAX_BYTES, "weights file")?;
         let file = Self::from_bytes(&bytes);
         crate::board::HostModel::parse(file.bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -66,8 +69,7 @@ impl WeightsFile {
 
     /// Reads `path` and checks it with the core's parser.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read weights file {}", path.display()))?;
+        let bytes = crate::bytes::read_at_most(path, MAX_BYTES, "weights file")?;
         let file = Self::from_bytes(&bytes);
         file.model()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use microconv::{Arch, Layer};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -172,9 +172,14 @@ pub fn save(path: &Path, arch: ArchName, params: &[f32]) -> Result<()> {
     crate::checkpoint::write_atomic(path, &to_bytes(arch, params)?)
 }
 
-/// Reads a safetensors file.
+/// The largest safetensors file this build reads: a JSON header of up to 100 MB (the
+/// `safetensors` crate's own limit) and the largest parameter count a parameter file
+/// may hold.
+pub const MAX_BYTES: u64 = 8 + 100_000_000 + crate::params_file::MAX_BYTES;
+
+/// Reads a safetensors file (at most [`MAX_BYTES`]).
 pub fn load(path: &Path) -> Result<(ArchName, Vec<f32>)> {
-    let b = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let b = crate::bytes::read_at_most(path, MAX_BYTES, "safetensors file")?;
     from_bytes(&b, &path.display().to_string())
 }
 

@@ -16,6 +16,7 @@ pub mod eval;
 pub mod export;
 pub mod finetune;
 pub mod interop;
+pub mod outputs;
 pub mod params_file;
 pub mod plot;
 pub mod predict;

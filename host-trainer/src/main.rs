@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use host_trainer::engine::Backend;
 use host_trainer::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
-use host_trainer::{bench, board, data, engine, export, params_file, progress, reproduce, train};
+use host_trainer::{
+    bench, board, data, engine, export, outputs, params_file, progress, reproduce, train,
+};
 
 #[derive(Parser)]
 #[command(
@@ -337,15 +339,23 @@ fn run(cli: Cli) -> Result<()> {
             inject_nan,
             slow_checkpoint_ms,
         } => {
-            let resume = match &resume {
+            let resume_path = resume;
+            let resume = match &resume_path {
                 Some(p) => Some(host_trainer::checkpoint::Checkpoint::load(p)?),
                 None => None,
             };
+            if let Some(e) = epochs.filter(|e| !(e.is_finite() && *e > 0.0)) {
+                bail!("--epochs must be a positive number, got {e}");
+            }
+            let arch = match &resume {
+                Some(c) => c.config(100)?.arch,
+                None => arch,
+            };
+            let resumed = resume_path.as_deref().zip(resume.as_ref());
+            let out = outputs::train_files(resumed, out, arch, no_plots)?;
+            let beside = |ext: &str| out.params.with_extension(ext);
             let (tr, te) = common.load()?;
             let steps = match epochs {
-                Some(e) if !(e.is_finite() && e > 0.0) => {
-                    bail!("--epochs must be a positive number, got {e}")
-                }
                 Some(e) => (e * tr.len() as f64 / batch.max(1) as f64).ceil() as usize,
                 None => steps,
             };
@@ -369,9 +379,6 @@ fn run(cli: Cli) -> Result<()> {
             if cfg.batch == 0 || cfg.steps == 0 {
                 bail!("--batch and --steps must be at least 1");
             }
-            let arch = cfg.arch;
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{}.params", arch.name())));
-            let beside = |ext: &str| out.with_extension(ext);
             if let Some(c) = &resume {
                 println!(
                     "resuming at step {} of {} (configuration from the checkpoint)",
@@ -393,6 +400,8 @@ fn run(cli: Cli) -> Result<()> {
                 resume,
                 stop_after,
                 metrics: Some(beside("metrics.csv")),
+                metrics_from: out.metrics_from.clone(),
+                params_path: std::path::absolute(&out.params).ok(),
                 eval_every,
                 inject_nan,
                 slow_checkpoint: slow_checkpoint_ms.map(std::time::Duration::from_millis),
@@ -409,12 +418,20 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 return Ok(());
             }
-            params_file::save(&out, arch.name(), &o.params)?;
+            let saved = outputs::write_or_rescue(
+                &out.params,
+                &params_file::to_bytes(arch.name(), &o.params),
+                "parameters",
+            );
+            if saved.is_err() {
+                println!("test accuracy: {:.4}", o.test_accuracy);
+            }
+            saved?;
             println!(
                 "trained in {:.1} s ({:.2} ms/step); parameters saved to {}",
                 o.seconds,
                 o.seconds * 1e3 / cfg.steps as f64,
-                out.display()
+                out.params.display()
             );
             println!(
                 "checkpoint {}, metrics {}",
@@ -442,6 +459,12 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             if steps == 0 {
                 bail!("--steps must be at least 1");
+            }
+            let out = outputs::resolve(&out, "reproduce");
+            if !no_plots {
+                for ext in ["png", "svg"] {
+                    outputs::prepare(&out.with_extension(ext), "chart")?;
+                }
             }
             let (tr, te) = common.load()?;
             let rows = reproduce::run(
@@ -633,6 +656,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export { params, out } => {
             let (arch, p) = load_any(&params)?;
             let name = train::ArchName::of(&arch)?;
+            let out = outputs::resolve(&out, &format!("{}.mcw", name.name()));
+            if outputs::prepare(&out, "weights file")?.exists {
+                println!("note: replacing {}", out.display());
+            }
             if out.extension().is_some_and(|e| e == "safetensors") {
                 host_trainer::interop::save(&out, name, &p)?;
                 println!(
@@ -742,6 +769,17 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let (arch, p) = load_any(&params)?;
+            let out = match out {
+                Some(o) => {
+                    let name = train::ArchName::of(&arch)?.name();
+                    let o = outputs::resolve(&o, &format!("{name}-int8.mcw"));
+                    if outputs::prepare(&o, "int8 weights file")?.exists {
+                        println!("note: replacing {}", o.display());
+                    }
+                    Some(o)
+                }
+                None => None,
+            };
             let (tr, te) = common.load()?;
             if calibration == 0 || calibration > tr.len() {
                 bail!("--calibration must be between 1 and {}", tr.len());
@@ -778,12 +816,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             if let Some(out) = out {
                 let bytes = q.to_file()?;
-                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-                }
-                std::fs::write(&out, &bytes)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+                outputs::write_or_rescue(&out, &bytes, "int8 weights")?;
                 println!(
                     "wrote {} ({} bytes, int8 weights file version 2)",
                     out.display(),
@@ -849,6 +882,18 @@ fn run(cli: Cli) -> Result<()> {
             out,
             no_plots,
         } => {
+            let stem = match out {
+                Some(o) => {
+                    let name = params.file_stem().unwrap_or_default().to_string_lossy();
+                    outputs::resolve(&o, &format!("{name}.confusion"))
+                }
+                None => params.with_extension("confusion"),
+            };
+            if !no_plots {
+                for ext in ["png", "svg"] {
+                    outputs::prepare(&stem.with_extension(ext), "confusion matrix picture")?;
+                }
+            }
             let (_, te) = common.load()?;
             let (classes, predicted) = if is_int8_file(&params) {
                 // An int8 weights file: the firmware's own int8 classifier, on the same
@@ -871,7 +916,6 @@ fn run(cli: Cli) -> Result<()> {
             let m = host_trainer::eval::Confusion::new(classes, &predicted, &te.labels)?;
             print!("{}", m.report());
             if !no_plots {
-                let stem = out.unwrap_or_else(|| params.with_extension("confusion"));
                 let title = format!("confusion matrix, {}", params.display());
                 match m.picture(&stem, &title) {
                     Ok([png, svg]) => {
@@ -888,9 +932,8 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Whether `path` is an int8 weights file (version 2), by its header.
 fn is_int8_file(path: &std::path::Path) -> bool {
-    std::fs::read(path).ok().is_some_and(|b| {
-        b.starts_with(b"MCONVNET") && b.get(8..12) == Some(&2u32.to_le_bytes()[..])
-    })
+    host_trainer::bytes::head(path, 12)
+        .is_ok_and(|b| b.starts_with(b"MCONVNET") && b.get(8..12) == Some(&2u32.to_le_bytes()[..]))
 }
 
 /// `A:B` as two numbers.
@@ -904,9 +947,7 @@ fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
 
 /// Parameters from a parameter file (`train`) or a weights file (`export`), by content.
 fn load_any(path: &std::path::Path) -> Result<(microconv::Arch<'static>, Vec<f32>)> {
-    let head = std::fs::read(path)
-        .map(|b| b.get(..9).map(<[u8]>::to_vec).unwrap_or_default())
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let head = host_trainer::bytes::head(path, 9)?;
     if host_trainer::interop::looks_like(&head) {
         let (name, p) = host_trainer::interop::load(path)?;
         return Ok((name.arch(), p));

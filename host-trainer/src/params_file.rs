@@ -6,7 +6,6 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -16,8 +15,21 @@ use crate::bytes::Reader;
 const MAGIC: &[u8; 8] = b"MCPARAMS";
 const VERSION: u32 = 1;
 
+/// The most parameters a file this build reads may hold: the largest built-in
+/// network's, with room to spare (64 M). Files are checked against it before they are
+/// read, so that a huge file is refused instead of filling the memory.
+pub const MAX_PARAMS: usize = 64 << 20;
+
+/// The largest parameter file this build reads.
+pub const MAX_BYTES: u64 = 4 * MAX_PARAMS as u64 + 4096;
+
 /// Writes `params` for architecture `arch` to `path` (atomically: temp file, fsync, rename).
 pub fn save(path: &Path, arch: &str, params: &[f32]) -> Result<()> {
+    crate::checkpoint::write_atomic(path, &to_bytes(arch, params))
+}
+
+/// The bytes of a parameter file holding `params` for architecture `arch`.
+pub fn to_bytes(arch: &str, params: &[f32]) -> Vec<u8> {
     let mut b = Vec::with_capacity(32 + arch.len() + params.len() * 4);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
@@ -29,12 +41,12 @@ pub fn save(path: &Path, arch: &str, params: &[f32]) -> Result<()> {
     }
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
-    crate::checkpoint::write_atomic(path, &b)
+    b
 }
 
 /// Reads a parameter file; returns the architecture name and the parameters.
 pub fn load(path: &Path) -> Result<(String, Vec<f32>)> {
-    let b = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let b = crate::bytes::read_at_most(path, MAX_BYTES, "parameter file")?;
     let what = path.display().to_string();
     let p = &what;
     if b.len() < 28 || !b.starts_with(MAGIC) {
@@ -79,6 +91,7 @@ pub fn load_model(path: &Path) -> Result<(crate::train::ArchName, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn round_trip_and_corruption() {

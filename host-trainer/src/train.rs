@@ -167,6 +167,12 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Write the metrics (CSV, see [`METRICS_HEADER`]) here.
     pub metrics: Option<PathBuf>,
+    /// A resumed run's earlier metrics rows are read from here [default: `metrics`]
+    /// (a run moved elsewhere with `--out` takes its history along).
+    pub metrics_from: Option<PathBuf>,
+    /// Where the run saves its parameters, recorded in its checkpoints so that a resumed
+    /// run writes where this one did.
+    pub params_path: Option<PathBuf>,
     /// Test-set accuracy every this many steps, in the metrics (0: only at the end).
     pub eval_every: usize,
     /// Fault injection for tests: before step `.0`, parameter `.1` becomes NaN.
@@ -198,12 +204,15 @@ pub struct Tick {
 struct Metrics {
     out: std::io::BufWriter<std::fs::File>,
     path: PathBuf,
+    /// A write failed (a full disk, say): the run goes on without metrics.
+    broken: bool,
 }
 
 impl Metrics {
-    fn open(path: &Path, resume_at: Option<usize>) -> Result<Self> {
+    fn open(path: &Path, from: Option<&Path>, resume_at: Option<usize>) -> Result<Self> {
         let mut kept = String::new();
-        if let (Some(at), Ok(old)) = (resume_at, std::fs::read_to_string(path)) {
+        let old = std::fs::read_to_string(from.unwrap_or(path));
+        if let (Some(at), Ok(old)) = (resume_at, old) {
             let columns = METRICS_HEADER.split(',').count();
             for line in old.lines().skip(1) {
                 // A row cut short by a crash has fewer columns: dropped (written again).
@@ -224,16 +233,24 @@ impl Metrics {
         let mut m = Metrics {
             out: std::io::BufWriter::new(file),
             path: path.to_path_buf(),
+            broken: false,
         };
         m.write(&format!("{METRICS_HEADER}\n{kept}"))?;
         Ok(m)
     }
 
+    /// Writes `text`; the first failure is returned, later writes do nothing.
     fn write(&mut self, text: &str) -> Result<()> {
-        self.out
+        if self.broken {
+            return Ok(());
+        }
+        let r = self
+            .out
             .write_all(text.as_bytes())
             .and_then(|_| self.out.flush())
-            .with_context(|| format!("cannot write {}", self.path.display()))
+            .with_context(|| format!("cannot write {}", self.path.display()));
+        self.broken = r.is_err();
+        r
     }
 
     fn row(
@@ -312,6 +329,7 @@ fn header(
         adam_t: t,
         seconds,
         window,
+        out: None,
     }
 }
 
@@ -375,8 +393,10 @@ pub fn train_with(
     if let Some(c) = &opts.resume {
         let h = &c.header;
         let expected = header(cfg, h.step, &rng, h.pos, h.adam_t, h.seconds, h.window);
+        // The paths may differ: a run can be moved with `--out`.
         let same = Header {
             rng: h.rng,
+            out: h.out.clone(),
             ..expected
         };
         if &same != h {
@@ -406,7 +426,11 @@ pub fn train_with(
         window = h.window;
     }
     let mut metrics = match &opts.metrics {
-        Some(p) => Some(Metrics::open(p, opts.resume.as_ref().map(|_| first))?),
+        Some(p) => Some(Metrics::open(
+            p,
+            opts.metrics_from.as_deref(),
+            opts.resume.as_ref().map(|_| first),
+        )?),
         None => None,
     };
     let px = train.pixels();
@@ -440,7 +464,10 @@ pub fn train_with(
             Optimizer::Sgd(_) => 0,
         };
         let c = Checkpoint {
-            header: header(cfg, step, rng, pos, t, secs, window),
+            header: Header {
+                out: opts.params_path.clone(),
+                ..header(cfg, step, rng, pos, t, secs, window)
+            },
             params: trainer.params.clone(),
             state: trainer.state.clone(),
             order: order.iter().map(|&i| i as u32).collect(),
@@ -458,7 +485,7 @@ pub fn train_with(
         if let Some(path) = &opts.checkpoint {
             let due = opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0;
             if step > first && (due || opts.stop_after == Some(step)) {
-                save(
+                let saved = save(
                     path,
                     step,
                     &trainer,
@@ -467,7 +494,17 @@ pub fn train_with(
                     &order,
                     seconds(&start),
                     window,
-                )?;
+                );
+                match saved {
+                    // Stopping on purpose without a checkpoint would lose the run.
+                    Err(e) if opts.stop_after == Some(step) => return Err(e),
+                    // A full disk or a directory gone read-only need not end the run:
+                    // its parameters are saved (or rescued) at the end.
+                    Err(e) => log(&format!(
+                        "warning: {e:#}; training goes on (the last good checkpoint is kept)"
+                    )),
+                    Ok(()) => {}
+                }
             }
         }
         if opts.stop_after == Some(step) {
@@ -510,7 +547,9 @@ pub fn train_with(
                     None
                 };
                 let mean = (window.1 > 0).then(|| window.0 / window.1 as f64);
-                m.row(step, mean, Some(acc), test_acc, lr, seconds(&start))?;
+                if let Err(e) = m.row(step, mean, Some(acc), test_acc, lr, seconds(&start)) {
+                    log(&format!("warning: {e:#}; training goes on without metrics"));
+                }
                 window = (0.0, 0);
             }
         }
@@ -545,19 +584,28 @@ pub fn train_with(
     }
     let secs = seconds(&start);
     if let Some(path) = &opts.checkpoint {
-        save(path, cfg.steps, &trainer, &rng, pos, &order, secs, window)?;
+        if let Err(e) = save(path, cfg.steps, &trainer, &rng, pos, &order, secs, window) {
+            log(&format!(
+                "warning: {e:#}; the final checkpoint is not saved"
+            ));
+        }
     }
     let test_accuracy = evaluate(&trainer.params)?;
     if let Some(m) = &mut metrics {
         let mean = (window.1 > 0).then(|| window.0 / window.1 as f64);
-        m.row(
+        let last = m.row(
             cfg.steps,
             mean,
             None,
             Some(test_accuracy),
             lr_at(cfg.steps),
             secs,
-        )?;
+        );
+        if let Err(e) = last {
+            log(&format!(
+                "warning: {e:#}; the last metrics row is not saved"
+            ));
+        }
     }
     Ok(TrainOutcome {
         params: trainer.params,
