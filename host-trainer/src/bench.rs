@@ -19,7 +19,7 @@ use microconv::optim::{Adam, Optimizer};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::engine::{predict_with, Backend, Trainer};
+use crate::engine::{Backend, Images, Trainer};
 use crate::train::ArchName;
 
 /// What one benchmark process measures.
@@ -132,14 +132,15 @@ pub fn run_case(case: &Case, train: &Dataset, test: &Dataset) -> Result<Record> 
     let step_ms = percentile(&times, 0.5);
     let (mut ips, mut lat) = (0.0, 0.0);
     if case.infer {
+        // The test set as bytes, scaled chunk by chunk, in the trainer's own buffers (as
+        // `train` evaluates): no copy of the set as floats, no second set of buffers.
         let n = test.len();
-        let mut x = vec![0.0; n * pixels];
-        test.fill(&(0..n).collect::<Vec<_>>(), &mut x);
-        let p = &trainer.params;
-        predict_with(&arch, p, &x, n, case.threads, case.backend)?; // warm-up
+        let images = Images::U8(&test.images);
+        trainer.predict(images, n)?; // warm-up
         let t = Instant::now();
-        predict_with(&arch, p, &x, n, case.threads, case.backend)?;
+        trainer.predict(images, n)?;
         ips = n as f64 / t.elapsed().as_secs_f64();
+        let p = &trainer.params;
         // Batch-1 latency: one thread, buffers allocated once, as an application would.
         let exec = case.backend.exec();
         let mut buf = vec![0.0; arch.inference_len(1)];
@@ -147,15 +148,9 @@ pub fn run_case(case: &Case, train: &Dataset, test: &Dataset) -> Result<Record> 
         let mut lats = Vec::new();
         for i in 0..300.min(n) {
             let t = Instant::now();
-            net::infer(
-                &arch,
-                p,
-                &x[i * pixels..(i + 1) * pixels],
-                1,
-                &mut buf,
-                &exec,
-                &mut scratch,
-            )?;
+            let mut x = vec![0.0; pixels];
+            crate::data::scale(test.image(i), &mut x);
+            net::infer(&arch, p, &x, 1, &mut buf, &exec, &mut scratch)?;
             lats.push(t.elapsed().as_secs_f64() * 1e6);
         }
         lats.sort_by(f64::total_cmp);

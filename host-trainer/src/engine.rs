@@ -280,6 +280,22 @@ impl Trainer {
         })
     }
 
+    /// Logits of the current parameters for `n` images, computed with the training
+    /// threads' own buffers (no memory beyond the logits when they are large enough):
+    /// the same values as [`predict`] with as many threads.
+    pub fn predict(&mut self, x: Images<'_>, n: usize) -> Result<Vec<f32>> {
+        let mut bufs: Vec<(Vec<f32>, Vec<f32>)> = self
+            .workers
+            .iter_mut()
+            .map(|w| (std::mem::take(&mut w.acts), std::mem::take(&mut w.scratch)))
+            .collect();
+        let r = predict_into(&self.arch, &self.params, x, n, self.exec, &mut bufs);
+        for (w, (a, s)) in self.workers.iter_mut().zip(bufs) {
+            (w.acts, w.scratch) = (a, s);
+        }
+        r
+    }
+
     /// Runs the layers with `backend` from now on (the default is [`Backend::Gemm`]).
     pub fn set_backend(&mut self, backend: Backend) {
         self.exec = backend.exec();
@@ -476,6 +492,39 @@ fn parallel_update(
     Ok(())
 }
 
+/// Images to classify: already scaled floats (`[n, input]`), or 8-bit pixels scaled to
+/// `[0, 1]` (`p / 255`, as [`crate::data::scale`] does) chunk by chunk, so that a whole
+/// test set never exists as floats.
+#[derive(Clone, Copy)]
+pub enum Images<'a> {
+    /// Scaled values.
+    F32(&'a [f32]),
+    /// 8-bit pixels.
+    U8(&'a [u8]),
+}
+
+impl Images<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Images::F32(x) => x.len(),
+            Images::U8(x) => x.len(),
+        }
+    }
+}
+
+/// The images of one inference chunk: `range` of `x`, scaled into `tmp` if they are
+/// bytes.
+fn chunk<'a>(x: Images<'a>, range: std::ops::Range<usize>, tmp: &'a mut Vec<f32>) -> &'a [f32] {
+    match x {
+        Images::F32(v) => &v[range],
+        Images::U8(v) => {
+            tmp.resize(range.len(), 0.0);
+            crate::data::scale(&v[range], tmp);
+            tmp
+        }
+    }
+}
+
 /// Logits for `n` images (`x`: `[n, input]`), computed in chunks across `threads`.
 pub fn predict(
     arch: &Arch<'_>,
@@ -496,37 +545,75 @@ pub fn predict_with(
     threads: usize,
     backend: Backend,
 ) -> Result<Vec<f32>> {
-    let exec = backend.exec();
+    let mut bufs: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..threads.max(1)).map(|_| Default::default()).collect();
+    predict_into(arch, params, Images::F32(x), n, backend.exec(), &mut bufs)
+}
+
+/// Logits for `n` images of 8-bit pixels (`[n, input]`), scaled chunk by chunk.
+pub fn predict_u8(
+    arch: &Arch<'_>,
+    params: &[f32],
+    pixels: &[u8],
+    n: usize,
+    threads: usize,
+) -> Result<Vec<f32>> {
+    let mut bufs: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..threads.max(1)).map(|_| Default::default()).collect();
+    predict_into(arch, params, Images::U8(pixels), n, fast(), &mut bufs)
+}
+
+/// Images per inference chunk: every path uses the same chunks, so that the logits do
+/// not depend on which buffers computed them.
+const CHUNK: usize = 64;
+
+/// The inference behind every `predict`: the images split across `bufs.len()` threads,
+/// each running [`net::infer`] on chunks of [`CHUNK`] images with its own pair of
+/// buffers (activations, im2col scratch), which are grown to the sizes needed if they
+/// are smaller (a trainer lends its own, large enough already).
+fn predict_into(
+    arch: &Arch<'_>,
+    params: &[f32],
+    x: Images<'_>,
+    n: usize,
+    exec: Exec<'static>,
+    bufs: &mut [(Vec<f32>, Vec<f32>)],
+) -> Result<Vec<f32>> {
     let exec = &exec;
-    const CHUNK: usize = 64;
     let classes = arch.classes();
     let inlen = arch.input.len();
     if x.len() != n * inlen {
         bail!("{} input values for {n} images of {inlen}", x.len());
     }
     let mut out = vec![0.0; n * classes];
-    let ranges = split(n, threads);
+    let ranges = split(n, bufs.len());
     let images = im2col_images(arch, CHUNK);
+    let (act_len, col_len) = (arch.inference_len(CHUNK), arch.im2col_len(images));
     thread::scope(|s| -> Result<()> {
         let mut rest = &mut out[..];
         let mut handles = Vec::new();
-        for r in ranges {
+        for (r, (buf, scratch)) in ranges.into_iter().zip(bufs.iter_mut()) {
             let (mine, tail) = rest.split_at_mut(r.len() * classes);
             rest = tail;
             handles.push(s.spawn(move || -> Result<(), microconv::Error> {
-                let mut buf = vec![0.0; arch.inference_len(CHUNK)];
-                let mut scratch = vec![0.0; arch.im2col_len(images)];
+                if buf.len() < act_len {
+                    buf.resize(act_len, 0.0);
+                }
+                if scratch.len() < col_len {
+                    scratch.resize(col_len, 0.0);
+                }
+                let mut tmp = Vec::new();
                 for (c, o) in mine.chunks_mut(CHUNK * classes).enumerate() {
                     let m = o.len() / classes;
                     let start = r.start + c * CHUNK;
                     let lg = net::infer(
                         arch,
                         params,
-                        &x[start * inlen..(start + m) * inlen],
+                        chunk(x, start * inlen..(start + m) * inlen, &mut tmp),
                         m,
                         &mut buf[..arch.inference_len(m)],
                         exec,
-                        &mut scratch,
+                        &mut scratch[..col_len],
                     )?;
                     o.copy_from_slice(lg);
                 }
@@ -637,6 +724,39 @@ mod tests {
             assert_eq!(o1, o2, "step counts");
             assert!(p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()));
             assert!(s1.iter().zip(&s2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+
+    #[test]
+    fn predicting_from_bytes_and_with_a_trainers_buffers_equals_predict() {
+        let arch = microconv::archs::SMALL;
+        let mut params = vec![0.0; arch.param_count()];
+        microconv::init::init_params(&arch, microconv::init::Init::He, 3, &mut params).unwrap();
+        let n = 150;
+        let px: Vec<u8> = (0..n * 784).map(|i| (i * 37 % 251) as u8).collect();
+        let mut xf = vec![0.0; px.len()];
+        crate::data::scale(&px, &mut xf);
+        let want = predict(&arch, &params, &xf, n, 2).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&predict_u8(&arch, &params, &px, n, 2).unwrap()),
+            bits(&want)
+        );
+        // Training buffers smaller (batch 8) and larger (128) than a chunk needs.
+        for batch in [8, 128] {
+            let opt = Optimizer::Adam(microconv::optim::Adam::new(1e-3));
+            let mut t = Trainer::new(
+                arch,
+                params.clone(),
+                opt,
+                Loss::Fused,
+                Reduction::Mean,
+                batch,
+                2,
+            )
+            .unwrap();
+            assert_eq!(bits(&t.predict(Images::U8(&px), n).unwrap()), bits(&want));
+            assert_eq!(bits(&t.predict(Images::F32(&xf), n).unwrap()), bits(&want));
         }
     }
 

@@ -788,7 +788,7 @@ fn run(cli: Cli) -> Result<()> {
             tr.fill(&(0..calibration).collect::<Vec<_>>(), &mut calib);
             let q = host_trainer::quantize::quantize(arch, &p, &calib, calibration)?;
             let threads = common.threads();
-            let fl = engine::predict(&arch, &p, &te.to_f32(), te.len(), threads)?;
+            let fl = engine::predict_u8(&arch, &p, &te.images, te.len(), threads)?;
             let ql = q.predict(&te.images, te.len(), threads)?;
             let classes = arch.classes();
             let same = fl
@@ -906,7 +906,7 @@ fn run(cli: Cli) -> Result<()> {
                 (model.arch().classes(), p)
             } else {
                 let (arch, p) = load_any(&params)?;
-                let logits = engine::predict(&arch, &p, &te.to_f32(), te.len(), common.threads())?;
+                let logits = engine::predict_u8(&arch, &p, &te.images, te.len(), common.threads())?;
                 let p = logits
                     .chunks_exact(arch.classes())
                     .map(microconv::loss::argmax)

@@ -15,7 +15,7 @@ use microconv::Arch;
 
 use crate::checkpoint::{Checkpoint, Header};
 use crate::data::Dataset;
-use crate::engine::{accuracy, predict, Trainer};
+use crate::engine::{accuracy, Images, Trainer};
 
 /// The architectures the CLI knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -477,8 +477,9 @@ pub fn train_with(
             None => c.save(path),
         }
     };
-    let evaluate = |params: &[f32]| -> Result<f64> {
-        let logits = predict(&arch, params, &test.to_f32(), test.len(), cfg.threads)?;
+    // The test set stays bytes; the trainer's own buffers compute its logits.
+    let evaluate = |t: &mut Trainer| -> Result<f64> {
+        let logits = t.predict(Images::U8(&test.images), test.len())?;
         Ok(accuracy(&logits, &test.labels))
     };
     for step in first..cfg.steps {
@@ -509,7 +510,7 @@ pub fn train_with(
         }
         if opts.stop_after == Some(step) {
             return Ok(TrainOutcome {
-                test_accuracy: evaluate(&trainer.params)?,
+                test_accuracy: evaluate(&mut trainer)?,
                 params: trainer.params,
                 seconds: seconds(&start),
                 history,
@@ -535,14 +536,14 @@ pub fn train_with(
         let lr = lr_at(step);
         if cfg.log_every > 0 && step % cfg.log_every == 0 {
             // As the seed: accuracy on the current batch, dropout off, before the step.
-            let logits = predict(&arch, &trainer.params, &x, cfg.batch, cfg.threads)?;
+            let logits = trainer.predict(Images::F32(&x), cfg.batch)?;
             let acc = accuracy(&logits, &y);
             history.push((step, acc));
             last_acc = Some(acc);
             log(&format!("step {step}, training accuracy {acc:.4}"));
             if let Some(m) = &mut metrics {
                 let test_acc = if opts.eval_every > 0 && step > 0 && step % opts.eval_every == 0 {
-                    Some(evaluate(&trainer.params)?)
+                    Some(evaluate(&mut trainer)?)
                 } else {
                     None
                 };
@@ -590,7 +591,7 @@ pub fn train_with(
             ));
         }
     }
-    let test_accuracy = evaluate(&trainer.params)?;
+    let test_accuracy = evaluate(&mut trainer)?;
     if let Some(m) = &mut metrics {
         let mean = (window.1 > 0).then(|| window.0 / window.1 as f64);
         let last = m.row(
