@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -66,8 +66,9 @@ pub struct MetricsRow {
 
 /// Reads a metrics CSV written by `train`.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::bytes::read_at_most(path, crate::train::METRICS_MAX_BYTES, "metrics file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: not a metrics file (not UTF-8 text)", path.display()))?;
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split(',').collect();

@@ -187,6 +187,10 @@ pub struct RunOptions {
 /// `test_accuracy` on the whole test set where evaluated, `seconds` of training so far.
 pub const METRICS_HEADER: &str = "step,loss,batch_accuracy,test_accuracy,lr,seconds";
 
+/// The largest metrics file read back (a resumed run's history, the curves): 256 MiB, a
+/// row every 100 steps for far more steps than any run takes.
+pub const METRICS_MAX_BYTES: u64 = 256 << 20;
+
 /// What the progress display gets after every step.
 pub struct Tick {
     /// Steps done.
@@ -211,8 +215,11 @@ struct Metrics {
 impl Metrics {
     fn open(path: &Path, from: Option<&Path>, resume_at: Option<usize>) -> Result<Self> {
         let mut kept = String::new();
-        let old = std::fs::read_to_string(from.unwrap_or(path));
-        if let (Some(at), Ok(old)) = (resume_at, old) {
+        let old =
+            crate::bytes::read_at_most(from.unwrap_or(path), METRICS_MAX_BYTES, "metrics file")
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+        if let (Some(at), Some(old)) = (resume_at, old) {
             let columns = METRICS_HEADER.split(',').count();
             for line in old.lines().skip(1) {
                 // A row cut short by a crash has fewer columns: dropped (written again).
