@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bytes::Reader;
-use crate::train::{ArchName, InitName, LossName, Schedule, TrainConfig};
+use crate::config::TrainConfig;
 
 const MAGIC: &[u8; 8] = b"MCCKPT\0\0";
 const VERSION: u32 = 1;
@@ -31,28 +31,11 @@ pub const MAX_BYTES: u64 =
 /// The run's configuration and scalar state, stored as JSON so that a user can read it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
-    /// Architecture name (`small`, `seed`).
-    pub arch: String,
-    /// Loss name.
-    pub loss: String,
-    /// Initialiser name.
-    pub init: String,
-    /// Peak learning rate.
-    pub lr: f32,
-    /// Schedule name.
-    pub schedule: String,
-    /// Samples per step.
-    pub batch: usize,
-    /// Steps of the whole run.
-    pub steps: usize,
-    /// The run's seed.
-    pub seed: u64,
-    /// Threads (results are bit-identical only for the same count).
-    pub threads: usize,
-    /// Training images held out at the start of the set.
-    pub holdout: usize,
-    /// Shift augmentation on.
-    pub augment: bool,
+    /// The run's configuration (its fields stand at the top level of the JSON, as
+    /// `arch`, `loss`, `init`, `lr`, `schedule`, `batch`, `steps`, `seed`, `threads`,
+    /// `holdout`, `augment`).
+    #[serde(flatten)]
+    pub config: TrainConfig,
     /// The next step to run (steps `0..step` are done).
     pub step: usize,
     /// The sampler's RNG state.
@@ -86,25 +69,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The training configuration the checkpoint was written by.
+    /// The training configuration the checkpoint was written by, logging every
+    /// `log_every` steps.
     pub fn config(&self, log_every: usize) -> Result<TrainConfig> {
-        let h = &self.header;
-        let named = |kind: &str, v: &str| anyhow::anyhow!("unknown {kind} `{v}` in checkpoint");
-        use clap::ValueEnum;
         Ok(TrainConfig {
-            arch: ArchName::from_name(&h.arch)?,
-            loss: LossName::from_str(&h.loss, false).map_err(|_| named("loss", &h.loss))?,
-            init: InitName::from_str(&h.init, false).map_err(|_| named("init", &h.init))?,
-            lr: h.lr,
-            schedule: Schedule::from_str(&h.schedule, false)
-                .map_err(|_| named("schedule", &h.schedule))?,
-            batch: h.batch,
-            steps: h.steps,
-            seed: h.seed,
-            threads: h.threads,
-            holdout: h.holdout,
-            augment: h.augment,
             log_every,
+            ..self.header.config.clone()
         })
     }
 
@@ -147,10 +117,10 @@ impl Checkpoint {
         let header: Header = serde_json::from_slice(r.take(hlen)?)
             .with_context(|| format!("{what}: unreadable checkpoint header"))?;
         // JSON numbers beyond f32's range read as infinity; `train` never writes one.
-        if !(header.lr.is_finite() && header.lr > 0.0) {
+        if !(header.config.lr.is_finite() && header.config.lr > 0.0) {
             bail!(
                 "{what}: the checkpoint's learning rate {} is not a positive number",
-                header.lr
+                header.config.lr
             );
         }
         let n = r.count(4)?;
@@ -238,17 +208,20 @@ mod tests {
     fn sample() -> Checkpoint {
         Checkpoint {
             header: Header {
-                arch: "small".into(),
-                loss: "fused".into(),
-                init: "he".into(),
-                lr: 2e-3,
-                schedule: "cosine".into(),
-                batch: 8,
-                steps: 100,
-                seed: 7,
-                threads: 2,
-                holdout: 0,
-                augment: true,
+                config: TrainConfig {
+                    arch: crate::config::ArchName::Small,
+                    loss: crate::config::LossName::Fused,
+                    init: crate::config::InitName::He,
+                    lr: 2e-3,
+                    schedule: crate::config::Schedule::Cosine,
+                    batch: 8,
+                    steps: 100,
+                    seed: 7,
+                    threads: 2,
+                    holdout: 0,
+                    augment: true,
+                    log_every: 100,
+                },
                 step: 40,
                 rng: 0xdead_beef,
                 pos: 3,

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod board;
 pub mod bytes;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod engine;
 pub mod eval;

@@ -6,137 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::ValueEnum;
-use microconv::archs::{SEED, SMALL};
 use microconv::init::{init_params, mix64, Init, Rng};
-use microconv::loss::{Loss, Reduction};
+use microconv::loss::Reduction;
 use microconv::optim::{Adam, Optimizer};
-use microconv::Arch;
 
 use crate::checkpoint::{Checkpoint, Header};
+pub use crate::config::{ArchName, InitName, LossName, Schedule, TrainConfig};
 use crate::data::Dataset;
 use crate::engine::{accuracy, Images, Trainer};
-
-/// The architectures the CLI knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ArchName {
-    /// 13,194 parameters, sized for a Cortex-M4 with 64 KiB RAM.
-    Small,
-    /// The seed experiment's 3,274,634-parameter CNN.
-    Seed,
-}
-
-impl ArchName {
-    /// The layer list.
-    pub fn arch(self) -> Arch<'static> {
-        match self {
-            ArchName::Small => SMALL,
-            ArchName::Seed => SEED,
-        }
-    }
-    /// The name stored in parameter files.
-    pub fn name(self) -> &'static str {
-        match self {
-            ArchName::Small => "small",
-            ArchName::Seed => "seed",
-        }
-    }
-    /// The known architecture with `arch`'s input and layers.
-    pub fn of(arch: &Arch<'_>) -> Result<Self> {
-        [ArchName::Small, ArchName::Seed]
-            .into_iter()
-            .find(|a| {
-                let k = a.arch();
-                k.input == arch.input && k.layers == arch.layers
-            })
-            .ok_or_else(|| anyhow::anyhow!("an architecture this build does not know"))
-    }
-    /// Looks a name up.
-    pub fn from_name(s: &str) -> Result<Self> {
-        <Self as ValueEnum>::from_str(s, false)
-            .map_err(|_| anyhow::anyhow!("unknown architecture `{s}` (known: small, seed)"))
-    }
-}
-
-/// The losses, by their CLI names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LossName {
-    /// `-y * log(softmax + 1e-10)`, summed over the batch: the seed's failure.
-    Naive,
-    /// `-y * log_softmax`, summed over the batch.
-    LogSoftmax,
-    /// Fused cross-entropy on logits, mean over the batch.
-    Fused,
-}
-
-impl LossName {
-    /// The core's loss and the seed's reduction for it.
-    pub fn loss(self) -> (Loss, Reduction) {
-        match self {
-            LossName::Naive => (Loss::Naive, Reduction::Sum),
-            LossName::LogSoftmax => (Loss::LogSoftmax, Reduction::Sum),
-            LossName::Fused => (Loss::Fused, Reduction::Mean),
-        }
-    }
-    /// The CLI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            LossName::Naive => "naive",
-            LossName::LogSoftmax => "log-softmax",
-            LossName::Fused => "fused",
-        }
-    }
-}
-
-/// Initialisers, by CLI name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum InitName {
-    /// He normal (the default).
-    He,
-    /// Glorot uniform.
-    Glorot,
-    /// The seed's normal(1) / truncated normal(1).
-    Seed,
-}
-
-/// Learning-rate schedules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Schedule {
-    /// The same rate throughout.
-    Constant,
-    /// Cosine decay from `lr` to 0 over the run.
-    Cosine,
-}
-
-/// Everything a training run needs.
-#[derive(Clone, Debug)]
-pub struct TrainConfig {
-    /// Architecture.
-    pub arch: ArchName,
-    /// Loss (and its reduction).
-    pub loss: LossName,
-    /// Initialiser.
-    pub init: InitName,
-    /// Adam learning rate.
-    pub lr: f32,
-    /// Schedule of the learning rate.
-    pub schedule: Schedule,
-    /// Samples per step.
-    pub batch: usize,
-    /// Optimizer steps.
-    pub steps: usize,
-    /// Seed of initialisation, shuffling, augmentation and dropout.
-    pub seed: u64,
-    /// Threads.
-    pub threads: usize,
-    /// The first `holdout` training images are not trained on (TensorFlow's tutorial
-    /// held out 5,000 for validation).
-    pub holdout: usize,
-    /// Random shifts of up to 2 pixels.
-    pub augment: bool,
-    /// Print a line every this many steps (0: never).
-    pub log_every: usize,
-}
 
 /// What a run produced.
 pub struct TrainOutcome {
@@ -315,21 +192,8 @@ fn header(
     seconds: f64,
     window: (f64, usize),
 ) -> Header {
-    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
-        v().map_or(String::new(), |p| p.get_name().to_string())
-    };
     Header {
-        arch: cfg.arch.name().to_string(),
-        loss: name(&|| cfg.loss.to_possible_value()),
-        init: name(&|| cfg.init.to_possible_value()),
-        lr: cfg.lr,
-        schedule: name(&|| cfg.schedule.to_possible_value()),
-        batch: cfg.batch,
-        steps: cfg.steps,
-        seed: cfg.seed,
-        threads: cfg.threads,
-        holdout: cfg.holdout,
-        augment: cfg.augment,
+        config: cfg.clone(),
         step,
         rng: rng.state(),
         pos,
@@ -404,6 +268,10 @@ pub fn train_with(
         let same = Header {
             rng: h.rng,
             out: h.out.clone(),
+            config: TrainConfig {
+                log_every: h.config.log_every,
+                ..expected.config
+            },
             ..expected
         };
         if &same != h {
