@@ -175,12 +175,37 @@ pub fn run_case(case: &Case, train: &Dataset, test: &Dataset) -> Result<Record> 
 /// condition of the benchmark.
 pub struct Busy(Child);
 
+/// The environment variable that makes `host-trainer bench` one of the processes a
+/// benchmark starts itself, rather than an option a user could give.
+pub const ROLE_VAR: &str = "MICROCONV_BENCH_ROLE";
+
+/// What a process started by `bench` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Measure one case in this process and print its record as JSON.
+    Child,
+    /// Keep one core busy until killed (the load of `--busy`).
+    Spin,
+}
+
+impl Role {
+    /// The role this process was started in, from [`ROLE_VAR`].
+    pub fn from_env() -> Option<Role> {
+        match std::env::var(ROLE_VAR).as_deref() {
+            Ok("child") => Some(Role::Child),
+            Ok("spin") => Some(Role::Spin),
+            _ => None,
+        }
+    }
+}
+
 impl Busy {
-    /// Starts `host-trainer bench --spin`.
+    /// Starts `host-trainer bench` in the [`Role::Spin`] role.
     pub fn start() -> Result<Self> {
         let exe = std::env::current_exe().context("cannot find the host-trainer executable")?;
         let child = Command::new(exe)
-            .args(["bench", "--spin"])
+            .arg("bench")
+            .env(ROLE_VAR, "spin")
             .stdout(Stdio::null())
             .spawn()
             .context("cannot start the busy process")?;
@@ -203,14 +228,14 @@ pub fn spin() -> ! {
     }
 }
 
-/// Runs `case` in a child process (`host-trainer bench --child ...`) and returns its
-/// record.
+/// Runs `case` in a child process (`host-trainer bench ...` in the [`Role::Child`]
+/// role) and returns its record.
 pub fn run_child(case: &Case, data: Option<&std::path::Path>) -> Result<Record> {
     let exe = std::env::current_exe().context("cannot find the host-trainer executable")?;
     let mut cmd = Command::new(exe);
+    cmd.env(ROLE_VAR, "child");
     cmd.args([
         "bench",
-        "--child",
         "--archs",
         case.arch.name(),
         "--threads",

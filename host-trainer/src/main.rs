@@ -132,15 +132,8 @@ enum Command {
         /// Do not draw the training curves
         #[arg(long)]
         no_plots: bool,
-        /// Stop before this step after saving a checkpoint, as if interrupted (for tests)
-        #[arg(long, hide = true)]
-        stop_after: Option<usize>,
-        /// Fault injection for tests, STEP:PARAM: parameter PARAM becomes NaN before STEP
-        #[arg(long, hide = true, value_parser = parse_pair)]
-        inject_nan: Option<(usize, usize)>,
-        /// Pause this many milliseconds in the middle of each checkpoint write (for tests)
-        #[arg(long, hide = true)]
-        slow_checkpoint_ms: Option<u64>,
+        #[command(flatten)]
+        hooks: TestHooks,
     },
     /// The seed experiment: the seed CNN trained with the naive, log-softmax and fused losses
     Reproduce {
@@ -273,12 +266,6 @@ enum Command {
         /// Time each layer's forward and backward pass instead (one thread, --batch images)
         #[arg(long)]
         layers: bool,
-        /// Measure in this process (one architecture and thread count) and print JSON
-        #[arg(long, hide = true)]
-        child: bool,
-        /// Spin on one core until killed (the load of --busy)
-        #[arg(long, hide = true)]
-        spin: bool,
     },
     /// Classify image files (PNG, JPEG, PGM/PPM) of any size, colour or polarity, brought to
     /// MNIST's 28x28 convention first (host-trainer/src/predict.rs says how)
@@ -316,6 +303,52 @@ enum Command {
     },
 }
 
+/// Fault injection for the crash-safety and NaN tests. The options exist only in builds
+/// with the `test-hooks` feature (which `cargo test --workspace` enables through the
+/// `tests/` crate); a shipped `host-trainer` refuses them as unknown arguments.
+#[derive(Args, Debug, Default)]
+struct TestHooks {
+    /// Stop before this step after saving a checkpoint, as if interrupted (for tests)
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+    /// Fault injection for tests, STEP:PARAM: parameter PARAM becomes NaN before STEP
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true, value_parser = parse_pair)]
+    inject_nan: Option<(usize, usize)>,
+    /// Pause this many milliseconds in the middle of each checkpoint write (for tests)
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true)]
+    slow_checkpoint_ms: Option<u64>,
+}
+
+#[cfg(feature = "test-hooks")]
+impl TestHooks {
+    fn stop_after(&self) -> Option<usize> {
+        self.stop_after
+    }
+    fn inject_nan(&self) -> Option<(usize, usize)> {
+        self.inject_nan
+    }
+    fn slow_checkpoint(&self) -> Option<std::time::Duration> {
+        self.slow_checkpoint_ms
+            .map(std::time::Duration::from_millis)
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+impl TestHooks {
+    fn stop_after(&self) -> Option<usize> {
+        None
+    }
+    fn inject_nan(&self) -> Option<(usize, usize)> {
+        None
+    }
+    fn slow_checkpoint(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     let say = |l: &str| println!("{l}");
     match cli.command {
@@ -335,9 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             eval_every,
             no_plots,
-            stop_after,
-            inject_nan,
-            slow_checkpoint_ms,
+            hooks,
         } => {
             let resume_path = resume;
             let resume = match &resume_path {
@@ -398,13 +429,13 @@ fn run(cli: Cli) -> Result<()> {
                 checkpoint: Some(beside("ckpt")),
                 checkpoint_every,
                 resume,
-                stop_after,
+                stop_after: hooks.stop_after(),
                 metrics: Some(beside("metrics.csv")),
                 metrics_from: out.metrics_from.clone(),
                 params_path: std::path::absolute(&out.params).ok(),
                 eval_every,
-                inject_nan,
-                slow_checkpoint: slow_checkpoint_ms.map(std::time::Duration::from_millis),
+                inject_nan: hooks.inject_nan(),
+                slow_checkpoint: hooks.slow_checkpoint(),
             };
             let bar = progress::Bar::new(cfg.steps as u64);
             let o = train::train_with(&cfg, opts, &tr, &te, &mut |l| bar.line(l), &mut |t| {
@@ -684,10 +715,10 @@ fn run(cli: Cli) -> Result<()> {
             busy,
             json,
             layers,
-            child,
-            spin,
         } => {
-            if spin {
+            // The processes bench starts itself (bench::Role), not options a user gives.
+            let role = bench::Role::from_env();
+            if role == Some(bench::Role::Spin) {
                 bench::spin();
             }
             if layers {
@@ -731,7 +762,7 @@ fn run(cli: Cli) -> Result<()> {
                 backend,
                 infer: !no_infer,
             };
-            if child {
+            if role == Some(bench::Role::Child) {
                 let (tr, te) = data::load_mnist(&data.unwrap_or_else(data::default_dir))?;
                 let r = bench::run_case(&case(archs[0], threads[0]), &tr, &te)?;
                 println!("{}", serde_json::to_string(&r)?);
@@ -937,6 +968,7 @@ fn is_int8_file(path: &std::path::Path) -> bool {
 }
 
 /// `A:B` as two numbers.
+#[cfg(feature = "test-hooks")]
 fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
     let (a, b) = s.split_once(':').ok_or("expected STEP:PARAM")?;
     Ok((
@@ -1042,10 +1074,21 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
-        let c = Cli::try_parse_from(["host-trainer", "train", "--inject-nan", "5:7"]).unwrap();
-        let Command::Train { inject_nan, .. } = c.command else {
-            panic!()
-        };
-        assert_eq!(inject_nan, Some((5, 7)));
+        let hooks = Cli::try_parse_from(["host-trainer", "train", "--inject-nan", "5:7"]);
+        #[cfg(feature = "test-hooks")]
+        {
+            let Command::Train { hooks, .. } = hooks.unwrap().command else {
+                panic!()
+            };
+            assert_eq!(hooks.inject_nan(), Some((5, 7)));
+        }
+        // A build without the feature (what `cargo build --release` ships) has no hooks.
+        #[cfg(not(feature = "test-hooks"))]
+        assert_eq!(
+            hooks.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::UnknownArgument)
+        );
+        let _ = Cli::try_parse_from(["host-trainer", "bench", "--child"])
+            .map(|_| panic!("bench --child is not an option"));
     }
 }

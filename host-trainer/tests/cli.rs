@@ -156,6 +156,10 @@ fn same_seed_and_threads_give_bit_identical_parameters() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "uses train's fault-injection options: cargo test --workspace (or --features test-hooks)"
+)]
 fn a_resumed_run_ends_with_the_same_parameters_and_metrics() {
     let dir = tmp("resume");
     let train = |out: &std::path::Path, extra: &[&str]| {
@@ -475,6 +479,10 @@ fn a_closed_pipe_ends_the_output_quietly() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "uses train's fault-injection options: cargo test --workspace (or --features test-hooks)"
+)]
 fn a_nan_stops_training_naming_step_and_layer_and_the_checkpoint_resumes() {
     let dir = tmp("nan");
     let (clean, faulty) = (
@@ -528,6 +536,10 @@ fn a_nan_stops_training_naming_step_and_layer_and_the_checkpoint_resumes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "uses train's fault-injection options: cargo test --workspace (or --features test-hooks)"
+)]
 fn killed_anywhere_loses_at_most_the_steps_since_the_last_checkpoint() {
     use std::time::{Duration, Instant};
     let dir = tmp("kill");
