@@ -234,17 +234,26 @@ pub fn prepare(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Pre
     // median over a larger square removes what covers less than half of it (the thick
     // parts of a bold digit). The lower of the two is kept.
     let side = w.min(h);
-    let r_open = (side / 8).clamp(2, 120) as u8;
+    let r_open = (side / 8).clamp(2, 120);
     let r_median = (side / 4).clamp(3, 200);
-    let opened = open_square(&g, r_open);
-    let med = imageproc::filter::median_filter(&g, r_median, r_median);
+    // Both filters see the picture with its edge pixels repeated outwards, so that light
+    // growing towards an edge is followed up to the edge rather than cut off short.
+    let pad = r_median.max(2 * r_open);
+    let padded = GrayImage::from_fn(w + 2 * pad, h + 2 * pad, |x, y| {
+        *g.get_pixel(
+            x.saturating_sub(pad).min(w - 1),
+            y.saturating_sub(pad).min(h - 1),
+        )
+    });
+    let opened = open_square(&padded, r_open as u8);
+    let med = imageproc::filter::median_filter(&padded, r_median, r_median);
+    let background = |x: u32, y: u32| {
+        let (x, y) = (x + pad, y + pad);
+        opened.get_pixel(x, y).0[0].min(med.get_pixel(x, y).0[0])
+    };
     let mut ink = vec![0f32; (w * h) as usize];
-    for (i, (v, (o, m))) in g
-        .pixels()
-        .zip(opened.pixels().zip(med.pixels()))
-        .enumerate()
-    {
-        let bg = o.0[0].min(m.0[0]) as f32;
+    for (i, (x, y, v)) in g.enumerate_pixels().enumerate() {
+        let bg = background(x, y) as f32;
         let d = (v.0[0] as f32 - bg).max(0.0);
         // Dark ink on paper: the light falling on the paper scales the ink's contrast
         // too, so divide by the paper's local brightness (255 - bg once inverted).
@@ -306,27 +315,38 @@ pub fn prepare(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Pre
         .ok_or_else(no_digit)?;
     let m = comps[main];
     // Specks and dust alone: the largest mark is too small to be a digit.
-    if m.longer_side() < (side / 24).max(3) {
+    if m.longer_side() < (side / 10).max(3) {
         return Err(no_digit());
     }
     // The digit: the largest component, with the parts of some weight close to it (a
-    // stroke the threshold cut off); everything else (specks, smudges) is dropped.
+    // stroke the threshold cut off, the bar of a 5); a mark as heavy as a third of it
+    // and beside it rather than above or below is another digit. Everything else
+    // (specks, smudges) is dropped.
     let near = (m.longer_side() / 4).max(2);
+    let beside = |c: &Component| {
+        let overlap = (c.x1.min(m.x1) + 1).saturating_sub(c.x0.max(m.x0));
+        let narrower = (c.x1 - c.x0 + 1).min(m.x1 - m.x0 + 1);
+        10 * overlap < 3 * narrower
+    };
+    let large = |c: &Component| c.mass >= 0.3 * m.mass;
     let keep: Vec<bool> = comps
         .iter()
         .enumerate()
-        .map(|(i, c)| i == main || (c.mass >= 0.05 * m.mass && c.gap(&m) <= near))
+        .map(|(i, c)| {
+            i == main || (c.mass >= 0.05 * m.mass && c.gap(&m) <= near && !(large(c) && beside(c)))
+        })
         .collect();
     let mut warnings = Vec::new();
-    let large = comps
+    let others = comps
         .iter()
-        .enumerate()
-        .filter(|&(i, c)| i != main && c.mass >= 0.3 * m.mass)
+        .zip(&keep)
+        .filter(|&(c, &k)| !k && large(c))
         .count();
-    if large > 0 {
+    if others > 0 {
         warnings.push(format!(
-            "{} large marks besides the largest: the picture may hold several digits (crop it to one)",
-            large
+            "it looks like several digits ({} large mark{} besides the one classified): crop the picture to one",
+            others,
+            if others == 1 { "" } else { "s" }
         ));
     }
     let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);

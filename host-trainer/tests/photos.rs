@@ -16,14 +16,13 @@
 //! small pictures of tests/photos/ (written by `write_committed_pictures`, ignored: run
 //! it with `cargo test -p host-trainer --test photos -- --ignored` to rewrite them).
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ab_glyph::{Font, FontVec, PxScale};
 use host_trainer::{engine, export::WeightsFile, predict, train::ArchName};
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
+use image::{DynamicImage, GrayImage, Luma, RgbImage};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -208,8 +207,9 @@ fn draw(shapes: &Shapes, s: &Spec, digits: &[u8], edge: bool) -> DynamicImage {
         .iter()
         .map(|&d| shapes.ink(d, s.source, height))
         .collect();
-    let total_w: u32 = inks.iter().map(|g| g.width()).sum::<u32>() + (inks.len() as u32 - 1) * 4;
-    let max_h = inks.iter().map(|g| g.height()).max().unwrap();
+    let total_w: u32 =
+        inks.iter().map(|g| g.width()).sum::<u32>() + (inks.len() as u32).saturating_sub(1) * 4;
+    let max_h = inks.iter().map(|g| g.height()).max().unwrap_or(0);
     // Anywhere with a margin of 8% of the shorter side (or cut by the right edge).
     let margin = (side * 0.08) as u32;
     let free_x = w.saturating_sub(total_w + 2 * margin).max(1);
@@ -406,4 +406,187 @@ fn every_kind_is_classified_right() {
             );
         }
     }
+}
+
+/// What `predict` must make of a committed picture.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// This digit, and no warning.
+    Digit(u8),
+    /// A warning (several digits, a digit cut by the edge), whatever the answer.
+    Warning,
+    /// Refused: no digit found.
+    NoDigit,
+}
+
+/// The committed pictures of tests/photos/: file name, how it is drawn, what `predict`
+/// must say.
+fn committed(shapes: &Shapes) -> Vec<(&'static str, Spec, Vec<u8>, bool, Expect)> {
+    let spec = |digit, source, kind, seed: u64| Spec {
+        digit,
+        source,
+        kind,
+        size: (160, 120),
+        seed: 7000 + seed,
+    };
+    let m = |d| Source::Mnist(shapes.mnist_index(d, 0));
+    vec![
+        (
+            "3-clean.png",
+            spec(3, Source::Font(0), Kind::Clean, 1),
+            vec![3],
+            false,
+            Expect::Digit(3),
+        ),
+        (
+            "5-specks.jpg",
+            spec(5, m(5), Kind::Specks, 2),
+            vec![5],
+            false,
+            Expect::Digit(5),
+        ),
+        (
+            "2-uneven-light.jpg",
+            spec(2, Source::Font(1), Kind::Uneven, 3),
+            vec![2],
+            false,
+            Expect::Digit(2),
+        ),
+        (
+            "6-blur.jpg",
+            spec(6, m(6), Kind::Blur, 4),
+            vec![6],
+            false,
+            Expect::Digit(6),
+        ),
+        (
+            "9-photo.jpg",
+            spec(9, m(9), Kind::Photo, 5),
+            vec![9],
+            false,
+            Expect::Digit(9),
+        ),
+        (
+            "4-photo.jpg",
+            spec(4, Source::Font(0), Kind::Photo, 6),
+            vec![4],
+            false,
+            Expect::Digit(4),
+        ),
+        (
+            "edge-7.jpg",
+            spec(7, m(7), Kind::Specks, 7),
+            vec![7],
+            true,
+            Expect::Warning,
+        ),
+        (
+            "two-digits-38.jpg",
+            spec(3, Source::Font(0), Kind::Uneven, 8),
+            vec![3, 8],
+            false,
+            Expect::Warning,
+        ),
+        (
+            "blank-specks.jpg",
+            spec(0, Source::Font(0), Kind::Photo, 9),
+            vec![],
+            false,
+            Expect::NoDigit,
+        ),
+    ]
+}
+
+fn photos_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/photos")
+}
+
+/// Rewrites tests/photos/ (small pictures, a few KB each).
+#[test]
+#[ignore = "writes the committed pictures of tests/photos/"]
+fn write_committed_pictures() {
+    let shapes = Shapes::load();
+    let dir = photos_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, spec, digits, edge, _) in committed(&shapes) {
+        let img = draw(&shapes, &spec, &digits, edge);
+        let path = dir.join(name);
+        if name.ends_with(".jpg") {
+            let mut f = std::fs::File::create(&path).unwrap();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, 85)
+                .encode_image(&img)
+                .unwrap();
+        } else {
+            img.to_luma8().save(&path).unwrap();
+        }
+    }
+}
+
+#[test]
+fn committed_pictures_are_classified_or_warned() {
+    let shapes = Shapes::load();
+    let pictures = committed(&shapes);
+    let show = std::env::temp_dir().join(format!("microconv-photos-{}", std::process::id()));
+    let files: Vec<PathBuf> = pictures.iter().map(|p| photos_dir().join(p.0)).collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_host-trainer"))
+        .args(["predict", "--params"])
+        .arg(repo().join("firmware/models/small.mcw"))
+        .arg("--show")
+        .arg(&show)
+        .args(&files)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    let refused = pictures
+        .iter()
+        .filter(|p| matches!(p.4, Expect::NoDigit))
+        .count();
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "{refused} of {} images could not be classified",
+            files.len()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for ((name, _, _, _, expect), file) in pictures.iter().zip(&files) {
+        let path = file.display().to_string();
+        let answer = out.lines().find(|l| l.starts_with(&format!("{path}: ")));
+        let warned = err
+            .lines()
+            .any(|l| l.starts_with(&format!("warning: {path}: ")));
+        let shown = show.join(format!("{}.mnist.png", name.rsplit_once('.').unwrap().0));
+        match expect {
+            Expect::Digit(d) => {
+                let answer = answer.unwrap_or_else(|| panic!("no answer for {name}: {out}{err}"));
+                assert!(
+                    answer.starts_with(&format!("{path}: {d} (")),
+                    "{name}: {answer}"
+                );
+                assert!(!warned, "{name}: {err}");
+            }
+            Expect::Warning => {
+                assert!(answer.is_some(), "no answer for {name}: {out}{err}");
+                assert!(warned, "{name}: no warning: {err}");
+            }
+            Expect::NoDigit => {
+                assert!(answer.is_none(), "{name}: {out}");
+                assert!(
+                    err.contains(&format!("error: {path}: no digit found")),
+                    "{name}: {err}"
+                );
+                assert!(!shown.exists(), "{}", shown.display());
+                continue;
+            }
+        }
+        // --show wrote what the network saw.
+        let img = image::open(&shown).unwrap_or_else(|e| panic!("{}: {e}", shown.display()));
+        assert_eq!((img.width(), img.height()), (28, 28));
+    }
+    println!("{out}{err}");
+    std::fs::remove_dir_all(&show).unwrap();
 }
