@@ -3,15 +3,27 @@
 //!
 //! MNIST digits are white ink on black, the ink's bounding box scaled to fit 20x20 pixels
 //! (aspect kept), placed in a 28x28 image so that the ink's centre of mass is at the centre
-//! (LeCun et al.). [`to_mnist`] does the same to any picture:
-//! 1. grey levels (ITU-R 601 luma); transparent pixels are laid over white paper;
+//! (LeCun et al.). [`to_mnist`] does the same to any picture, photos of paper included
+//! (uneven light, specks, blur, margins); [`prepare`] also says when the picture looks
+//! unlike a single digit:
+//! 1. grey levels (ITU-R 601 luma); transparent pixels are laid over white paper; pictures
+//!    longer than 256 pixels are scaled down to 256 (area-averaging filter);
 //! 2. polarity: MNIST's ink is bright; with [`Polarity::Auto`] the picture is inverted when
 //!    its border (the outermost rows and columns) is brighter than mid-grey, as on paper;
-//! 3. background removed: levels at or below the border's median become 0, the rest are
-//!    stretched so that the brightest ink is 255;
-//! 4. the bounding box of the ink (levels above 10% of 255) is scaled (area-averaging
-//!    filter) so that its longer side is 20 pixels;
-//! 5. placed in 28x28 by its centre of mass, as MNIST did; values scaled to `[0, 1]`.
+//! 3. background estimated locally, so that light falling off across the page is not
+//!    taken for ink: the lower of a flat opening (square of a quarter of the shorter side:
+//!    strokes and specks removed) and a median (half the shorter side: the thick parts of
+//!    a bold digit removed), on the picture with its edge pixels repeated outwards;
+//!    subtracted, and for dark ink on paper divided by the paper's local brightness;
+//! 4. ink: levels above Otsu's threshold (at least 20% of the brightest), in 8-connected
+//!    components; the digit is the heaviest component with the pieces of some weight
+//!    close to it; specks and smudges are dropped. No component, or only one smaller than
+//!    a tenth of the shorter side, is "no digit found"; another large mark beside the digit
+//!    or ink touching the picture's edge is a warning;
+//! 5. the digit's pixels (and a one-pixel rim) stretched so that its 90th percentile is
+//!    white, its bounding box scaled (area-averaging filter) so that its longer side is 20
+//!    pixels;
+//! 6. placed in 28x28 by its centre of mass, as MNIST did; values scaled to `[0, 1]`.
 
 use std::io::Cursor;
 use std::panic::AssertUnwindSafe;
@@ -484,6 +496,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("blank.png: no digit found"), "{e}");
+    }
+
+    /// Dark bars on paper lit from the left and falling to a third on the right, with
+    /// dark specks: `bars` are (x0, x1, y0, y1).
+    fn shaded(bars: &[(u32, u32, u32, u32)]) -> DynamicImage {
+        let (w, h) = (120, 90);
+        let g = GrayImage::from_fn(w, h, |x, y| {
+            let light = 1.0 - 0.65 * x as f32 / w as f32;
+            let ink = bars
+                .iter()
+                .any(|&(x0, x1, y0, y1)| (x0..x1).contains(&x) && (y0..y1).contains(&y));
+            let speck = (x * 7 + y * 13) % 97 == 0;
+            let paper = if ink || speck { 30.0 } else { 235.0 };
+            Luma([(paper * light) as u8])
+        });
+        DynamicImage::ImageLuma8(g)
+    }
+
+    #[test]
+    fn uneven_light_and_specks_are_not_ink_and_odd_pictures_are_warned_about() {
+        let one = prepare(&shaded(&[(50, 58, 20, 70)]), Polarity::Auto, "one").unwrap();
+        assert_eq!(one.warnings, Vec::<String>::new());
+        // Only the bar: 20 rows tall, a few columns wide, nothing of the dark side.
+        let cols = (0..SIDE)
+            .filter(|&c| (0..SIDE).any(|r| one.x[r * SIDE + c] > 0.5))
+            .count();
+        let rows = (0..SIDE)
+            .filter(|&r| one.x[r * SIDE..][..SIDE].iter().any(|&v| v > 0.5))
+            .count();
+        assert!((2..=5).contains(&cols) && rows == 20, "{cols} {rows}");
+        let two = prepare(
+            &shaded(&[(30, 38, 20, 70), (70, 78, 20, 70)]),
+            Polarity::Auto,
+            "two",
+        )
+        .unwrap();
+        assert_eq!(two.warnings.len(), 1, "{:?}", two.warnings);
+        assert!(two.warnings[0].starts_with("it looks like several digits (1 large mark"));
+        let edge = prepare(&shaded(&[(110, 120, 20, 70)]), Polarity::Auto, "edge").unwrap();
+        assert!(
+            edge.warnings
+                .iter()
+                .any(|w| w.starts_with("the ink touches the picture's edge")),
+            "{:?}",
+            edge.warnings
+        );
+        // Specks alone are no digit.
+        let e = prepare(&shaded(&[]), Polarity::Auto, "specks.png")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("specks.png: no digit found"), "{e}");
     }
 
     /// A PNG announcing `w`x`h` pixels, with (almost) no pixel data.

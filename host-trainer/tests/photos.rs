@@ -5,7 +5,7 @@
 //! white or beige paper, 90x120 to 640x480 pixels, in five kinds:
 //! - `clean`: nothing else;
 //! - `specks`: a few hundred faint or dark specks (and some light ones), sensor noise, JPEG;
-//! - `uneven`: the light falls off across the page (to about half) and a slight blur;
+//! - `uneven`: the light falls off across the page (by 35-55%), a vignette, a slight blur;
 //! - `blur`: a stronger blur;
 //! - `photo`: all of these at once.
 //!
