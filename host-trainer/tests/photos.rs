@@ -315,12 +315,12 @@ fn draw(shapes: &Shapes, s: &Spec, digits: &[u8], edge: bool) -> DynamicImage {
 }
 
 /// The pictures of one kind: every digit, in DejaVu Sans and Sans Bold and from the first
-/// two MNIST test images of that digit, at sizes going round `SIZES`.
-fn specs(shapes: &Shapes, kind: Kind) -> Vec<Spec> {
+/// `mnist` MNIST test images of that digit, at sizes going round `SIZES`.
+fn specs(shapes: &Shapes, kind: Kind, mnist: usize) -> Vec<Spec> {
     let k = KINDS.iter().position(|&x| x == kind).unwrap() as u64;
     let mut v = Vec::new();
     for digit in 0..10u8 {
-        for j in 0..4usize {
+        for j in 0..2 + mnist {
             let source = if j < 2 {
                 Source::Font(j)
             } else {
@@ -350,14 +350,15 @@ fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
-#[test]
-fn every_kind_is_classified_right() {
+/// Classifies the pictures of every kind, prints the scores and the misses; returns
+/// (kind, right, pictures).
+fn evaluate(mnist: usize) -> Vec<(Kind, usize, usize)> {
     let shapes = Shapes::load();
     let (arch, params) = model();
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for kind in KINDS {
-        let specs = specs(&shapes, kind);
+        let specs = specs(&shapes, kind, mnist);
         let (mut right, mut font_right, mut mnist_right) = (0, 0, 0);
         for s in &specs {
             let img = draw(&shapes, s, &[s.digit], false);
@@ -384,20 +385,24 @@ fn every_kind_is_classified_right() {
             }
         }
         let n = specs.len();
-        report.push((kind, right, n, font_right, mnist_right));
+        report.push((kind, right, n, font_right, mnist_right, mnist));
     }
-    for (kind, right, n, f, m) in &report {
+    for (kind, right, n, f, m, mnist) in &report {
         println!(
-            "{kind:?}: {right}/{n} right (DejaVu Sans {f}/{}, MNIST {m}/{})",
-            n / 2,
-            n / 2
+            "{kind:?}: {right}/{n} right (DejaVu Sans {f}/20, MNIST {m}/{})",
+            10 * mnist
         );
     }
     for f in &failures {
         println!("wrong: {f}");
     }
-    for (kind, right, n, _, _) in &report {
-        if *kind == Kind::Clean {
+    report.iter().map(|r| (r.0, r.1, r.2)).collect()
+}
+
+#[test]
+fn every_kind_is_classified_right() {
+    for (kind, right, n) in evaluate(2) {
+        if kind == Kind::Clean {
             assert_eq!(right, n, "clean pictures: {right}/{n} right");
         } else {
             assert!(
@@ -406,6 +411,14 @@ fn every_kind_is_classified_right() {
             );
         }
     }
+}
+
+/// The same with the first 20 MNIST test images of each digit (220 pictures per kind,
+/// about a minute): `cargo test -p host-trainer --test photos -- --ignored more --nocapture`.
+#[test]
+#[ignore = "a minute; the figures of README's predict section"]
+fn more_handwriting() {
+    evaluate(20);
 }
 
 /// What `predict` must make of a committed picture.
