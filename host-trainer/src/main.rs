@@ -283,7 +283,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         top: usize,
         /// Save the 28x28 picture the network saw, as <name>.mnist.png, in this directory
-        #[arg(long)]
+        #[arg(long = "show", visible_alias = "save-input", value_name = "DIR")]
         save_input: Option<PathBuf>,
     },
     /// Evaluate saved parameters on the test set
@@ -873,9 +873,14 @@ fn run(cli: Cli) -> Result<()> {
             let mut failed = 0;
             for path in &images {
                 let what = path.display().to_string();
-                let x = predict::load(path).and_then(|img| predict::to_mnist(&img, ink, &what));
+                let x = predict::load(path).and_then(|img| predict::prepare(&img, ink, &what));
                 let x = match x {
-                    Ok(x) => x,
+                    Ok(p) => {
+                        for w in &p.warnings {
+                            eprintln!("warning: {what}: {w}");
+                        }
+                        p.x
+                    }
                     Err(e) if images.len() == 1 => return Err(e),
                     Err(e) => {
                         eprintln!("error: {e:#}");

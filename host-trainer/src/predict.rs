@@ -3,15 +3,27 @@
 //!
 //! MNIST digits are white ink on black, the ink's bounding box scaled to fit 20x20 pixels
 //! (aspect kept), placed in a 28x28 image so that the ink's centre of mass is at the centre
-//! (LeCun et al.). [`to_mnist`] does the same to any picture:
-//! 1. grey levels (ITU-R 601 luma); transparent pixels are laid over white paper;
+//! (LeCun et al.). [`to_mnist`] does the same to any picture, photos of paper included
+//! (uneven light, specks, blur, margins); [`prepare`] also says when the picture looks
+//! unlike a single digit:
+//! 1. grey levels (ITU-R 601 luma); transparent pixels are laid over white paper; pictures
+//!    longer than 256 pixels are scaled down to 256 (area-averaging filter);
 //! 2. polarity: MNIST's ink is bright; with [`Polarity::Auto`] the picture is inverted when
 //!    its border (the outermost rows and columns) is brighter than mid-grey, as on paper;
-//! 3. background removed: levels at or below the border's median become 0, the rest are
-//!    stretched so that the brightest ink is 255;
-//! 4. the bounding box of the ink (levels above 10% of 255) is scaled (area-averaging
-//!    filter) so that its longer side is 20 pixels;
-//! 5. placed in 28x28 by its centre of mass, as MNIST did; values scaled to `[0, 1]`.
+//! 3. background estimated locally, so that light falling off across the page is not
+//!    taken for ink: the lower of a flat opening (square of a quarter of the shorter side:
+//!    strokes and specks removed) and a median (half the shorter side: the thick parts of
+//!    a bold digit removed), on the picture with its edge pixels repeated outwards;
+//!    subtracted, and for dark ink on paper divided by the paper's local brightness;
+//! 4. ink: levels above Otsu's threshold (at least 20% of the brightest), in 8-connected
+//!    components; the digit is the heaviest component with the pieces of some weight
+//!    close to it; specks and smudges are dropped. No component, or only one smaller than
+//!    a tenth of the shorter side, is "no digit found"; another large mark beside the digit
+//!    or ink touching the picture's edge is a warning;
+//! 5. the digit's pixels (and a one-pixel rim) stretched so that its 90th percentile is
+//!    white, its bounding box scaled (area-averaging filter) so that its longer side is 20
+//!    pixels;
+//! 6. placed in 28x28 by its centre of mass, as MNIST did; values scaled to `[0, 1]`.
 
 use std::io::Cursor;
 use std::panic::AssertUnwindSafe;
@@ -53,9 +65,13 @@ pub fn limits() -> Limits {
     l
 }
 
+/// Largest picture file [`load`] reads (its compressed bytes; the decoded pixels are
+/// bounded by [`limits`]): 256 MiB, far above any photo.
+pub const MAX_FILE: u64 = 256 << 20;
+
 /// Decodes an image file (format from its content, not its name), within [`limits`].
 pub fn load(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::bytes::read_at_most(path, MAX_FILE, "picture file")?;
     decode(&bytes, limits(), &path.display().to_string())
 }
 
@@ -144,13 +160,81 @@ fn border(g: &GrayImage) -> Vec<u8> {
     v
 }
 
+/// Longest side the picture is worked on at: larger pictures are scaled down first (the
+/// digit ends up 20 pixels tall; a 4000x3000 photo need not be filtered at full size).
+const WORK_SIDE: u32 = 256;
+
+/// What [`prepare`] made of a picture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prepared {
+    /// 28x28 values in `[0, 1]`, row-major: what the network is given.
+    pub x: Vec<f32>,
+    /// Why the picture looks unlike a single digit, one line each (empty when it does).
+    pub warnings: Vec<String>,
+}
+
 /// The picture as MNIST would have it: 28x28 values in `[0, 1]`, row-major (see the
 /// module doc for every step). `what` names the file in errors.
 pub fn to_mnist(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Vec<f32>> {
+    prepare(img, polarity, what).map(|p| p.x)
+}
+
+/// Flat square opening (erosion then dilation) of side `2 * r + 1`, done as a row and a
+/// column pass each: bright features narrower than the square are removed, the rest kept.
+fn open_square(g: &GrayImage, r: u8) -> GrayImage {
+    use imageproc::morphology::{grayscale_dilate, grayscale_erode, Mask};
+    let side = 2 * u32::from(r) + 1;
+    let row = Mask::from_image(&GrayImage::from_pixel(side, 1, Luma([255])), r, 0);
+    let col = Mask::from_image(&GrayImage::from_pixel(1, side, Luma([255])), 0, r);
+    let e = grayscale_erode(&grayscale_erode(g, &row), &col);
+    grayscale_dilate(&grayscale_dilate(&e, &row), &col)
+}
+
+/// One connected component of the thresholded ink.
+#[derive(Clone, Copy, Debug)]
+struct Component {
+    /// Sum of the ink levels of its pixels.
+    mass: f64,
+    x0: u32,
+    y0: u32,
+    x1: u32,
+    y1: u32,
+}
+
+impl Component {
+    /// Gap between two boxes along their farther-apart axis, in pixels (0 if they overlap).
+    fn gap(&self, o: &Component) -> u32 {
+        let gx =
+            o.x0.saturating_sub(self.x1)
+                .max(self.x0.saturating_sub(o.x1));
+        let gy =
+            o.y0.saturating_sub(self.y1)
+                .max(self.y0.saturating_sub(o.y1));
+        gx.max(gy)
+    }
+    fn longer_side(&self) -> u32 {
+        (self.x1 - self.x0 + 1).max(self.y1 - self.y0 + 1)
+    }
+}
+
+/// [`to_mnist`] with the warnings: the picture as MNIST would have it, and why it may
+/// not hold a single digit (no ink standing out is an error).
+pub fn prepare(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Prepared> {
+    use imageproc::region_labelling::{connected_components, Connectivity};
     if img.width() == 0 || img.height() == 0 {
         bail!("{what}: the image is empty");
     }
     let mut g = grey(img);
+    let (w0, h0) = g.dimensions();
+    if w0.max(h0) > WORK_SIDE {
+        let s = WORK_SIDE as f64 / w0.max(h0) as f64;
+        let (w, h) = (
+            ((w0 as f64 * s).round() as u32).max(1),
+            ((h0 as f64 * s).round() as u32).max(1),
+        );
+        g = image::imageops::resize(&g, w, h, FilterType::Triangle);
+    }
+    let (w, h) = g.dimensions();
     let b = border(&g);
     let median = b[b.len() / 2];
     let invert = match polarity {
@@ -161,32 +245,180 @@ pub fn to_mnist(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Ve
     if invert {
         image::imageops::invert(&mut g);
     }
-    let background = if invert { 255 - median } else { median };
-    let peak = g.pixels().map(|p| p.0[0]).max().unwrap_or(0);
-    if peak <= background.saturating_add(25) {
+    // The background, estimated locally: what is left once the strokes are taken out.
+    // An opening removes bright features narrower than its square (strokes, specks); a
+    // median over a larger square removes what covers less than half of it (the thick
+    // parts of a bold digit). The lower of the two is kept.
+    let side = w.min(h);
+    let r_open = (side / 8).clamp(2, 120);
+    let r_median = (side / 4).clamp(3, 200);
+    // Both filters see the picture with its edge pixels repeated outwards, so that light
+    // growing towards an edge is followed up to the edge rather than cut off short.
+    let pad = r_median.max(2 * r_open);
+    let padded = GrayImage::from_fn(w + 2 * pad, h + 2 * pad, |x, y| {
+        *g.get_pixel(
+            x.saturating_sub(pad).min(w - 1),
+            y.saturating_sub(pad).min(h - 1),
+        )
+    });
+    let opened = open_square(&padded, r_open as u8);
+    let med = imageproc::filter::median_filter(&padded, r_median, r_median);
+    let background = |x: u32, y: u32| {
+        let (x, y) = (x + pad, y + pad);
+        opened.get_pixel(x, y).0[0].min(med.get_pixel(x, y).0[0])
+    };
+    let mut ink = vec![0f32; (w * h) as usize];
+    for (i, (x, y, v)) in g.enumerate_pixels().enumerate() {
+        let bg = background(x, y) as f32;
+        let d = (v.0[0] as f32 - bg).max(0.0);
+        // Dark ink on paper: the light falling on the paper scales the ink's contrast
+        // too, so divide by the paper's local brightness (255 - bg once inverted).
+        ink[i] = if invert {
+            d * 255.0 / (255.0 - bg).max(32.0)
+        } else {
+            d
+        };
+    }
+    let peak = ink.iter().cloned().fold(0.0f32, f32::max);
+    if peak <= 25.0 {
         bail!("{what}: no digit found (the image has no ink that stands out from its background)");
     }
-    let span = (peak - background) as f32;
-    for p in g.pixels_mut() {
-        p.0[0] = ((p.0[0].saturating_sub(background)) as f32 * 255.0 / span).round() as u8;
-    }
-    // Bounding box of the ink.
-    let ink = |v: u8| v > 25;
-    let (w, h) = g.dimensions();
-    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
-    for (x, y, p) in g.enumerate_pixels() {
-        if ink(p.0[0]) {
-            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    let levels = GrayImage::from_fn(w, h, |x, y| {
+        Luma([(ink[(y * w + x) as usize] * 255.0 / peak)
+            .round()
+            .min(255.0) as u8])
+    });
+    // Ink is what Otsu's threshold says is brighter than the background (at least 20% of
+    // the brightest), in 8-connected components.
+    let t = imageproc::contrast::otsu_level(&levels).max(51);
+    let mask = GrayImage::from_fn(w, h, |x, y| {
+        Luma([if levels.get_pixel(x, y).0[0] > t {
+            255
+        } else {
+            0
+        }])
+    });
+    let labels = connected_components(&mask, Connectivity::Eight, Luma([0u8]));
+    let mut comps: Vec<Component> = Vec::new();
+    for (x, y, l) in labels.enumerate_pixels() {
+        let l = l.0[0] as usize;
+        if l == 0 {
+            continue;
         }
+        if comps.len() < l {
+            comps.resize(
+                l,
+                Component {
+                    mass: 0.0,
+                    x0: u32::MAX,
+                    y0: u32::MAX,
+                    x1: 0,
+                    y1: 0,
+                },
+            );
+        }
+        let c = &mut comps[l - 1];
+        c.mass += levels.get_pixel(x, y).0[0] as f64;
+        (c.x0, c.y0, c.x1, c.y1) = (c.x0.min(x), c.y0.min(y), c.x1.max(x), c.y1.max(y));
     }
+    let no_digit = || {
+        anyhow::anyhow!(
+            "{what}: no digit found (the image has no ink that stands out from its background)"
+        )
+    };
+    let main = (0..comps.len())
+        .max_by(|&a, &b| comps[a].mass.total_cmp(&comps[b].mass))
+        .ok_or_else(no_digit)?;
+    let m = comps[main];
+    // Specks and dust alone: the largest mark is too small to be a digit.
+    if m.longer_side() < (side / 10).max(3) {
+        return Err(no_digit());
+    }
+    // The digit: the largest component, with the parts of some weight close to it (a
+    // stroke the threshold cut off, the bar of a 5); a mark as heavy as a third of it
+    // and beside it rather than above or below is another digit. Everything else
+    // (specks, smudges) is dropped.
+    let near = (m.longer_side() / 4).max(2);
+    let beside = |c: &Component| {
+        let overlap = (c.x1.min(m.x1) + 1).saturating_sub(c.x0.max(m.x0));
+        let narrower = (c.x1 - c.x0 + 1).min(m.x1 - m.x0 + 1);
+        10 * overlap < 3 * narrower
+    };
+    let large = |c: &Component| c.mass >= 0.3 * m.mass;
+    let keep: Vec<bool> = comps
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            i == main || (c.mass >= 0.05 * m.mass && c.gap(&m) <= near && !(large(c) && beside(c)))
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    let others = comps
+        .iter()
+        .zip(&keep)
+        .filter(|&(c, &k)| !k && large(c))
+        .count();
+    if others > 0 {
+        warnings.push(format!(
+            "it looks like several digits ({} large mark{} besides the one classified): crop the picture to one",
+            others,
+            if others == 1 { "" } else { "s" }
+        ));
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for (c, _) in comps.iter().zip(&keep).filter(|(_, &k)| k) {
+        (x0, y0, x1, y1) = (x0.min(c.x0), y0.min(c.y0), x1.max(c.x1), y1.max(c.y1));
+    }
+    if x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1 {
+        warnings.push(
+            "the ink touches the picture's edge: the digit may be cut off (leave a margin)"
+                .to_string(),
+        );
+    }
+    // The kept ink with its anti-aliased rim (one pixel around), from the threshold's
+    // half up, stretched so that the ink's 90th percentile is white.
+    let kept = GrayImage::from_fn(w, h, |x, y| {
+        let l = labels.get_pixel(x, y).0[0] as usize;
+        Luma([if l > 0 && keep[l - 1] { 255 } else { 0 }])
+    });
+    let kept = imageproc::morphology::dilate(&kept, imageproc::distance_transform::Norm::LInf, 1);
+    let mut core: Vec<u8> = levels
+        .pixels()
+        .zip(kept.pixels())
+        .zip(mask.pixels())
+        .filter(|((_, k), m)| k.0[0] > 0 && m.0[0] > 0)
+        .map(|((v, _), _)| v.0[0])
+        .collect();
+    core.sort_unstable();
+    let hi = core.get(core.len() * 9 / 10).copied().unwrap_or(255) as f32;
+    let lo = t as f32 / 2.0;
+    let (x0, y0) = (x0.saturating_sub(1), y0.saturating_sub(1));
+    let (x1, y1) = ((x1 + 1).min(w - 1), (y1 + 1).min(h - 1));
     let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
-    let crop = image::imageops::crop_imm(&g, x0, y0, bw, bh).to_image();
+    let crop = GrayImage::from_fn(bw, bh, |x, y| {
+        let (x, y) = (x + x0, y + y0);
+        if kept.get_pixel(x, y).0[0] == 0 {
+            return Luma([0]);
+        }
+        let v = (levels.get_pixel(x, y).0[0] as f32 - lo) / (hi - lo).max(1.0);
+        Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8])
+    });
+    Ok(Prepared {
+        x: place(&crop),
+        warnings,
+    })
+}
+
+/// The ink (a crop of its bounding box) scaled so that its longer side is 20 pixels and
+/// placed in 28x28 by its centre of mass, values in `[0, 1]`.
+fn place(crop: &GrayImage) -> Vec<f32> {
+    let (bw, bh) = crop.dimensions();
     let scale = INK_BOX as f32 / bw.max(bh) as f32;
     let (nw, nh) = (
         ((bw as f32 * scale).round() as u32).clamp(1, INK_BOX),
         ((bh as f32 * scale).round() as u32).clamp(1, INK_BOX),
     );
-    let small = image::imageops::resize(&crop, nw, nh, FilterType::Triangle);
+    let small = image::imageops::resize(crop, nw, nh, FilterType::Triangle);
     // Centre of mass of the scaled ink, placed at the centre of 28x28.
     let (mut m, mut mx, mut my) = (0.0f64, 0.0f64, 0.0f64);
     for (x, y, p) in small.enumerate_pixels() {
@@ -209,7 +441,7 @@ pub fn to_mnist(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Ve
             out[ty as usize * SIDE + tx as usize] = p.0[0] as f32 / 255.0;
         }
     }
-    Ok(out)
+    out
 }
 
 /// Saves 28x28 values in `[0, 1]` as an 8-bit grey PNG (what the network saw).
@@ -268,6 +500,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("blank.png: no digit found"), "{e}");
+    }
+
+    /// Dark bars on paper lit from the left and falling to a third on the right, with
+    /// dark specks: `bars` are (x0, x1, y0, y1).
+    fn shaded(bars: &[(u32, u32, u32, u32)]) -> DynamicImage {
+        let (w, h) = (120, 90);
+        let g = GrayImage::from_fn(w, h, |x, y| {
+            let light = 1.0 - 0.65 * x as f32 / w as f32;
+            let ink = bars
+                .iter()
+                .any(|&(x0, x1, y0, y1)| (x0..x1).contains(&x) && (y0..y1).contains(&y));
+            let speck = (x * 7 + y * 13) % 97 == 0;
+            let paper = if ink || speck { 30.0 } else { 235.0 };
+            Luma([(paper * light) as u8])
+        });
+        DynamicImage::ImageLuma8(g)
+    }
+
+    #[test]
+    fn uneven_light_and_specks_are_not_ink_and_odd_pictures_are_warned_about() {
+        let one = prepare(&shaded(&[(50, 58, 20, 70)]), Polarity::Auto, "one").unwrap();
+        assert_eq!(one.warnings, Vec::<String>::new());
+        // Only the bar: 20 rows tall, a few columns wide, nothing of the dark side.
+        let cols = (0..SIDE)
+            .filter(|&c| (0..SIDE).any(|r| one.x[r * SIDE + c] > 0.5))
+            .count();
+        let rows = (0..SIDE)
+            .filter(|&r| one.x[r * SIDE..][..SIDE].iter().any(|&v| v > 0.5))
+            .count();
+        assert!((2..=5).contains(&cols) && rows == 20, "{cols} {rows}");
+        let two = prepare(
+            &shaded(&[(30, 38, 20, 70), (70, 78, 20, 70)]),
+            Polarity::Auto,
+            "two",
+        )
+        .unwrap();
+        assert_eq!(two.warnings.len(), 1, "{:?}", two.warnings);
+        assert!(two.warnings[0].starts_with("it looks like several digits (1 large mark"));
+        let edge = prepare(&shaded(&[(110, 120, 20, 70)]), Polarity::Auto, "edge").unwrap();
+        assert!(
+            edge.warnings
+                .iter()
+                .any(|w| w.starts_with("the ink touches the picture's edge")),
+            "{:?}",
+            edge.warnings
+        );
+        // Specks alone are no digit.
+        let e = prepare(&shaded(&[]), Polarity::Auto, "specks.png")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("specks.png: no digit found"), "{e}");
     }
 
     /// A PNG announcing `w`x`h` pixels, with (almost) no pixel data.
