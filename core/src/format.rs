@@ -65,6 +65,7 @@ pub struct Aligned<T: ?Sized>(pub T);
 
 /// What is wrong with a weights file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FormatError {
     /// Fewer bytes than the smallest possible file.
     TooShort {
