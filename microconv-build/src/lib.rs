@@ -28,6 +28,9 @@
 //!   `microconv::qformat::QModel::parse` (int8) to read in place;
 //! - `INT8: bool`: whether it is an int8 (version 2) file.
 //!
+//! The generated code refers to the core as `microconv::...`: depend on it under that
+//! name (`microconv = { version = "0.1", features = ["dsp"] }` on a Cortex-M4/M7/M33).
+//!
 //! The file is parsed here with the same parser the firmware runs, so a corrupt,
 //! truncated or incompatible file fails the build with the file's path, the reason and
 //! what to do, instead of failing on the device. A relative path is relative to the
