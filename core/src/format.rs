@@ -65,6 +65,7 @@ pub struct Aligned<T: ?Sized>(pub T);
 
 /// What is wrong with a weights file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FormatError {
     /// Fewer bytes than the smallest possible file.
     TooShort {
@@ -417,7 +418,27 @@ pub(crate) fn parse_header(
 }
 
 impl<'a> Model<'a> {
-    /// Parses and checks a weights file, borrowing the parameters from `bytes`.
+    /// Parses and checks a weights file, borrowing the parameters from `bytes` (which
+    /// must be 4-byte aligned: in firmware, embed the file in [`Aligned`], or let
+    /// `microconv-build` do it).
+    ///
+    /// ```
+    /// use microconv::format::{self, Aligned, Model};
+    /// use microconv::{Arch, Layer, Shape, layers::Dense};
+    ///
+    /// const ARCH: Arch = Arch::new(Shape::flat(4), &[Layer::Dense(Dense::new(3))]);
+    /// let params = [0.25f32; ARCH.param_count()];
+    /// let mut file = Aligned([0u8; 256]);
+    /// let len = format::write(&ARCH, &params, &mut file.0).unwrap();
+    ///
+    /// let model = Model::parse(&file.0[..len]).unwrap();
+    /// assert!(model.arch() == ARCH);
+    /// assert_eq!(model.params(), &params[..]);
+    ///
+    /// // Truncated: an error that says so.
+    /// let e = Model::parse(&file.0[..len - 4]).unwrap_err();
+    /// assert!(e.to_string().contains("truncated"));
+    /// ```
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
         let (body, input, layers) = parse_header(bytes, VERSION)?;
         let count = layers.len();

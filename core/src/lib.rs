@@ -92,6 +92,11 @@ pub use shape::{Padding, Shape};
 /// Architectures that ship with microconv.
 pub mod archs;
 
+/// The Rust examples of the crate's README (crates.io's page), compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;
+
 /// The Rust examples of the repository's README, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

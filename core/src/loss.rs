@@ -136,6 +136,19 @@ fn check_row(x: &[f32], label: usize, dx: &Option<&mut [f32]>) -> Result<f32, Er
 
 /// Fused cross-entropy of one sample: `log_sum_exp(x) - x[label]`, and, if `dx` is given,
 /// `dx = scale * (softmax(x) - onehot(label))`, in one pass over `exp(x - m)`.
+///
+/// ```
+/// use microconv::loss::cross_entropy_with_logits;
+///
+/// let logits = [2.0f32, -1.0, 1000.0];
+/// let mut grad = [0.0f32; 3];
+/// let loss = cross_entropy_with_logits(&logits, 0, 1.0, Some(&mut grad)).unwrap();
+/// assert!((loss - 998.0).abs() < 1e-3); // huge logits: finite, no overflow
+/// assert!((grad[2] - 1.0).abs() < 1e-6 && (grad[0] + 1.0).abs() < 1e-6);
+/// // A NaN logit or an out-of-range label is an error.
+/// assert!(cross_entropy_with_logits(&[f32::NAN, 0.0], 0, 1.0, None).is_err());
+/// assert!(cross_entropy_with_logits(&logits, 3, 1.0, None).is_err());
+/// ```
 pub fn cross_entropy_with_logits(
     x: &[f32],
     label: usize,

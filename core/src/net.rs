@@ -464,6 +464,24 @@ pub fn logits<'x>(arch: &Arch<'_>, acts: &'x [f32], n: usize) -> Result<&'x [f32
 
 /// Inference over `n` samples with only two live activation buffers in `buf`
 /// ([`Arch::inference_len`]`(n)`); returns the logits `[n, classes]` (a part of `buf`).
+///
+/// ```
+/// use microconv::archs::SMALL;
+/// use microconv::net::{infer, Exec};
+///
+/// // Every buffer sized at compile time (on a microcontroller: `static`s).
+/// let params = vec![0.01f32; SMALL.param_count()];
+/// let mut buf = [0.0f32; SMALL.inference_len(1)];
+/// let image = [0.5f32; 28 * 28];
+/// let logits = infer(&SMALL, &params, &image, 1, &mut buf, &Exec::REFERENCE, &mut []).unwrap();
+/// assert_eq!(logits.len(), 10);
+/// let digit = microconv::loss::argmax(logits);
+/// assert!(digit < 10);
+///
+/// // A buffer of the wrong size is an error, not a panic.
+/// let mut small = [0.0f32; 16];
+/// assert!(infer(&SMALL, &params, &image, 1, &mut small, &Exec::REFERENCE, &mut []).is_err());
+/// ```
 pub fn infer<'b>(
     arch: &Arch<'_>,
     params: &[f32],

@@ -141,6 +141,18 @@ impl Optimizer {
     }
 
     /// One update of `params` from `grads`.
+    ///
+    /// ```
+    /// use microconv::optim::{Adam, Optimizer};
+    ///
+    /// const OPT: Optimizer = Optimizer::Adam(Adam::new(0.1));
+    /// let mut params = [1.0f32, -1.0];
+    /// let mut state = [0.0f32; OPT.state_len(2)]; // Adam: m and v
+    /// let mut opt = OPT;
+    /// opt.step(&mut params, &[0.5, -0.5], &mut state).unwrap();
+    /// // Adam's first step moves each parameter by about lr against its gradient's sign.
+    /// assert!((params[0] - 0.9).abs() < 1e-4 && (params[1] + 0.9).abs() < 1e-4);
+    /// ```
     pub fn step(
         &mut self,
         params: &mut [f32],

@@ -250,6 +250,22 @@ fn parse_quant(w: &[i32], index: usize) -> Result<(QParams, i8, i8), FormatError
 impl<'a> QModel<'a> {
     /// Parses and checks an int8 weights file, borrowing the data from `bytes` (which
     /// must be 4-byte aligned: embed it in [`crate::format::Aligned`]).
+    ///
+    /// In firmware, `microconv-build` embeds a file from `host-trainer quantize --out` and
+    /// this reads it in place (`QModel::parse(&MODEL.0)`, then [`QModel::net`] for
+    /// [`crate::quant::infer_i8`]). A float file is refused with the reason:
+    ///
+    /// ```
+    /// use microconv::format::{self, Aligned, FormatError};
+    /// use microconv::qformat::QModel;
+    /// use microconv::{Arch, Layer, Shape, layers::Dense};
+    ///
+    /// const ARCH: Arch = Arch::new(Shape::flat(4), &[Layer::Dense(Dense::new(3))]);
+    /// let mut file = Aligned([0u8; 256]);
+    /// let len = format::write(&ARCH, &[0.5; ARCH.param_count()], &mut file.0).unwrap();
+    /// let e = QModel::parse(&file.0[..len]).unwrap_err();
+    /// assert!(matches!(e, FormatError::WrongPrecision { found: 1 }));
+    /// ```
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
         let (body, input, layers) = parse_header(bytes, VERSION_INT8)?;
         let arch = Arch::new(input, &layers);

@@ -1,0 +1,615 @@
+//! # microconv-build
+//!
+//! Embeds a trained [microconv](https://docs.rs/microconv) weights file in a firmware
+//! crate, checked at compile time. Call it from the crate's `build.rs`:
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     // `model.mcw` sits next to Cargo.toml: written by `host-trainer export` (float)
+//!     // or `host-trainer quantize --out` (int8).
+//!     microconv_build::Embed::new("model.mcw").run();
+//! }
+//! ```
+//!
+//! and include what it generates, once, in the crate:
+//!
+//! ```ignore
+//! include!(concat!(env!("OUT_DIR"), "/model.rs"));
+//! ```
+//!
+//! which declares, read from the file:
+//!
+//! - `LAYERS: [microconv::Layer; N]` and `ARCH: microconv::Arch<'static>`: the
+//!   architecture, as `const`s, so every buffer can be a `static` sized by the core's
+//!   `const fn`s (`ARCH.inference_len(1)`, `ARCH.param_count()`, ...);
+//! - `MODEL: &microconv::format::Aligned<[u8]>`: the file itself, 16-byte aligned in
+//!   flash, for `microconv::format::Model::parse` (float) or
+//!   `microconv::qformat::QModel::parse` (int8) to read in place;
+//! - `INT8: bool`: whether it is an int8 (version 2) file.
+//!
+//! The generated code refers to the core as `microconv::...`: depend on it under that
+//! name (`microconv = { version = "0.1", features = ["dsp"] }` on a Cortex-M4/M7/M33).
+//!
+//! The file is parsed here with the same parser the firmware runs, so a corrupt,
+//! truncated or incompatible file fails the build with the file's path, the reason and
+//! what to do, instead of failing on the device. A relative path is relative to the
+//! crate's directory (`CARGO_MANIFEST_DIR`), and cargo rebuilds when the file changes.
+//!
+//! For tests and other tools, [`render`] turns the bytes of a file into that code without
+//! touching the file system or cargo's environment.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+// The build.rs example above is a whole file, `fn main` included.
+#![allow(clippy::needless_doctest_main)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::{env, fs, io, process};
+
+use microconv::format::{FormatError, Model};
+use microconv::qformat::QModel;
+use microconv::{Layer, Padding};
+
+/// The core's shape type, for [`Embed::expect_input`] (re-exported so that a build
+/// script needs no other dependency).
+pub use microconv::Shape;
+
+/// The precision of a weights file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Precision {
+    /// A float model: a version 1 file, written by `host-trainer export`.
+    Float,
+    /// An int8 model: a version 2 file, written by `host-trainer quantize --out`.
+    Int8,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Float => "float (version 1, `host-trainer export`)",
+            Precision::Int8 => "int8 (version 2, `host-trainer quantize --out`)",
+        })
+    }
+}
+
+/// What a weights file holds, as [`render`] and [`Embed::write`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Float or int8.
+    pub precision: Precision,
+    /// The input shape (height, width, channels).
+    pub input: Shape,
+    /// The number of classes (the last layer's outputs).
+    pub classes: usize,
+    /// The number of layers.
+    pub layers: usize,
+    /// The number of parameters (weights and biases).
+    pub params: usize,
+    /// The size of the file in bytes (what it costs in flash).
+    pub file_len: usize,
+}
+
+/// Why a weights file cannot be embedded. Its `Display` names the file, says what is
+/// wrong and what to do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file cannot be read.
+    Read {
+        /// The file, as resolved.
+        path: PathBuf,
+        /// The environment variable that chose it, if one did.
+        env: Option<String>,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file does not parse: it is corrupt, truncated, or not a microconv weights file.
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What the parser found.
+        source: FormatError,
+    },
+    /// The file parses but its model does not fit what [`Embed`] was told to expect.
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What was expected, in words.
+        expected: String,
+        /// What the file holds, in words.
+        found: String,
+    },
+    /// A cargo build-script variable (`CARGO_MANIFEST_DIR`, `OUT_DIR`) is missing:
+    /// [`Embed::write`] runs only inside a build script.
+    NotInBuildScript {
+        /// The variable.
+        var: &'static str,
+    },
+    /// The generated files cannot be written.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Read { path, env, source } => {
+                write!(f, "cannot read weights file {}: {source} (write one with `host-trainer export` or `host-trainer quantize --out`", path.display())?;
+                if let Some(var) = env {
+                    write!(f, ", or set {var} to one")?;
+                }
+                f.write_str("; a relative path is relative to the crate's directory, where its Cargo.toml is)")
+            }
+            Error::Format { path, source } => write!(
+                f,
+                "weights file {} is not usable: {source} (write it again with `host-trainer export` or `host-trainer quantize --out`)",
+                path.display()
+            ),
+            Error::Mismatch { path, expected, found } => write!(
+                f,
+                "weights file {} holds a model with {found}, and this crate expects {expected}: embed a model trained for it",
+                path.display()
+            ),
+            Error::NotInBuildScript { var } => write!(
+                f,
+                "{var} is not set: microconv_build::Embed::write runs in a build script (build.rs), where cargo sets it"
+            ),
+            Error::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Read { source, .. } | Error::Write { source, .. } => Some(source),
+            Error::Format { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Embed::write`] embedded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Embedded {
+    /// The weights file, as resolved.
+    pub path: PathBuf,
+    /// The generated Rust file, for `include!`.
+    pub rust_file: PathBuf,
+    /// What the file holds.
+    pub summary: Summary,
+}
+
+/// A weights file to embed, and what the crate expects of it. See the [crate] docs.
+#[derive(Clone, Debug)]
+pub struct Embed {
+    path: PathBuf,
+    env: Option<String>,
+    out: String,
+    input: Option<Shape>,
+    classes: Option<usize>,
+    precision: Option<Precision>,
+}
+
+impl Embed {
+    /// Embeds the weights file at `path` (relative to the crate's directory unless
+    /// absolute). The generated file is `$OUT_DIR/model.rs`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Embed {
+            path: path.into(),
+            env: None,
+            out: "model.rs".into(),
+            input: None,
+            classes: None,
+            precision: None,
+        }
+    }
+
+    /// Lets the environment variable `var`, when set and not empty, name the file
+    /// instead (for example `MICROCONV_WEIGHTS=model-int8.mcw cargo build`); cargo
+    /// rebuilds when it changes.
+    pub fn env_override(mut self, var: &str) -> Self {
+        self.env = Some(var.into());
+        self
+    }
+
+    /// The name of the generated file in `OUT_DIR` (default `model.rs`), for a crate that
+    /// embeds more than one model.
+    pub fn out_file(mut self, name: &str) -> Self {
+        self.out = name.into();
+        self
+    }
+
+    /// Fails the build unless the model's input is `input` (for example
+    /// `Shape::new(28, 28, 1)`).
+    pub fn expect_input(mut self, input: Shape) -> Self {
+        self.input = Some(input);
+        self
+    }
+
+    /// Fails the build unless the model has `classes` outputs.
+    pub fn expect_classes(mut self, classes: usize) -> Self {
+        self.classes = Some(classes);
+        self
+    }
+
+    /// Fails the build unless the file is of this precision (by default both are taken,
+    /// and the generated `INT8` says which it is).
+    pub fn expect_precision(mut self, precision: Precision) -> Self {
+        self.precision = Some(precision);
+        self
+    }
+
+    /// The file this would embed: the environment override if set, else the path given
+    /// to [`Embed::new`], relative to `manifest_dir` unless absolute.
+    pub fn resolve(&self, manifest_dir: &Path) -> PathBuf {
+        let chosen = self
+            .env
+            .as_deref()
+            .and_then(env::var_os)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.path.clone());
+        manifest_dir.join(chosen)
+    }
+
+    /// Checks the model against what was expected.
+    fn check(&self, path: &Path, s: &Summary) -> Result<(), Error> {
+        let mismatch = |expected: String, found: String| Error::Mismatch {
+            path: path.into(),
+            expected,
+            found,
+        };
+        if let Some(i) = self.input {
+            if i != s.input {
+                return Err(mismatch(
+                    format!("{}x{}x{} inputs", i.h, i.w, i.c),
+                    format!("{}x{}x{} inputs", s.input.h, s.input.w, s.input.c),
+                ));
+            }
+        }
+        if let Some(c) = self.classes {
+            if c != s.classes {
+                return Err(mismatch(
+                    format!("{c} classes"),
+                    format!("{} classes", s.classes),
+                ));
+            }
+        }
+        if let Some(p) = self.precision {
+            if p != s.precision {
+                return Err(mismatch(
+                    format!("a {p} model"),
+                    format!("{} weights", s.precision),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// In a build script: reads and checks the file, copies it to `OUT_DIR` and writes
+    /// the Rust file there; tells cargo to rebuild when the file (or the environment
+    /// override) changes.
+    pub fn write(&self) -> Result<Embedded, Error> {
+        let var = |var: &'static str| {
+            env::var_os(var)
+                .map(PathBuf::from)
+                .ok_or(Error::NotInBuildScript { var })
+        };
+        let dir = var("CARGO_MANIFEST_DIR")?;
+        let out = var("OUT_DIR")?;
+        if let Some(v) = &self.env {
+            println!("cargo:rerun-if-env-changed={v}");
+        }
+        let path = self.resolve(&dir);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let bytes = fs::read(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            env: self.env.clone(),
+            source,
+        })?;
+        let stem = Path::new(&self.out)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let copy = out.join(format!("{stem}.mcw"));
+        let (code, summary) = render(
+            &bytes,
+            &path.display().to_string(),
+            &copy.display().to_string(),
+        )
+        .map_err(|source| Error::Format {
+            path: path.clone(),
+            source,
+        })?;
+        self.check(&path, &summary)?;
+        fs::write(&copy, &bytes).map_err(|source| Error::Write {
+            path: copy.clone(),
+            source,
+        })?;
+        let rust_file = out.join(&self.out);
+        fs::write(&rust_file, code).map_err(|source| Error::Write {
+            path: rust_file.clone(),
+            source,
+        })?;
+        Ok(Embedded {
+            path,
+            rust_file,
+            summary,
+        })
+    }
+
+    /// [`Embed::write`], and on error stops the build with its message (printed for
+    /// cargo as `cargo::error`, and to stderr).
+    pub fn run(&self) -> Embedded {
+        match self.write() {
+            Ok(e) => e,
+            Err(e) => fail(&e),
+        }
+    }
+}
+
+/// Stops a build script with `e`'s message: the build fails and cargo shows why.
+pub fn fail(e: &dyn fmt::Display) -> ! {
+    eprintln!("\nerror: {e}\n");
+    println!("cargo::error={e}");
+    process::exit(1)
+}
+
+fn padding(p: Padding) -> &'static str {
+    match p {
+        Padding::Same => "microconv::Padding::Same",
+        Padding::Valid => "microconv::Padding::Valid",
+    }
+}
+
+fn layer_code(l: &Layer) -> String {
+    match *l {
+        Layer::Conv2d(c) => format!(
+            "microconv::Layer::Conv2d(microconv::layers::Conv2d::with({}, {}, {}, {}))",
+            c.kernel,
+            c.stride,
+            padding(c.padding),
+            c.filters
+        ),
+        Layer::MaxPool(p) => format!(
+            "microconv::Layer::MaxPool(microconv::layers::MaxPool::new({}, {}, {}))",
+            p.size,
+            p.stride,
+            padding(p.padding)
+        ),
+        Layer::Dense(d) => format!(
+            "microconv::Layer::Dense(microconv::layers::Dense::new({}))",
+            d.units
+        ),
+        Layer::Relu => "microconv::Layer::Relu".into(),
+        Layer::Flatten => "microconv::Layer::Flatten".into(),
+        Layer::Dropout(d) => format!(
+            "microconv::Layer::Dropout(microconv::layers::Dropout::new(f32::from_bits({:#x})))",
+            d.keep.to_bits()
+        ),
+    }
+}
+
+/// Parses the weights file `bytes` (float or int8) and returns the Rust code that
+/// declares `LAYERS`, `ARCH`, `MODEL` and `INT8` (see the [crate] docs), with `MODEL`
+/// reading the file from `include_path` through `include_bytes!`; `source` names the
+/// file in the code's header comment.
+///
+/// ```
+/// // A float file: a 2x2 input, one dense layer of 2 units.
+/// use microconv::{Arch, Layer, Shape, layers::Dense};
+/// const ARCH: Arch = Arch::new(Shape::flat(2), &[Layer::Dense(Dense::new(2))]);
+/// let params = [0.5f32; ARCH.param_count()];
+/// let mut file = [0u8; 512];
+/// let len = microconv::format::write(&ARCH, &params, &mut file).unwrap();
+///
+/// let (code, summary) = microconv_build::render(&file[..len], "tiny.mcw", "/out/tiny.mcw").unwrap();
+/// assert!(code.contains("pub const ARCH: microconv::Arch<'static>"));
+/// assert_eq!((summary.classes, summary.params), (2, 6));
+///
+/// // One flipped byte: the CRC-32 no longer matches.
+/// file[len - 1] ^= 1;
+/// let err = microconv_build::render(&file[..len], "tiny.mcw", "/out/tiny.mcw").unwrap_err();
+/// assert!(err.to_string().contains("checksum mismatch"));
+/// ```
+pub fn render(
+    bytes: &[u8],
+    source: &str,
+    include_path: &str,
+) -> Result<(String, Summary), FormatError> {
+    // The parsers read in place and need 4-byte alignment: parse from u32 storage.
+    let words: Vec<u32> = bytes
+        .chunks(4)
+        .map(|c| c.iter().rev().fold(0u32, |a, &b| (a << 8) | b as u32))
+        .collect();
+    let aligned: &[u8] = bytemuck::cast_slice(&words)
+        .get(..bytes.len())
+        .unwrap_or_default();
+    // Version 2 files hold int8 models (`host-trainer quantize --out`).
+    let int8 = aligned.get(8..12) == Some(&2u32.to_le_bytes()[..]);
+    let (qmodel, model);
+    let arch = if int8 {
+        qmodel = QModel::parse(aligned)?;
+        qmodel.arch()
+    } else {
+        model = Model::parse(aligned)?;
+        model.arch()
+    };
+    let summary = Summary {
+        precision: if int8 {
+            Precision::Int8
+        } else {
+            Precision::Float
+        },
+        input: arch.input,
+        classes: arch.classes(),
+        layers: arch.layers.len(),
+        params: arch.param_count(),
+        file_len: bytes.len(),
+    };
+    let mut code = format!("// Generated by microconv-build from {source}: do not edit.\n");
+    let _ = writeln!(
+        code,
+        "/// The layers of the embedded model.\npub const LAYERS: [microconv::Layer; {}] = [",
+        arch.layers.len()
+    );
+    for l in arch.layers {
+        let _ = writeln!(code, "    {},", layer_code(l));
+    }
+    let _ = writeln!(code, "];");
+    let _ = writeln!(
+        code,
+        "/// The architecture of the embedded model.\npub const ARCH: microconv::Arch<'static> = microconv::Arch::new(microconv::Shape::new({}, {}, {}), &LAYERS);",
+        arch.input.h, arch.input.w, arch.input.c
+    );
+    let _ = writeln!(
+        code,
+        "/// The weights file, 16-byte aligned in flash.\npub static MODEL: &microconv::format::Aligned<[u8]> = &microconv::format::Aligned(*include_bytes!({include_path:?}));",
+    );
+    let _ = writeln!(
+        code,
+        "/// Whether the embedded model is int8 (a version 2 file) rather than float.\npub const INT8: bool = {int8};"
+    );
+    Ok((code, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str) -> Vec<u8> {
+        fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../firmware/models")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn float_and_int8_files_render_their_architecture() {
+        for (name, precision) in [
+            ("small.mcw", Precision::Float),
+            ("small-int8.mcw", Precision::Int8),
+        ] {
+            let bytes = file(name);
+            let (code, s) = render(&bytes, name, "/o/model.mcw").unwrap();
+            assert_eq!(s.precision, precision, "{name}");
+            assert_eq!((s.input, s.classes), (Shape::new(28, 28, 1), 10));
+            assert_eq!(s.file_len, bytes.len());
+            assert!(code.contains(&format!(
+                "pub const INT8: bool = {};",
+                precision == Precision::Int8
+            )));
+            assert!(code.contains("include_bytes!(\"/o/model.mcw\")"));
+            assert!(code.contains(&format!(
+                "pub const LAYERS: [microconv::Layer; {}]",
+                s.layers
+            )));
+        }
+    }
+
+    #[test]
+    fn the_architecture_code_matches_the_file() {
+        // The generated layer list, parsed back with the core, is the file's.
+        let bytes = file("small.mcw");
+        let (code, _) = render(&bytes, "small.mcw", "x").unwrap();
+        let words: Vec<u32> = bytes
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let m = Model::parse(bytemuck::cast_slice(&words)).unwrap();
+        let expected: Vec<String> = m.arch().layers.iter().map(layer_code).collect();
+        let got: Vec<&str> = code
+            .lines()
+            .filter_map(|l| l.strip_prefix("    ")?.strip_suffix(','))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(code.contains("microconv::Shape::new(28, 28, 1)"));
+    }
+
+    #[test]
+    fn bad_files_are_errors_that_say_why() {
+        let good = file("small.mcw");
+        let mut corrupt = good.clone();
+        corrupt[1000] ^= 0xff;
+        let cases: [(&[u8], &str); 5] = [
+            (&corrupt, "checksum mismatch"),
+            (&good[..good.len() - 7], "truncated"),
+            (&good[..10], "too short"),
+            (&[0u8; 4096], "bad magic"),
+            (b"", "too short"),
+        ];
+        for (bytes, why) in cases {
+            let e = render(bytes, "f", "f").unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        let mut v9 = good.clone();
+        v9[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let e = render(&v9, "f", "f").unwrap_err();
+        assert!(
+            matches!(e, FormatError::UnsupportedVersion { found: 9, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn expectations_are_checked() {
+        let (_, s) = render(&file("small-int8.mcw"), "f", "f").unwrap();
+        let p = Path::new("m.mcw");
+        let ok = Embed::new(p)
+            .expect_input(Shape::new(28, 28, 1))
+            .expect_classes(10)
+            .expect_precision(Precision::Int8);
+        assert!(ok.check(p, &s).is_ok());
+        let e = Embed::new(p).expect_classes(3).check(p, &s).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("10 classes, and this crate expects 3 classes"),
+            "{e}"
+        );
+        let e = Embed::new(p)
+            .expect_input(Shape::new(32, 32, 3))
+            .check(p, &s)
+            .unwrap_err();
+        assert!(e.to_string().contains("28x28x1 inputs"), "{e}");
+        let e = Embed::new(p)
+            .expect_precision(Precision::Float)
+            .check(p, &s)
+            .unwrap_err();
+        assert!(e.to_string().contains("expects a float"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_crate() {
+        let e = Embed::new("models/x.mcw");
+        assert_eq!(
+            e.resolve(Path::new("/crate")),
+            Path::new("/crate/models/x.mcw")
+        );
+        let e = Embed::new("/abs/x.mcw");
+        assert_eq!(e.resolve(Path::new("/crate")), Path::new("/abs/x.mcw"));
+    }
+
+    #[test]
+    fn outside_a_build_script_write_says_so() {
+        // Tests run without OUT_DIR (cargo sets it for build scripts only).
+        if env::var_os("OUT_DIR").is_none() {
+            let e = Embed::new("x.mcw").write().unwrap_err();
+            assert!(e.to_string().contains("build script"), "{e}");
+        }
+    }
+}
