@@ -4,9 +4,9 @@
 //!
 //! Serial: the 16550 UART at 0x1000_0000. Logs: none (no defmt on this target); a
 //! failure or panic ends QEMU through the virt machine's test device (0x10_0000) with
-//! exit status 1, which `host-trainer` reports. Cost: the `minstret` CSR (retired
-//! instructions: exact under QEMU), reported in units of 40 instructions like the Arm
-//! targets. Memory: linked for a GD32VF103CB's 128 KiB flash and 32 KiB RAM, placed in
+//! exit status 1, which `host-trainer` reports. Cost: the CLINT's 10 MHz `mtime` (100
+//! instructions per tick under `-icount shift=0`), reported in units of 40 instructions
+//! like the Arm targets. Memory: linked for a GD32VF103CB's 128 KiB flash and 32 KiB RAM, placed in
 //! QEMU's RAM at 0x8000_0000 (build.rs).
 #![no_std]
 #![no_main]
@@ -102,25 +102,36 @@ impl OutputPin for NoLed {
     }
 }
 
-/// Busy-wait for about `ns` nanoseconds: one instruction is 1 ns under `-icount shift=0`.
-struct InstretDelay;
+/// The CLINT's `mtime` (low word), 10 MHz on the virt machine: under `-icount shift=0`
+/// one instruction is 1 ns, so one tick is 100 instructions. (QEMU 7.2's `minstret` and
+/// `mcycle` read back non-monotonic values here: measured, so not used.)
+fn mtime() -> u32 {
+    // SAFETY: the virt machine's CLINT `mtime` register (0x0200_BFF8), always mapped,
+    // 4-byte aligned, read-only in effect. Exercised by every CI run of this target.
+    unsafe { read_volatile(0x0200_BFF8 as *const u32) }
+}
 
-impl DelayNs for InstretDelay {
+/// Busy-wait for at least `ns` nanoseconds of virtual time.
+struct TimerDelay;
+
+impl DelayNs for TimerDelay {
     fn delay_ns(&mut self, ns: u32) {
-        let start = riscv::register::minstret::read();
-        while riscv::register::minstret::read().wrapping_sub(start) < ns as usize {}
+        let start = mtime();
+        let ticks = ns.div_ceil(100).max(1);
+        while mtime().wrapping_sub(start) < ticks {}
     }
 }
 
-/// `minstret`, in units of 40 instructions (the unit of the Arm QEMU targets).
-struct Instret(usize);
+/// `mtime`, in units of 40 instructions (the unit of the Arm QEMU targets): one
+/// 100-instruction tick is 2.5 units, so the count is exact to 100 instructions.
+struct MtimeWatch(u32);
 
-impl Stopwatch for Instret {
+impl Stopwatch for MtimeWatch {
     fn start(&mut self) {
-        self.0 = riscv::register::minstret::read();
+        self.0 = mtime();
     }
     fn ticks(&mut self) -> u32 {
-        (riscv::register::minstret::read().wrapping_sub(self.0) / 40) as u32
+        ((mtime().wrapping_sub(self.0) as u64 * 5) / 2) as u32
     }
 }
 
@@ -194,8 +205,7 @@ fn main() -> ! {
     };
     let classifier: Classifier<'static> =
         embedded::classifier(&MODEL.0, ARCH, INT8, storage).unwrap_or_else(|_| fail());
-    uart_write(2, 0x07); // FCR: FIFOs on and cleared
-    let mut app = App::new(Uart16550, NoLed, InstretDelay, Instret(0), classifier)
+    let mut app = App::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), classifier)
         .with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();
