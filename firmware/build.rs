@@ -154,6 +154,10 @@ fn main() {
         // nRF51822-QFAC (256 KiB flash, 32 KiB RAM): the micro:bit's QFAA has 16 KiB of RAM,
         // which the firmware does not fit (README); QEMU is given the QFAC's RAM.
         Some("MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 256K\n  RAM : ORIGIN = 0x20000000, LENGTH = 32K\n}\n")
+    } else if env::var_os("CARGO_FEATURE_RP_PICO").is_some() {
+        // Raspberry Pi Pico: 2 MiB QSPI flash (the first 256 bytes are the second-stage
+        // bootloader), 264 KiB SRAM of which the 256 KiB striped banks are used here.
+        Some("MEMORY\n{\n  BOOT2 : ORIGIN = 0x10000000, LENGTH = 0x100\n  FLASH : ORIGIN = 0x10000100, LENGTH = 2048K - 0x100\n  RAM : ORIGIN = 0x20000000, LENGTH = 256K\n}\nEXTERN(BOOT2_FIRMWARE)\nSECTIONS {\n  .boot2 ORIGIN(BOOT2) :\n  {\n    KEEP(*(.boot2));\n  } > BOOT2\n} INSERT BEFORE .text;\n")
     } else if env::var_os("CARGO_FEATURE_RISCV_VIRT").is_some() {
         // QEMU's virt machine has RAM only (0x8000_0000): we place a real part's flash and
         // RAM sizes in it (riscv-rt's regions). Without an FPU (riscv32imac) a GD32VF103CB's
