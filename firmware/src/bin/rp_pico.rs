@@ -70,7 +70,12 @@ fn main() -> ! {
         defmt::panic!("the clocks did not start (crystal or PLL)");
     };
     let sio = Sio::new(pac.SIO);
-    let pins = Pins::new(pac.IO_BANK0, pac.PADS_BANK0, sio.gpio_bank0, &mut pac.RESETS);
+    let pins = Pins::new(
+        pac.IO_BANK0,
+        pac.PADS_BANK0,
+        sio.gpio_bank0,
+        &mut pac.RESETS,
+    );
     let uart_pins = (
         pins.gpio0.into_function::<FunctionUart>(),
         pins.gpio1.into_function::<FunctionUart>(),
@@ -121,7 +126,9 @@ fn main() -> ! {
             Ok(Outcome::Refused(e)) => defmt::warn!("refused a frame: {}", e),
             Ok(_) => {}
             Err(_) => {
-                defmt::warn!("serial line error (framing, parity, overrun or break); resynchronising")
+                defmt::warn!(
+                    "serial line error (framing, parity, overrun or break); resynchronising"
+                )
             }
         }
     }
