@@ -41,6 +41,36 @@ fn main() {
     } else if env::var_os("CARGO_FEATURE_MPS2_AN386").is_some() {
         // QEMU maps 4 MiB of each; we claim a 256 KiB / 64 KiB part (STM32F401CC-sized).
         Some("MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 256K\n  RAM : ORIGIN = 0x20000000, LENGTH = 64K\n}\n")
+    } else if env::var_os("CARGO_FEATURE_MPS2_AN500").is_some() {
+        // Cortex-M7: QEMU maps 4 MiB of each; we claim an STM32F722RE's 512 KiB / 256 KiB.
+        Some("MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 512K\n  RAM : ORIGIN = 0x20000000, LENGTH = 256K\n}\n")
+    } else if env::var_os("CARGO_FEATURE_MPS2_AN505").is_some() {
+        // Cortex-M33, secure aliases of QEMU's SSRAM1 (code, 4 MiB) and SSRAM2 (data,
+        // 2 MiB); we claim an STM32L552CE's 512 KiB / 256 KiB.
+        Some("MEMORY\n{\n  FLASH : ORIGIN = 0x10000000, LENGTH = 512K\n  RAM : ORIGIN = 0x38000000, LENGTH = 256K\n}\n")
+    } else if env::var_os("CARGO_FEATURE_MICROBIT").is_some() {
+        // nRF51822-QFAC (256 KiB flash, 32 KiB RAM): the micro:bit's QFAA has 16 KiB of RAM,
+        // which the firmware does not fit (README); QEMU is given the QFAC's RAM.
+        Some("MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 256K\n  RAM : ORIGIN = 0x20000000, LENGTH = 32K\n}\n")
+    } else if env::var_os("CARGO_FEATURE_RP_PICO").is_some() {
+        // Raspberry Pi Pico: 2 MiB QSPI flash (the first 256 bytes are the second-stage
+        // bootloader), 264 KiB SRAM of which the 256 KiB striped banks are used here.
+        Some("MEMORY\n{\n  BOOT2 : ORIGIN = 0x10000000, LENGTH = 0x100\n  FLASH : ORIGIN = 0x10000100, LENGTH = 2048K - 0x100\n  RAM : ORIGIN = 0x20000000, LENGTH = 256K\n}\nEXTERN(BOOT2_FIRMWARE)\nSECTIONS {\n  .boot2 ORIGIN(BOOT2) :\n  {\n    KEEP(*(.boot2));\n  } > BOOT2\n} INSERT BEFORE .text;\n")
+    } else if env::var_os("CARGO_FEATURE_RISCV_VIRT").is_some() {
+        // QEMU's virt machine has RAM only (0x8000_0000): we place a real part's flash and
+        // RAM sizes in it (riscv-rt's regions). Without an FPU (riscv32imac) a GD32VF103CB's
+        // 128 KiB / 32 KiB; with one (riscv32imafc) a CH32V303RC's 256 KiB / 64 KiB.
+        // Stable rustc does not show the `f` feature to cfg: read the target's ISA letters.
+        let target = env::var("TARGET").unwrap_or_default();
+        let isa = target.split('-').next().unwrap_or_default();
+        let fpu = isa
+            .strip_prefix("riscv32")
+            .is_some_and(|letters| letters.contains('f') || letters.starts_with('g'));
+        Some(if fpu {
+            "MEMORY\n{\n  FLASH : ORIGIN = 0x80000000, LENGTH = 256K\n  RAM : ORIGIN = 0x80100000, LENGTH = 64K\n}\nREGION_ALIAS(\"REGION_TEXT\", FLASH);\nREGION_ALIAS(\"REGION_RODATA\", FLASH);\nREGION_ALIAS(\"REGION_DATA\", RAM);\nREGION_ALIAS(\"REGION_BSS\", RAM);\nREGION_ALIAS(\"REGION_HEAP\", RAM);\nREGION_ALIAS(\"REGION_STACK\", RAM);\n"
+        } else {
+            "MEMORY\n{\n  FLASH : ORIGIN = 0x80000000, LENGTH = 128K\n  RAM : ORIGIN = 0x80100000, LENGTH = 32K\n}\nREGION_ALIAS(\"REGION_TEXT\", FLASH);\nREGION_ALIAS(\"REGION_RODATA\", FLASH);\nREGION_ALIAS(\"REGION_DATA\", RAM);\nREGION_ALIAS(\"REGION_BSS\", RAM);\nREGION_ALIAS(\"REGION_HEAP\", RAM);\nREGION_ALIAS(\"REGION_STACK\", RAM);\n"
+        })
     } else {
         None
     };
@@ -51,6 +81,8 @@ fn main() {
     }
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         println!("cargo:rustc-link-arg-bins=-Tlink.x");
-        println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+        if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+            println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+        }
     }
 }

@@ -66,6 +66,16 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// build.rs sets this when the `dsp` feature is on for an Arm core without the DSP
+// extension (Cortex-M0/M0+/M3/M23, or an Armv8-M Mainline core not named as M33/M55...).
+#[cfg(microconv_dsp_unavailable)]
+compile_error!(
+    "microconv: the `dsp` feature needs an Arm core with the DSP extension (Armv7E-M: thumbv7em-*, \
+     or Armv8-M Mainline with `-C target-cpu=cortex-m33` (m35p, m55, m85) or `-C target-feature=+dsp`); \
+     this target has no SMLAD/SXTB16. Build without `dsp`: the portable int8 kernels give the same \
+     results bit for bit."
+);
+
 pub mod crc32;
 pub mod error;
 pub mod format;

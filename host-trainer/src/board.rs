@@ -24,8 +24,9 @@ use crate::engine::split;
 
 /// Where the firmware runs.
 pub enum Target {
-    /// Start QEMU's mps2-an386 with this firmware ELF (UART0 on a Unix socket, defmt on
-    /// QEMU's stdout, `-icount shift=0` so that SysTick counts instructions).
+    /// Start QEMU with this firmware ELF, on the machine the ELF names ([`machine_of`]):
+    /// the serial port on a Unix socket, defmt on QEMU's stdout, `-icount shift=0` so
+    /// that the firmware's timer counts instructions.
     Qemu {
         /// The firmware ELF.
         elf: PathBuf,
@@ -154,6 +155,84 @@ fn pump(mut r: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
     rx
 }
 
+/// How to start QEMU for one firmware ELF.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Machine {
+    /// QEMU's program, for example `qemu-system-arm`.
+    pub program: String,
+    /// The Debian package that installs it.
+    pub package: &'static str,
+    /// `-machine`.
+    pub machine: String,
+    /// `-cpu`.
+    pub cpu: String,
+    /// Further options, for example `-global nrf51-soc.sram-size=32768`.
+    pub extra: Vec<String>,
+}
+
+/// The marker a firmware binary embeds to name its QEMU machine:
+/// `microconv-qemu:PROGRAM;MACHINE;CPU;EXTRA OPTIONS;` (firmware/src/bin/).
+const MACHINE_TAG: &[u8] = b"microconv-qemu:";
+
+/// The QEMU machine for a firmware ELF: the one its `microconv-qemu:` marker names,
+/// checked against the ELF's architecture (`e_machine`); an Arm ELF without a marker is
+/// the mps2-an386 firmware, which predates the marker.
+pub(crate) fn machine_of(elf: &[u8]) -> Result<Machine> {
+    if elf.len() < 20 || &elf[..4] != b"\x7fELF" {
+        bail!("not an ELF file (give the firmware binary cargo built, not a .bin or .hex)");
+    }
+    if elf[4] != 1 || elf[5] != 1 {
+        bail!("not a 32-bit little-endian ELF: no firmware target of this project");
+    }
+    let (arch, program, package) = match u16::from_le_bytes([elf[18], elf[19]]) {
+        40 => ("Arm", "qemu-system-arm", "qemu-system-arm"),
+        243 => ("RISC-V", "qemu-system-riscv32", "qemu-system-misc"),
+        other => bail!("ELF machine {other} is neither Arm (40) nor RISC-V (243)"),
+    };
+    let Some(at) = elf
+        .windows(MACHINE_TAG.len())
+        .position(|w| w == MACHINE_TAG)
+    else {
+        if arch == "Arm" {
+            return Ok(Machine {
+                program: program.into(),
+                package,
+                machine: "mps2-an386".into(),
+                cpu: "cortex-m4".into(),
+                extra: Vec::new(),
+            });
+        }
+        bail!("a {arch} ELF without a `microconv-qemu:` marker: not a firmware of this project, or built before the marker existed");
+    };
+    let rest = &elf[at + MACHINE_TAG.len()..];
+    // Rust strings in .rodata have no terminator: the fields end at the fourth `;`, and
+    // whatever follows (up to a control byte or 256 bytes) is ignored.
+    let len = rest
+        .iter()
+        .take(256)
+        .position(|&b| b < b' ')
+        .unwrap_or(rest.len().min(256));
+    let text = std::str::from_utf8(&rest[..len])
+        .map_err(|_| anyhow!("the `microconv-qemu:` marker is not text"))?;
+    let fields: Vec<&str> = text.split(';').collect();
+    let [prog, machine, cpu, extra, ..] = fields[..] else {
+        bail!("the `microconv-qemu:` marker {text:?} does not have 4 fields (program;machine;cpu;options;)");
+    };
+    if prog != program {
+        bail!("the marker names {prog}, but this is a {arch} ELF (run by {program})");
+    }
+    if machine.is_empty() || cpu.is_empty() {
+        bail!("the `microconv-qemu:` marker {text:?} has no machine or no CPU");
+    }
+    Ok(Machine {
+        program: program.into(),
+        package,
+        machine: machine.into(),
+        cpu: cpu.into(),
+        extra: extra.split_whitespace().map(str::to_owned).collect(),
+    })
+}
+
 pub(crate) fn open(target: &Target) -> Result<Link> {
     match target {
         Target::Qemu { elf, defmt_log } => {
@@ -168,16 +247,13 @@ pub(crate) fn open(target: &Target) -> Result<Link> {
             std::fs::create_dir_all(&dir)?;
             let sock = dir.join("uart.sock");
             let _ = std::fs::remove_file(&sock);
-            let mut child = Command::new("qemu-system-arm")
-                .args([
-                    "-cpu",
-                    "cortex-m4",
-                    "-machine",
-                    "mps2-an386",
-                    "-nographic",
-                    "-monitor",
-                    "none",
-                ])
+            let bytes = std::fs::read(elf)
+                .with_context(|| format!("cannot read firmware ELF {}", elf.display()))?;
+            let m = machine_of(&bytes).with_context(|| format!("{}", elf.display()))?;
+            let mut child = Command::new(&m.program)
+                .args(["-cpu", &m.cpu, "-machine", &m.machine])
+                .args(["-nographic", "-monitor", "none"])
+                .args(&m.extra)
                 .args([
                     "-semihosting-config",
                     "enable=on,target=native",
@@ -192,9 +268,12 @@ pub(crate) fn open(target: &Target) -> Result<Link> {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
-                .context(
-                    "cannot start qemu-system-arm (install it: apt-get install qemu-system-arm)",
-                )?;
+                .with_context(|| {
+                    format!(
+                        "cannot start {} (install it: apt-get install {})",
+                        m.program, m.package
+                    )
+                })?;
             // defmt's bytes (semihosting, QEMU's stdout) go to a file as they come.
             if let Some(parent) = defmt_log.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
@@ -214,7 +293,7 @@ pub(crate) fn open(target: &Target) -> Result<Link> {
                             if let Some(mut e) = child.stderr.take() {
                                 let _ = e.read_to_string(&mut err);
                             }
-                            bail!("qemu-system-arm exited ({status}): {}", err.trim());
+                            bail!("{} exited ({status}): {}", m.program, err.trim());
                         }
                         thread::sleep(Duration::from_millis(20));
                     }
@@ -553,4 +632,69 @@ pub fn decode_defmt(elf: &Path, raw: &Path) -> Option<String> {
         .output()
         .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elf(e_machine: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = b"\x7fELF\x01\x01\x01".to_vec();
+        v.resize(18, 0);
+        v.extend_from_slice(&e_machine.to_le_bytes());
+        v.resize(64, 0);
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn the_machine_comes_from_the_marker_and_the_elf() {
+        let m = machine_of(&elf(40, b"xx microconv-qemu:qemu-system-arm;microbit;cortex-m0;-global nrf51-soc.sram-size=32768;panicked at")).unwrap();
+        assert_eq!(m.program, "qemu-system-arm");
+        assert_eq!(
+            (m.machine.as_str(), m.cpu.as_str()),
+            ("microbit", "cortex-m0")
+        );
+        assert_eq!(m.extra, ["-global", "nrf51-soc.sram-size=32768"]);
+        let m = machine_of(&elf(
+            243,
+            b"microconv-qemu:qemu-system-riscv32;virt;rv32;-bios none;\0",
+        ))
+        .unwrap();
+        assert_eq!(
+            (m.program.as_str(), m.package),
+            ("qemu-system-riscv32", "qemu-system-misc")
+        );
+        // The mps2-an386 firmware carries no marker.
+        let m = machine_of(&elf(40, b"no marker here")).unwrap();
+        assert_eq!(
+            (m.machine.as_str(), m.cpu.as_str()),
+            ("mps2-an386", "cortex-m4")
+        );
+    }
+
+    #[test]
+    fn a_wrong_or_broken_marker_is_an_error() {
+        let msg = |r: Result<Machine>| format!("{:#}", r.unwrap_err());
+        assert!(msg(machine_of(b"MZ not an elf at all")).contains("not an ELF"));
+        assert!(msg(machine_of(&elf(62, b""))).contains("neither Arm"));
+        assert!(
+            msg(machine_of(&elf(243, b"nothing"))).contains("without a `microconv-qemu:` marker")
+        );
+        assert!(msg(machine_of(&elf(
+            40,
+            b"microconv-qemu:qemu-system-riscv32;virt;rv32;;"
+        )))
+        .contains("Arm ELF"));
+        assert!(msg(machine_of(&elf(
+            40,
+            b"microconv-qemu:qemu-system-arm;microbit\0"
+        )))
+        .contains("4 fields"));
+        assert!(msg(machine_of(&elf(
+            40,
+            b"microconv-qemu:qemu-system-arm;;cortex-m0;;"
+        )))
+        .contains("no machine"));
+    }
 }

@@ -1,0 +1,281 @@
+//! What the Cortex-M QEMU binaries (`mps2_an500.rs`, `mps2_an505.rs`, `microbit.rs`) share:
+//! the embedded model's storage, SysTick as a stopwatch, the stack high-water mark, the
+//! serve loop, and failure through semihosting. Each binary adds its UART, its LED and
+//! its clock. (Not a Cargo target: only `src/bin/*.rs` and `src/bin/*/main.rs` are.)
+
+use core::convert::Infallible;
+use core::panic::PanicInfo;
+use core::ptr::{addr_of, read_volatile, write_volatile};
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::SYST;
+use cortex_m::singleton;
+use defmt_semihosting as _;
+use embedded_hal::delay::DelayNs;
+use embedded_hal::digital::OutputPin;
+use embedded_io::{ErrorType, Read, ReadReady, Write};
+use microconv::qformat::QModel;
+use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch};
+use microconv_firmware::embedded::{self, EmbeddedError, Storage};
+
+include!(concat!(env!("OUT_DIR"), "/model.rs"));
+
+/// Buffer sizes: the float pair for a float model, the int8 pair for an int8 one.
+const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
+const F32_IN: usize = if INT8 { 0 } else { 784 };
+const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
+const I8_IN: usize = if INT8 { 784 } else { 0 };
+
+/// A board: its name (logs), core clock (SysTick counts it: under `-icount shift=0` one
+/// instruction is 1 ns), and the tag `host-trainer` reads.
+pub struct Board {
+    /// Shown in the startup log.
+    pub name: &'static str,
+    /// SysTick's clock, Hz.
+    pub clock_hz: u32,
+    /// The machine, for `host-trainer board --qemu`, which reads it from the ELF:
+    /// `microconv-qemu:` then the QEMU program, machine, CPU and extra options, each
+    /// ended by `;`. `run` keeps it in the image.
+    pub tag: &'static [u8],
+}
+
+/// SysTick as a 24-bit down-counter from its maximum, reported in units of 40
+/// instructions under `-icount shift=0` (the unit of `mps2-an386`, whose 25 MHz SysTick
+/// ticks once per 40 instructions, and the one `host-trainer` multiplies by), so that
+/// every QEMU target's RESULT frames mean the same thing: `raw * 1e9 / clock / 40`.
+pub struct SysTickWatch {
+    syst: SYST,
+    clock_hz: u32,
+}
+
+impl Stopwatch for SysTickWatch {
+    fn start(&mut self) {
+        self.syst.disable_counter();
+        self.syst.set_reload(0x00FF_FFFF);
+        self.syst.clear_current();
+        self.syst.enable_counter();
+    }
+    fn ticks(&mut self) -> u32 {
+        let raw = (0x00FF_FFFF - SYST::get_current()) as u64;
+        (raw * 1_000_000_000 / (self.clock_hz as u64 * 40)) as u32
+    }
+}
+
+/// Busy-wait delay counted in core clock cycles.
+pub struct CycleDelay(u32);
+
+impl DelayNs for CycleDelay {
+    fn delay_ns(&mut self, ns: u32) {
+        cortex_m::asm::delay(((ns as u64 * self.0 as u64) / 1_000_000_000).max(1) as u32);
+    }
+}
+
+/// A pin that goes nowhere (machines whose LED register is not worth a fault).
+pub struct NoLed;
+
+impl embedded_hal::digital::ErrorType for NoLed {
+    type Error = Infallible;
+}
+
+impl OutputPin for NoLed {
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// CMSDK APB UART (mps2 machines): DATA +0x0, STATE +0x4 (bit 0 TX full, bit 1 RX full),
+/// CTRL +0x8 (bit 0 TX enable, bit 1 RX enable), BAUDDIV +0x10 (QEMU ignores the UART
+/// until it is >= 16).
+#[allow(dead_code)]
+pub struct CmsdkUart {
+    base: usize,
+}
+
+#[allow(dead_code)]
+impl CmsdkUart {
+    fn reg(&self, off: usize) -> *mut u32 {
+        (self.base + off) as *mut u32
+    }
+    fn read_reg(&self, off: usize) -> u32 {
+        // SAFETY: `base` is a CMSDK UART's register block on the machine the binary is
+        // for (given by the binary, from QEMU's hw/arm/mps2*.c), always mapped, 4-byte
+        // aligned; reads of DATA/STATE affect only the UART. Exercised by every CI run.
+        unsafe { read_volatile(self.reg(off)) }
+    }
+    fn write_reg(&self, off: usize, v: u32) {
+        // SAFETY: as in `read_reg`; writes go to the UART's own registers.
+        unsafe { write_volatile(self.reg(off), v) }
+    }
+    /// Enables the UART whose registers start at `base`.
+    pub fn new(base: usize) -> Self {
+        let u = CmsdkUart { base };
+        u.write_reg(0x10, 16); // BAUDDIV
+        u.write_reg(0x8, 0b11); // TX and RX enabled, no interrupts
+        u
+    }
+}
+
+impl ErrorType for CmsdkUart {
+    type Error = Infallible;
+}
+
+impl ReadReady for CmsdkUart {
+    fn read_ready(&mut self) -> Result<bool, Infallible> {
+        Ok(self.read_reg(0x4) & 0b10 != 0)
+    }
+}
+
+impl Read for CmsdkUart {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.read_reg(0x4) & 0b10 == 0 {}
+        buf[0] = self.read_reg(0x0) as u8;
+        Ok(1)
+    }
+}
+
+impl Write for CmsdkUart {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        for &b in buf {
+            while self.read_reg(0x4) & 0b01 != 0 {}
+            self.write_reg(0x0, b as u32);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), Infallible> {
+        while self.read_reg(0x4) & 0b01 != 0 {}
+        Ok(())
+    }
+}
+
+const PAINT: u32 = 0xC0FF_EE55;
+
+extern "C" {
+    static __sheap: u32;
+    static _stack_start: u32;
+}
+
+fn stack_bounds() -> (usize, usize) {
+    // Only the addresses of the linker symbols are taken, never their contents.
+    (addr_of!(__sheap) as usize, addr_of!(_stack_start) as usize)
+}
+
+/// Fills the unused stack (from the end of static data up to just below the current
+/// stack pointer) with a pattern, so that the high-water mark can be measured later.
+fn paint_stack() {
+    let (bottom, _) = stack_bounds();
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut p = bottom;
+    while p + 4 <= sp - 64 {
+        // SAFETY: [bottom, sp - 64) is RAM between the end of .bss/.data (`__sheap`) and
+        // the live stack; nothing uses it (there is no heap), so overwriting it is sound.
+        unsafe { write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// Bytes of stack ever used: from the top down to the lowest overwritten word.
+fn stack_high_water() -> u32 {
+    let (bottom, top) = stack_bounds();
+    let mut p = bottom;
+    // SAFETY: reads of the painted region (see `paint_stack`).
+    while p < top && unsafe { read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    (top - p) as u32
+}
+
+/// The firmware: builds the embedded model's classifier and answers frames on `serial`
+/// forever. `serial` is made after the stack is painted, by `make_serial`.
+pub fn run<S, P>(board: Board, make_serial: impl FnOnce() -> S, led: P) -> !
+where
+    S: Read + Write + ReadReady + ErrorType<Error = Infallible>,
+    P: OutputPin,
+{
+    paint_stack();
+    // Keep the machine tag in the image (nothing else reads it on the device).
+    core::hint::black_box(board.tag.as_ptr());
+    let Some(mut cp) = cortex_m::Peripherals::take() else {
+        fail("core peripherals taken twice")
+    };
+    cp.SYST.set_clock_source(SystClkSource::Core);
+    let storage = Storage {
+        f32_buf: singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        f32_input: singleton!(: [f32; F32_IN] = [0.0; F32_IN])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN])
+            .unwrap_or_else(|| fail("buffers taken twice")),
+        qmodel: singleton!(: Option<QModel<'static>> = None)
+            .unwrap_or_else(|| fail("buffers taken twice")),
+    };
+    let (bottom, top) = stack_bounds();
+    defmt::info!(
+        "microconv on {=str}: {=usize} parameters, {=usize} B weights in flash, {=usize} B inference buffers, {=usize} B for the stack",
+        board.name,
+        ARCH.param_count(),
+        MODEL.0.len(),
+        4 * F32_BUF + I8_BUF,
+        top - bottom
+    );
+    let classifier: Classifier<'static> = match embedded::classifier(&MODEL.0, ARCH, INT8, storage)
+    {
+        Ok(c) => c,
+        Err(EmbeddedError::Format(e)) => {
+            defmt::error!("embedded weights: {}", defmt::Debug2Format(&e));
+            fail("invalid embedded weights")
+        }
+        Err(EmbeddedError::ArchMismatch) => {
+            fail("embedded weights do not match the compiled architecture")
+        }
+        Err(EmbeddedError::Classifier(_)) => fail("model does not fit the classifier"),
+    };
+    let watch = SysTickWatch {
+        syst: cp.SYST,
+        clock_hz: board.clock_hz,
+    };
+    let delay = CycleDelay(board.clock_hz);
+    let mut app =
+        App::new(make_serial(), led, delay, watch, classifier).with_stack_probe(stack_high_water);
+    loop {
+        let Ok(outcome) = app.poll();
+        match outcome {
+            Outcome::Classified(c) => {
+                let n = app.stats.classified;
+                if n == 1 || n % 1000 == 0 {
+                    defmt::info!(
+                        "image {=u32}: digit {=u8}, {=u32} instructions (-icount shift=0), stack high-water {=u32} B",
+                        n,
+                        c.digit,
+                        c.ticks * 40,
+                        stack_high_water()
+                    );
+                }
+            }
+            Outcome::Refused(e) => defmt::warn!("refused a frame: {}", e),
+            _ => {}
+        }
+    }
+}
+
+/// Logs `msg` and ends QEMU with a failure status.
+pub fn fail(msg: &str) -> ! {
+    defmt::error!("{=str}", msg);
+    cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    defmt::error!("panic: {}", defmt::Display2Format(info));
+    fail("panicked")
+}
