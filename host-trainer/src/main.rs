@@ -202,6 +202,24 @@ enum Command {
         /// SGD's learning rate
         #[arg(long, default_value_t = 0.003)]
         lr: f32,
+        /// Learning rate of the last step: linear decay from --lr (default: constant)
+        #[arg(long)]
+        lr_end: Option<f32>,
+        /// Passes over the training examples
+        #[arg(long, default_value_t = 1)]
+        passes: usize,
+        /// After each example, the same image as plain MNIST (rehearsal against forgetting)
+        #[arg(long)]
+        rehearse: bool,
+        /// Layers that learn: last, last:K, all, biases, or layer indices such as 0,3,10
+        #[arg(long, default_value = "last")]
+        layers: host_trainer::finetune::Layers,
+        /// SGD momentum, in [0, 1)
+        #[arg(long, default_value_t = 0.0)]
+        momentum: f32,
+        /// Samples per update (their gradients averaged), 1..=64
+        #[arg(long, default_value_t = 1)]
+        accumulate: u8,
         /// Test images evaluated per set, before and after
         #[arg(long, default_value_t = 500)]
         held_out: usize,
@@ -553,6 +571,12 @@ fn run(cli: Cli) -> Result<()> {
             task,
             samples,
             lr,
+            lr_end,
+            passes,
+            rehearse,
+            layers,
+            momentum,
+            accumulate,
             held_out,
             require_gain,
             defmt_log,
@@ -561,18 +585,37 @@ fn run(cli: Cli) -> Result<()> {
             let target = link.target(&defmt_log)?;
             let qemu = link.qemu;
             let cfg = host_trainer::finetune::Config {
+                layers: layers.clone(),
+                momentum,
+                accumulate,
                 task,
                 samples,
+                passes,
+                rehearse,
                 lr,
+                lr_end,
                 held_out,
             };
             println!(
-                "fine-tuning the last layer on the device: {samples} {} training images, SGD lr {lr}, batch 1",
-                task.name()
+                "training layers {layers} on the device: {samples} {} training images{}{}, SGD lr {lr}{}, momentum {momentum}, {accumulate} sample(s) per update",
+                task.name(),
+                if rehearse { ", each followed by its plain MNIST image" } else { "" },
+                if passes > 1 { format!(", {passes} passes") } else { String::new() },
+                lr_end.map(|e| format!(" decaying linearly to {e}")).unwrap_or_default()
             );
-            let r = host_trainer::finetune::run(&target, &weights, &tr, &te, &cfg, &|l| {
+            let r = host_trainer::finetune::run(Some(&target), &weights, &tr, &te, &cfg, &|l| {
                 println!("{l}")
             })?;
+            println!(
+                "parameters that learn: {}; RAM the selection needs: {} B{}",
+                r.trainable,
+                r.ram.0,
+                if r.ram.1 > 0 {
+                    format!(" of the firmware's {} B", r.ram.1)
+                } else {
+                    String::new()
+                }
+            );
             if let Some(elf) = &qemu {
                 if let Some(text) = board::decode_defmt(elf, &defmt_log) {
                     println!("firmware log (defmt):\n{}", text.trim_end());

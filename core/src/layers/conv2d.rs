@@ -322,28 +322,36 @@ impl Conv2d {
         let (in_img, out_img) = (g.input.len(), g.output.len());
         let mut j = 0;
         for ky in 0..g.k {
+            let (oy0, oy1) = valid_range(ky, g.s, g.pt, g.input.h, g.output.h);
             for kx in 0..g.k {
+                let (ox0, ox1) = valid_range(kx, g.s, g.pl, g.input.w, g.output.w);
                 for ci in 0..cin {
-                    for co in 0..cout {
-                        let mut acc = 0.0f32;
+                    // Blocks of CO_BLOCK output channels summed together: each sum still
+                    // runs over the samples and output positions in order.
+                    let mut co0 = 0;
+                    while co0 < cout {
+                        let cb = CO_BLOCK.min(cout - co0);
+                        let mut acc = [0.0f32; CO_BLOCK];
                         for ni in 0..n {
                             let xi = &x[ni * in_img..(ni + 1) * in_img];
                             let dyi = &dy[ni * out_img..(ni + 1) * out_img];
-                            for oy in 0..g.output.h {
-                                let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
-                                    continue;
-                                };
-                                for ox in 0..g.output.w {
-                                    let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
-                                        continue;
-                                    };
-                                    acc += xi[(iy * g.input.w + ix) * cin + ci]
-                                        * dyi[(oy * g.output.w + ox) * cout + co];
+                            for oy in oy0..oy1 {
+                                let iy = oy * g.s + ky - g.pt;
+                                for ox in ox0..ox1 {
+                                    let ix = ox * g.s + kx - g.pl;
+                                    let xv = xi[(iy * g.input.w + ix) * cin + ci];
+                                    let d = &dyi[(oy * g.output.w + ox) * cout + co0..][..cb];
+                                    for (a, dv) in acc.iter_mut().zip(d) {
+                                        *a += xv * dv;
+                                    }
                                 }
                             }
                         }
-                        f(j, acc);
-                        j += 1;
+                        for &a in &acc[..cb] {
+                            f(j, a);
+                            j += 1;
+                        }
+                        co0 += cb;
                     }
                 }
             }
@@ -365,6 +373,19 @@ impl Conv2d {
 fn src(o: usize, kk: usize, s: usize, pad: usize, len: usize) -> Option<usize> {
     let i = (o * s + kk).checked_sub(pad)?;
     (i < len).then_some(i)
+}
+
+/// Output positions `[lo, hi)` along one axis whose input position
+/// `o * s + kk - pad` is inside `[0, len)` (where [`src`] is `Some`).
+fn valid_range(kk: usize, s: usize, pad: usize, len: usize, out: usize) -> (usize, usize) {
+    // o * s + kk >= pad  <=>  o >= ceil((pad - kk) / s)
+    let lo = pad.saturating_sub(kk).div_ceil(s).min(out);
+    // o * s + kk - pad < len  <=>  o * s < len + pad - kk
+    let hi = match (len + pad).checked_sub(kk) {
+        Some(lim) => lim.div_ceil(s).min(out),
+        None => 0,
+    };
+    (lo, hi.max(lo))
 }
 
 /// Output channels accumulated together in registers by the direct kernel.
