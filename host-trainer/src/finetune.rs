@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use microconv::Arch;
 use microconv_firmware::finetune::{
-    all_layers, arena_len, last_layer, last_layers, marks_len, ram_bytes, trainable_len,
-    Buffers, FineTune, TrainConfig, MAX_LAYERS,
+    all_layers, arena_len, last_layer, last_layers, marks_len, ram_bytes, trainable_len, Buffers,
+    FineTune, TrainConfig, MAX_LAYERS,
 };
 use microconv_firmware::protocol::{
     kind, pack_bits, Classification, Configured, Digest, ErrorCode, Trained, IMAGE_LEN,
@@ -394,7 +394,9 @@ pub fn run(
             let c = (got == kind::CONFIGURED)
                 .then(|| Configured::from_bytes(&p))
                 .flatten()
-                .with_context(|| format!("{}: answer of kind {got:#04x} to CONFIGURE", link.what))?;
+                .with_context(|| {
+                    format!("{}: answer of kind {got:#04x} to CONFIGURE", link.what)
+                })?;
             if c.crc != host.digest() || c.trainable as usize != r.trainable {
                 bail!(
                     "{}: the device's trainable parameters differ from the host's after CONFIGURE",
@@ -433,16 +435,15 @@ pub fn run(
     let n = cfg.held_out as f64;
     let mut agree = (0, 0);
     let mut inference_ticks = Vec::new();
-    let mut eval_both =
-        |link: Option<&mut Link>, host: &mut FineTune<'_>| -> Result<(f64, f64)> {
-            let mut link = link;
-            let (a, ag1, t1) = evaluate(link.as_deref_mut(), host, &task_set)?;
-            let (b, ag2, t2) = evaluate(link, host, &mnist_set)?;
-            agree.0 += ag1 + ag2;
-            agree.1 += 2 * cfg.held_out;
-            inference_ticks.extend([t1, t2]);
-            Ok((a as f64 / n, b as f64 / n))
-        };
+    let mut eval_both = |link: Option<&mut Link>, host: &mut FineTune<'_>| -> Result<(f64, f64)> {
+        let mut link = link;
+        let (a, ag1, t1) = evaluate(link.as_deref_mut(), host, &task_set)?;
+        let (b, ag2, t2) = evaluate(link, host, &mnist_set)?;
+        agree.0 += ag1 + ag2;
+        agree.1 += 2 * cfg.held_out;
+        inference_ticks.extend([t1, t2]);
+        Ok((a as f64 / n, b as f64 / n))
+    };
     let before = eval_both(link.as_mut(), &mut host)?;
     log(&format!(
         "before: {} held-out {:.4}, MNIST {:.4} ({} test images each)",

@@ -226,6 +226,12 @@ enum Command {
         /// Fail unless held-out accuracy on the task rises by at least this much (0.3 = 30 points)
         #[arg(long)]
         require_gain: Option<f64>,
+        /// Fail unless held-out accuracy on the task ends at least this high
+        #[arg(long)]
+        require_accuracy: Option<f64>,
+        /// Fail if MNIST's held-out accuracy drops by more than this (0.01 = 1 point)
+        #[arg(long)]
+        max_forgetting: Option<f64>,
         /// Where to save QEMU's raw defmt log
         #[arg(long, default_value = "runs/qemu-finetune-defmt.bin")]
         defmt_log: PathBuf,
@@ -579,6 +585,8 @@ fn run(cli: Cli) -> Result<()> {
             accumulate,
             held_out,
             require_gain,
+            require_accuracy,
+            max_forgetting,
             defmt_log,
         } => {
             let (tr, te) = common.load()?;
@@ -669,6 +677,26 @@ fn run(cli: Cli) -> Result<()> {
                         "held-out accuracy on the {} task rose by {:.4}, less than --require-gain {g}",
                         task.name(),
                         r.task.1 - r.task.0
+                    );
+                }
+            }
+            if let Some(a) = require_accuracy {
+                // Counts of right answers out of --held-out: compare them, not rounded floats.
+                if (r.task.1 * held_out as f64).round() < (a * held_out as f64).round() {
+                    bail!(
+                        "held-out accuracy on the {} task is {:.4}, below --require-accuracy {a}",
+                        task.name(),
+                        r.task.1
+                    );
+                }
+            }
+            if let Some(f) = max_forgetting {
+                let drop = ((r.mnist.0 - r.mnist.1) * held_out as f64).round();
+                if drop > (f * held_out as f64).round() {
+                    bail!(
+                        "MNIST's held-out accuracy fell from {:.4} to {:.4}, more than --max-forgetting {f}",
+                        r.mnist.0,
+                        r.mnist.1
                     );
                 }
             }

@@ -251,7 +251,7 @@ mod tests {
         let mut dx2 = vec![9.0; x.len()];
         d.backward_input(input, n, &w, &dy, &mut dx2, g).unwrap();
         assert_eq!(dx, dx2);
-        let mut all = vec![f32::NAN; 40];
+        let mut all = [f32::NAN; 40];
         d.each_param_gradient(input, n, &x, &dy, |j, v| all[j] = v)
             .unwrap();
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
