@@ -182,9 +182,10 @@ enum Command {
         #[arg(long, default_value = "runs/qemu-defmt.bin")]
         defmt_log: PathBuf,
     },
-    /// Train on the microcontroller: fine-tune the model's last layer on the device from
-    /// examples of a task it does badly on, with before/after accuracy and a bit-for-bit
-    /// check against the same steps on the host (firmware built with the `train` feature)
+    /// Train on the microcontroller: the model's last layer, or any selection of its
+    /// layers (--layers), learns on the device from examples of a task it does badly on,
+    /// with before/after accuracy and a bit-for-bit check against the same steps on the
+    /// host (firmware built with the `train` feature)
     Finetune {
         #[command(flatten)]
         common: Common,
