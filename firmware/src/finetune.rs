@@ -17,6 +17,8 @@
 //!               `accumulate` samples and applied averaged
 //! ```
 //!
+//! Dropout layers are the identity here, as in inference (no masks on the device).
+//!
 //! No gradient buffer exists (each gradient is applied as soon as it is complete, TTE's
 //! operator reordering); only momentum and accumulation keep one value per learning
 //! parameter. Every buffer is the caller's ([`Buffers`]), planned by `const fn`s of the
