@@ -10,10 +10,10 @@ use microconv::net::{infer, Exec};
 use microconv::quant::{argmax_i8, infer_i8, QNet};
 use microconv::{Arch, Error};
 
-use crate::finetune::FineTune;
+use crate::finetune::{ram_bytes, FineTune};
 use crate::protocol::{
-    encode, kind, parse_request, Classification, Decoder, Digest, ErrorCode, Event, Request,
-    Trained, IMAGE_LEN, MAX_RESPONSE, PONG_LEN,
+    encode, kind, parse_request, Classification, Configured, Decoder, Digest, ErrorCode, Event,
+    Request, TrainConfig, Trained, IMAGE_LEN, MAX_RESPONSE, PONG_LEN,
 };
 
 /// Counts time around an inference (SysTick on the boards; ticks of 40 instructions
@@ -194,6 +194,11 @@ pub trait Runner<'m> {
     fn digest(&self) -> Option<(u32, u32)> {
         None
     }
+    /// Trains the selection `c` from the weights in flash on: the answer, or why not
+    /// (nothing changed then); `None` if this model does not learn.
+    fn configure(&mut self, _c: &TrainConfig) -> Option<Result<Configured, ErrorCode>> {
+        None
+    }
 }
 
 impl<'m> Runner<'m> for Classifier<'m> {
@@ -220,6 +225,26 @@ impl<'m> Runner<'m> for FineTune<'m> {
     }
     fn digest(&self) -> Option<(u32, u32)> {
         Some((self.steps, FineTune::digest(self)))
+    }
+    fn configure(&mut self, c: &TrainConfig) -> Option<Result<Configured, ErrorCode>> {
+        let r = match FineTune::configure(self, *c) {
+            Ok(()) => {
+                let a = *FineTune::arch(self);
+                let (arena, marks) = self.capacity();
+                let fixed = ram_bytes(&a, c)
+                    - crate::finetune::arena_len(&a, c) * 4
+                    - crate::finetune::marks_len(&a, c);
+                Ok(Configured {
+                    trainable: self.trainable().len() as u32,
+                    ram: ram_bytes(&a, c) as u32,
+                    capacity: (fixed + 4 * arena + marks) as u32,
+                    crc: FineTune::digest(self),
+                })
+            }
+            Err(Error::BufferLen { .. }) => Err(ErrorCode::NoMemory),
+            Err(_) => Err(ErrorCode::BadValue),
+        };
+        Some(r)
     }
 }
 
@@ -369,6 +394,15 @@ where
                     (Some(Err(_)), _) => self.refuse(ErrorCode::Model),
                 }
             }
+            Ok(Request::Configure(c)) => match self.model.configure(&c) {
+                None => self.refuse(ErrorCode::Unsupported),
+                Some(Err(e)) => self.refuse(e),
+                Some(Ok(r)) => {
+                    self.stats.trained = 0;
+                    self.send(kind::CONFIGURED, &r.to_bytes())?;
+                    Ok(Outcome::Answered)
+                }
+            },
             Ok(Request::Digest) => {
                 let Some((steps, crc)) = self.model.digest() else {
                     return self.refuse(ErrorCode::Unsupported);

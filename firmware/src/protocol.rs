@@ -13,17 +13,24 @@
 //! | `0x04` TRAIN | PC -> board | label u8, learning rate f32 LE, the image with PackBits: one SGD step of the last layer ([`crate::finetune`]) |
 //! | `0x05` EVALUATE | PC -> board | label u8, the image with PackBits: classify (answered with RESULT) and count it right or wrong |
 //! | `0x06` DIGEST | PC -> board | empty |
+//! | `0x07` CONFIGURE | PC -> board | [`TrainConfig`], 10 bytes: which layers learn u32 LE (bit `i` = layer `i`, only layers with parameters), flags u8 (bit 0: biases only; the other bits 0), SGD momentum f32 LE in `[0, 1)`, samples per update u8 (`1..=64`; gradients averaged). Restores the weights from flash and the step count to 0, then trains that selection |
 //! | `0x81` RESULT | board -> PC | digit u8, 3 zero bytes, 10 scores f32 LE (the logits), ticks u32 LE (SysTick ticks the inference took) |
 //! | `0x82` PONG | board -> PC | parameter count, classes, input h, w, c, stack high-water mark in bytes: u32 LE each |
 //! | `0x83` TRAINED | board -> PC | [`Trained`]: loss before the step f32 LE, steps so far u32 LE, the digit predicted before the step u8, 3 zero bytes, ticks the step took u32 LE |
 //! | `0x84` DIGEST_RESULT | board -> PC | [`Digest`]: steps u32, CRC-32 of the trainable parameters u32, EVALUATE answers right u32 and in all u32 since the last DIGEST (LE) |
+//! | `0x85` CONFIGURED | board -> PC | [`Configured`]: parameters that learn u32, RAM bytes the selection uses u32, RAM bytes the firmware has for training u32, CRC-32 of the trainable parameters u32 (LE) |
 //! | `0xEE` ERROR | board -> PC | error code u8 (see [`ErrorCode`]) |
 //!
 //! PackBits (Apple's, as in TIFF): a header byte `h` read as `i8`; `0..=127`: the next
 //! `h + 1` bytes are literal; `-127..=-1`: the next byte repeated `1 - h` times; `-128`:
 //! nothing. It must expand to exactly 784 bytes, else the answer is `BadLength`.
 //! A firmware that cannot train (an int8 model, or built without the `train` feature)
-//! answers TRAIN, EVALUATE and DIGEST with `Unsupported`.
+//! answers TRAIN, EVALUATE, DIGEST and CONFIGURE with `Unsupported`. Until a CONFIGURE,
+//! the last layer learns (SGD without momentum, one sample per update). A CONFIGURE
+//! naming a layer the model does not have or one without parameters, a momentum that is
+//! not finite or outside `[0, 1)`, 0 or more than 64 samples per update, or set unknown
+//! flag bits is answered `BadValue`; one whose buffers do not fit the firmware's RAM is
+//! answered `NoMemory`: both change nothing on the device.
 //!
 //! The decoder is a byte-at-a-time state machine with a fixed buffer: it hunts for the
 //! sync bytes, rejects a length it cannot hold as soon as it sees it, checks the CRC,
@@ -37,6 +44,12 @@ pub const SYNC: [u8; 2] = [0xA5, 0x5A];
 pub const IMAGE_LEN: usize = 28 * 28;
 /// Largest PackBits encoding of an image (a header byte per 128 literals).
 pub const MAX_PACKED: usize = IMAGE_LEN + IMAGE_LEN.div_ceil(128);
+/// Payload bytes of a CONFIGURE frame.
+pub const CONFIGURE_LEN: usize = 10;
+/// Payload bytes of a CONFIGURED frame.
+pub const CONFIGURED_LEN: usize = 16;
+/// Most samples whose gradients one update averages.
+pub const MAX_ACCUMULATE: u8 = 64;
 /// Bytes before the packed image in a TRAIN frame: label and learning rate.
 pub const TRAIN_HEADER: usize = 1 + 4;
 /// Largest payload the decoder accepts (a TRAIN frame of an incompressible image).
@@ -64,6 +77,10 @@ pub mod kind {
     pub const EVALUATE: u8 = 0x05;
     /// Ask for the training state.
     pub const DIGEST: u8 = 0x06;
+    /// Choose which layers learn, and how.
+    pub const CONFIGURE: u8 = 0x07;
+    /// Answer to CONFIGURE.
+    pub const CONFIGURED: u8 = 0x85;
     /// Answer to TRAIN.
     pub const TRAINED: u8 = 0x83;
     /// Answer to DIGEST.
@@ -93,8 +110,12 @@ pub enum ErrorCode {
     Model = 5,
     /// This firmware cannot do that (training with an int8 model or without `train`).
     Unsupported = 6,
-    /// A field is out of range: a label above 9, a learning rate not positive and finite.
+    /// A field is out of range: a label above 9, a learning rate not positive and
+    /// finite, a CONFIGURE naming a layer without parameters (or none, or one past the
+    /// last), a momentum outside `[0, 1)`, samples per update outside `1..=64`.
     BadValue = 7,
+    /// The CONFIGURE selection's buffers do not fit the RAM this firmware has for training.
+    NoMemory = 8,
 }
 
 impl ErrorCode {
@@ -108,6 +129,7 @@ impl ErrorCode {
             5 => ErrorCode::Model,
             6 => ErrorCode::Unsupported,
             7 => ErrorCode::BadValue,
+            8 => ErrorCode::NoMemory,
             _ => return None,
         })
     }
@@ -369,6 +391,100 @@ pub enum Request {
     },
     /// Report the training state.
     Digest,
+    /// Train this selection of layers from now on (from the weights in flash).
+    Configure(TrainConfig),
+}
+
+/// What learns on the device and how: the payload of CONFIGURE.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Layers that learn: bit `i` is layer `i` of the architecture (layers with
+    /// parameters only: convolutions and dense layers).
+    pub layers: u32,
+    /// Only the biases of those layers learn.
+    pub biases_only: bool,
+    /// SGD momentum in `[0, 1)`: `a = momentum a + g; p -= lr a` (0: plain SGD, no state).
+    pub momentum: f32,
+    /// Samples per update, `1..=64`: their gradients are averaged, then one step.
+    pub accumulate: u8,
+}
+
+impl TrainConfig {
+    /// The CONFIGURE payload.
+    pub fn to_bytes(&self) -> [u8; CONFIGURE_LEN] {
+        let mut b = [0u8; CONFIGURE_LEN];
+        b[..4].copy_from_slice(&self.layers.to_le_bytes());
+        b[4] = u8::from(self.biases_only);
+        b[5..9].copy_from_slice(&self.momentum.to_le_bytes());
+        b[9] = self.accumulate;
+        b
+    }
+
+    /// Parses a CONFIGURE payload: `BadLength` if it is not 10 bytes, `BadValue` if a
+    /// field is out of range (no layer, unknown flags, momentum, samples per update);
+    /// whether the layers exist is the model's to check.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, ErrorCode> {
+        let b: &[u8; CONFIGURE_LEN] = b.try_into().map_err(|_| ErrorCode::BadLength)?;
+        let c = TrainConfig {
+            layers: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            biases_only: b[4] & 1 != 0,
+            momentum: f32::from_le_bytes([b[5], b[6], b[7], b[8]]),
+            accumulate: b[9],
+        };
+        if b[4] & !1 != 0 || !c.is_valid() {
+            return Err(ErrorCode::BadValue);
+        }
+        Ok(c)
+    }
+
+    /// Whether the fields are in range (at least one layer, momentum finite in
+    /// `[0, 1)`, `1..=64` samples per update).
+    pub fn is_valid(&self) -> bool {
+        self.layers != 0
+            && self.momentum.is_finite()
+            && (0.0..1.0).contains(&self.momentum)
+            && (1..=MAX_ACCUMULATE).contains(&self.accumulate)
+    }
+}
+
+/// The answer to CONFIGURE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Configured {
+    /// Parameters that learn.
+    pub trainable: u32,
+    /// RAM bytes this selection uses for training (trainable copy, optimizer state,
+    /// saved activations, recorded max-pool positions and ReLU signs, buffers).
+    pub ram: u32,
+    /// RAM bytes the firmware has for training.
+    pub capacity: u32,
+    /// CRC-32 of the trainable parameters (as in [`Digest`]).
+    pub crc: u32,
+}
+
+impl Configured {
+    /// The CONFIGURED payload.
+    pub fn to_bytes(&self) -> [u8; CONFIGURED_LEN] {
+        let mut b = [0u8; CONFIGURED_LEN];
+        for (i, v) in [self.trainable, self.ram, self.capacity, self.crc]
+            .iter()
+            .enumerate()
+        {
+            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Parses a CONFIGURED payload.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; CONFIGURED_LEN] = b.try_into().ok()?;
+        let w = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        Some(Configured {
+            trainable: w(0),
+            ram: w(4),
+            capacity: w(8),
+            crc: w(12),
+        })
+    }
 }
 
 /// Parses the frame `kind`/`payload` into a request, expanding any image into `image`.
@@ -407,6 +523,7 @@ pub fn parse_request(
             unpack(packed, image)?;
             Ok(Request::Train { label, lr })
         }
+        kind::CONFIGURE => TrainConfig::from_bytes(payload).map(Request::Configure),
         kind::EVALUATE => {
             let Some((l, packed)) = payload.split_first() else {
                 return Err(ErrorCode::BadLength);
@@ -583,6 +700,51 @@ mod tests {
         assert_eq!(unpack_bits(&[0xFC, 9], &mut out), None); // 5 bytes: too many
         assert_eq!(unpack_bits(&[0xFE, 9], &mut out), None); // 3 bytes: too few
         assert_eq!(unpack_bits(&[0x80, 0xFD], &mut out), None); // run without its byte
+    }
+
+    #[test]
+    fn configure_round_trip_and_rejects() {
+        let c = TrainConfig {
+            layers: 0b101_0000_1001,
+            biases_only: false,
+            momentum: 0.9,
+            accumulate: 4,
+        };
+        let mut img = [0u8; IMAGE_LEN];
+        assert_eq!(
+            parse_request(kind::CONFIGURE, &c.to_bytes(), &mut img),
+            Ok(Request::Configure(c))
+        );
+        let mut bad = |f: &dyn Fn(&mut [u8; CONFIGURE_LEN])| {
+            let mut b = c.to_bytes();
+            f(&mut b);
+            parse_request(kind::CONFIGURE, &b, &mut img)
+        };
+        let e = Err(ErrorCode::BadValue);
+        assert_eq!(bad(&|b| b[..4].fill(0)), e); // no layer
+        assert_eq!(bad(&|b| b[4] = 2), e); // unknown flag
+        assert_eq!(
+            bad(&|b| b[5..9].copy_from_slice(&f32::NAN.to_le_bytes())),
+            e
+        );
+        assert_eq!(bad(&|b| b[5..9].copy_from_slice(&1.0f32.to_le_bytes())), e);
+        assert_eq!(
+            bad(&|b| b[5..9].copy_from_slice(&(-0.1f32).to_le_bytes())),
+            e
+        );
+        assert_eq!(bad(&|b| b[9] = 0), e);
+        assert_eq!(bad(&|b| b[9] = 65), e);
+        assert_eq!(
+            parse_request(kind::CONFIGURE, &c.to_bytes()[..9], &mut img),
+            Err(ErrorCode::BadLength)
+        );
+        let r = Configured {
+            trainable: 13_194,
+            ram: 1,
+            capacity: 2,
+            crc: 3,
+        };
+        assert_eq!(Configured::from_bytes(&r.to_bytes()), Some(r));
     }
 
     #[test]

@@ -341,45 +341,45 @@ fn labelled(label: u8, lr: Option<f32>, img: &[u8]) -> Vec<u8> {
 
 #[test]
 fn trains_over_frames_like_the_host_and_counts_evaluations() {
-    use microconv_firmware::finetune::{features_len, head_len, Buffers, FineTune};
+    use microconv_firmware::finetune::{
+        all_layers, arena_len, marks_len, plain, Buffers, FineTune,
+    };
     use microconv_firmware::protocol::{Digest, Trained};
     let model = Model::parse(&MODEL.0).unwrap();
     let a = model.arch();
+    let all = plain(all_layers(&a), false);
     let new_bufs = || {
         (
-            vec![0.0f32; head_len(&a)],
-            vec![0.0f32; head_len(&a)],
+            vec![0.0f32; arena_len(&a, &all)],
+            vec![0u8; marks_len(&a, &all)],
             vec![0.0f32; a.inference_len(1)],
             vec![0.0f32; IMAGE_LEN],
-            vec![0.0f32; features_len(&a)],
         )
     };
-    let (mut h, mut g, mut b, mut i, mut f) = new_bufs();
+    let (mut h, mut m, mut b, mut i) = new_bufs();
     let tuner = FineTune::new(
         a,
         model.params(),
         Buffers {
-            head: &mut h,
-            grad: &mut g,
+            arena: &mut h,
+            marks: &mut m,
             buf: &mut b,
             input: &mut i,
-            features: &mut f,
         },
         0.01,
     )
     .unwrap();
     let mut app = App::new(Serial::default(), Pin::default(), Delay, Watch, tuner);
     // The host's replica of the same steps.
-    let (mut h2, mut g2, mut b2, mut i2, mut f2) = new_bufs();
+    let (mut h2, mut m2, mut b2, mut i2) = new_bufs();
     let mut host = FineTune::new(
         a,
         model.params(),
         Buffers {
-            head: &mut h2,
-            grad: &mut g2,
+            arena: &mut h2,
+            marks: &mut m2,
             buf: &mut b2,
             input: &mut i2,
-            features: &mut f2,
         },
         0.01,
     )
@@ -452,5 +452,138 @@ fn trains_over_frames_like_the_host_and_counts_evaluations() {
     assert_eq!(
         got,
         vec![(kind::ERROR, vec![ErrorCode::Unsupported as u8]); 2]
+    );
+}
+
+#[test]
+fn configure_selects_layers_over_frames_and_bad_values_change_nothing() {
+    use microconv_firmware::finetune::{
+        all_layers, arena_len, last_layers, marks_len, plain, ram_bytes, Buffers, FineTune,
+    };
+    use microconv_firmware::protocol::{Configured, Digest, TrainConfig, Trained};
+    let model = Model::parse(&MODEL.0).unwrap();
+    let a = model.arch();
+    let all = plain(all_layers(&a), false);
+    let new_bufs = || {
+        (
+            vec![0.0f32; arena_len(&a, &all)],
+            vec![0u8; marks_len(&a, &all)],
+            vec![0.0f32; a.inference_len(1)],
+            vec![0.0f32; IMAGE_LEN],
+        )
+    };
+    let (mut h, mut m, mut b, mut i) = new_bufs();
+    let bufs = Buffers {
+        arena: &mut h,
+        marks: &mut m,
+        buf: &mut b,
+        input: &mut i,
+    };
+    let tuner = FineTune::new(a, model.params(), bufs, 0.01).unwrap();
+    let mut app = App::new(Serial::default(), Pin::default(), Delay, Watch, tuner);
+    let (mut h2, mut m2, mut b2, mut i2) = new_bufs();
+    let bufs = Buffers {
+        arena: &mut h2,
+        marks: &mut m2,
+        buf: &mut b2,
+        input: &mut i2,
+    };
+    let mut host = FineTune::new(a, model.params(), bufs, 0.01).unwrap();
+    let good = TrainConfig {
+        momentum: 0.5,
+        accumulate: 2,
+        ..plain(last_layers(&a, 1), false)
+    };
+    let mut rx = Vec::new();
+    // One step of the default (last layer), then a configuration: it starts over.
+    rx.extend(frame(kind::TRAIN, &labelled(3, Some(0.02), &image(7))));
+    rx.extend(frame(kind::CONFIGURE, &good.to_bytes()));
+    host.configure(good).unwrap();
+    for s in 0..4u64 {
+        let (img, label) = (image(600 + s), (s % 10) as u8);
+        rx.extend(frame(kind::TRAIN, &labelled(label, Some(0.01), &img)));
+        host.train(&img, label).unwrap();
+    }
+    rx.extend(frame(kind::DIGEST, &[]));
+    // Bad values: a ReLU (layer 1), layer 11 (there are 11), momentum NaN and 1,
+    // 0 samples per update, an unknown flag, a short frame; all layers with momentum
+    // does not fit these buffers.
+    let with = |f: &dyn Fn(&mut [u8; 10])| {
+        let mut p = good.to_bytes();
+        f(&mut p);
+        frame(kind::CONFIGURE, &p)
+    };
+    rx.extend(with(&|p| p[..4].copy_from_slice(&2u32.to_le_bytes())));
+    rx.extend(with(&|p| {
+        p[..4].copy_from_slice(&(1u32 << 11).to_le_bytes())
+    }));
+    rx.extend(with(&|p| p[5..9].copy_from_slice(&f32::NAN.to_le_bytes())));
+    rx.extend(with(&|p| p[5..9].copy_from_slice(&1.0f32.to_le_bytes())));
+    rx.extend(with(&|p| p[9] = 0));
+    rx.extend(with(&|p| p[4] = 0x80));
+    rx.extend(frame(kind::CONFIGURE, &good.to_bytes()[..9]));
+    let too_big = TrainConfig {
+        momentum: 0.9,
+        ..all
+    };
+    rx.extend(frame(kind::CONFIGURE, &too_big.to_bytes()));
+    rx.extend(frame(kind::DIGEST, &[]));
+    app_feed(&mut app, &rx);
+    drain(&mut app, 1);
+    let got = answers(&app_tx(&mut app));
+    let configured: Vec<Configured> = got
+        .iter()
+        .filter(|(k, _)| *k == kind::CONFIGURED)
+        .map(|(_, p)| Configured::from_bytes(p).unwrap())
+        .collect();
+    assert_eq!(configured.len(), 1);
+    assert_eq!(configured[0].trainable, 5_130);
+    assert_eq!(configured[0].ram, ram_bytes(&a, &good) as u32);
+    assert_eq!(configured[0].capacity, ram_bytes(&a, &all) as u32);
+    let steps: Vec<u32> = got
+        .iter()
+        .filter(|(k, _)| *k == kind::TRAINED)
+        .map(|(_, p)| Trained::from_bytes(p).unwrap().steps)
+        .collect();
+    assert_eq!(steps, [1, 1, 2, 3, 4]);
+    let digests: Vec<Digest> = got
+        .iter()
+        .filter(|(k, _)| *k == kind::DIGEST_RESULT)
+        .map(|(_, p)| Digest::from_bytes(p).unwrap())
+        .collect();
+    assert_eq!(digests.len(), 2);
+    assert_eq!((digests[0].steps, digests[0].crc), (4, host.digest()));
+    assert_eq!(
+        (digests[1].steps, digests[1].crc),
+        (4, host.digest()),
+        "a refused CONFIGURE changed the device"
+    );
+    let errors: Vec<u8> = got
+        .iter()
+        .filter(|(k, _)| *k == kind::ERROR)
+        .map(|(_, p)| p[0])
+        .collect();
+    let bv = ErrorCode::BadValue as u8;
+    assert_eq!(
+        errors,
+        [
+            bv,
+            bv,
+            bv,
+            bv,
+            bv,
+            bv,
+            ErrorCode::BadLength as u8,
+            ErrorCode::NoMemory as u8
+        ]
+    );
+    // A classify-only firmware refuses to configure.
+    let mut rig = Rig::new(&model);
+    let mut app = run(&model, &mut rig);
+    app_feed(&mut app, &frame(kind::CONFIGURE, &good.to_bytes()));
+    drain(&mut app, 1);
+    assert_eq!(
+        answers(&app_tx(&mut app)),
+        vec![(kind::ERROR, vec![ErrorCode::Unsupported as u8])]
     );
 }

@@ -1,12 +1,17 @@
-//! On-device fine-tuning, on the host: the same logits as inference, a step equal to the
-//! core's whole-network backward pass restricted to the last layer plus SGD, and errors
-//! for bad input.
+//! On-device training, on the host: the same logits as inference, steps equal bit for
+//! bit to the core's whole-network backward pass plus SGD (for every kind of
+//! selection, with momentum and with accumulation), buffer plans, and errors for bad
+//! input that change nothing.
 
 use microconv::format::{Aligned, Model};
 use microconv::init::Rng;
 use microconv::loss::{Loss, Reduction};
 use microconv::net::{forward_backward, infer, Exec, Mode, Workspace};
-use microconv_firmware::finetune::{features_len, head_len, ram_bytes, Buffers, FineTune};
+use microconv::Arch;
+use microconv_firmware::finetune::{
+    all_layers, arena_len, last_layer, last_layers, marks_len, plain, ram_bytes, trainable_len,
+    Buffers, FineTune, TrainConfig,
+};
 use microconv_firmware::protocol::IMAGE_LEN;
 
 static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("../models/small.mcw"));
@@ -17,73 +22,103 @@ fn image(seed: u64) -> Vec<u8> {
 }
 
 struct Bufs {
-    head: Vec<f32>,
-    grad: Vec<f32>,
+    arena: Vec<f32>,
+    marks: Vec<u8>,
     buf: Vec<f32>,
     input: Vec<f32>,
-    features: Vec<f32>,
 }
 
-fn bufs(model: &Model<'_>) -> Bufs {
-    let a = model.arch();
+/// Buffers for every selection without momentum (all layers is the largest).
+fn bufs(a: &Arch<'_>) -> Bufs {
+    let all = plain(all_layers(a), false);
     Bufs {
-        head: vec![0.0; head_len(&a)],
-        grad: vec![0.0; head_len(&a)],
+        arena: vec![0.0; arena_len(a, &all)],
+        marks: vec![0; marks_len(a, &all)],
         buf: vec![0.0; a.inference_len(1)],
         input: vec![0.0; IMAGE_LEN],
-        features: vec![0.0; features_len(&a)],
     }
-}
-
-fn tuner<'m>(model: &'m Model<'m>, b: &'m mut Bufs, lr: f32) -> FineTune<'m> {
-    FineTune::new(model.arch(), model.params(), b.view(), lr).unwrap()
 }
 
 impl Bufs {
     fn view(&mut self) -> Buffers<'_> {
         Buffers {
-            head: &mut self.head,
-            grad: &mut self.grad,
+            arena: &mut self.arena,
+            marks: &mut self.marks,
             buf: &mut self.buf,
             input: &mut self.input,
-            features: &mut self.features,
         }
     }
 }
 
 #[test]
-fn sizes_come_from_the_architecture() {
+fn buffers_are_planned_from_the_architecture() {
     let model = Model::parse(&MODEL.0).unwrap();
     let a = model.arch();
-    assert_eq!(head_len(&a), 512 * 10 + 10);
-    assert_eq!(features_len(&a), 512);
-    // Trainable copy and gradient 2 x 20,520 B, inference 50,176 B, input 3,136 B,
-    // features 2,048 B.
-    assert_eq!(ram_bytes(&a), 96_400);
+    // Layers: 0 conv, 3 conv, 6 conv, 10 dense.
+    assert_eq!(all_layers(&a), 1 << 0 | 1 << 3 | 1 << 6 | 1 << 10);
+    assert_eq!(last_layers(&a, 2), 1 << 6 | 1 << 10);
+    let last = last_layer(&a);
+    assert_eq!(trainable_len(&a, &last), 512 * 10 + 10);
+    // The last layer: its copy and its input (512 floats); no marks.
+    assert_eq!(arena_len(&a, &last), 5_130 + 512);
+    assert_eq!(marks_len(&a, &last), 0);
+    let all = plain(all_layers(&a), false);
+    assert_eq!(trainable_len(&a, &all), 13_194);
+    // Saved inputs of conv2, conv3 and dense: 14x14x8 + 7x7x16 + 512.
+    assert_eq!(arena_len(&a, &all), 13_194 + 1_568 + 784 + 512);
+    // ReLU signs (6,272 + 3,136 + 1,568 bits) and pool positions (1,568 + 784 + 512).
+    assert_eq!(marks_len(&a, &all), 784 + 392 + 196 + 1_568 + 784 + 512);
+    assert_eq!(ram_bytes(&a, &all), 4 * (16_058 + 12_544 + 784) + 4_236);
+    let biases = plain(all_layers(&a), true);
+    assert_eq!(trainable_len(&a, &biases), 8 + 16 + 32 + 10);
+    assert_eq!(arena_len(&a, &biases), 66);
+    // Momentum and accumulation: one more copy each.
+    let m = TrainConfig {
+        momentum: 0.9,
+        accumulate: 4,
+        ..last
+    };
+    assert_eq!(arena_len(&a, &m), 3 * 5_130 + 512);
 }
 
-#[test]
-fn logits_equal_inference_and_a_step_equals_the_core_backward_pass_plus_sgd() {
-    let model = Model::parse(&MODEL.0).unwrap();
-    let arch = model.arch();
-    let mut b = bufs(&model);
-    let lr = 0.003;
-    let mut ft = tuner(&model, &mut b, lr);
-    // The reference: the whole network in the core, every parameter in RAM.
-    let mut params = model.params().to_vec();
-    let start = arch.param_offset(arch.layers.len() - 1);
-    for s in 0..5u64 {
-        let img = image(s);
+/// The reference: every parameter in RAM, the core's whole-network forward and
+/// backward pass, then SGD (momentum, accumulation) on the selected parameters.
+struct Reference<'a> {
+    arch: Arch<'a>,
+    params: Vec<f32>,
+    /// Indices of the learning parameters, in the trainable copy's order.
+    sel: Vec<usize>,
+    mom: Vec<f32>,
+    acc: Vec<f32>,
+    pending: u8,
+}
+
+impl<'a> Reference<'a> {
+    fn new(model: &'a Model<'a>, c: &TrainConfig) -> Self {
+        let arch = model.arch();
+        let mut sel = Vec::new();
+        for i in 0..arch.layers.len() {
+            if c.layers >> i & 1 == 1 {
+                let r = arch.param_range(i).unwrap();
+                let nb = arch.layer_io(i).unwrap().1.c;
+                let start = if c.biases_only { r.end - nb } else { r.start };
+                sel.extend(start..r.end);
+            }
+        }
+        Reference {
+            arch,
+            params: model.params().to_vec(),
+            mom: vec![0.0; sel.len()],
+            acc: vec![0.0; sel.len()],
+            sel,
+            pending: 0,
+        }
+    }
+
+    fn step(&mut self, img: &[u8], label: u8, lr: f32, c: &TrainConfig) -> f32 {
+        let arch = self.arch;
         let x: Vec<f32> = img.iter().map(|&p| p as f32 / 255.0).collect();
-        let mut buf = vec![0.0; arch.inference_len(1)];
-        let want = infer(&arch, &params, &x, 1, &mut buf, &Exec::REFERENCE, &mut [])
-            .unwrap()
-            .to_vec();
-        let (digit, got) = ft.classify(&img).unwrap();
-        assert_eq!(&got[..], &want[..], "logits before step {s}");
-        assert_eq!(digit as usize, microconv::loss::argmax(&want));
-        let label = (s * 3 % 10) as u8;
-        let mut grads = vec![0.0; params.len()];
+        let mut grads = vec![0.0; self.params.len()];
         let mut acts = vec![0.0; arch.activations_len(1)];
         let mut gbuf = vec![0.0; arch.grad_buffer_len(1)];
         let mut ws = Workspace {
@@ -93,7 +128,7 @@ fn logits_equal_inference_and_a_step_equals_the_core_backward_pass_plus_sgd() {
         };
         let l = forward_backward(
             &arch,
-            &params,
+            &self.params,
             &mut grads,
             &mut ws,
             &x,
@@ -105,41 +140,186 @@ fn logits_equal_inference_and_a_step_equals_the_core_backward_pass_plus_sgd() {
             &Exec::REFERENCE,
         )
         .unwrap();
-        for (p, g) in params[start..].iter_mut().zip(&grads[start..]) {
-            *p -= lr * g;
+        let update = self.pending + 1 >= c.accumulate;
+        let inv = 1.0 / c.accumulate as f32;
+        for (k, &j) in self.sel.iter().enumerate() {
+            let mut g = grads[j];
+            if c.accumulate > 1 {
+                if !update {
+                    self.acc[k] += g;
+                    continue;
+                }
+                g = (self.acc[k] + g) * inv;
+                self.acc[k] = 0.0;
+            }
+            if c.momentum != 0.0 {
+                self.mom[k] = c.momentum * self.mom[k] + g;
+                self.params[j] -= lr * self.mom[k];
+            } else {
+                self.params[j] -= lr * g;
+            }
         }
+        self.pending = if update { 0 } else { self.pending + 1 };
+        l.value
+    }
+
+    fn trainable(&self) -> Vec<u32> {
+        self.sel.iter().map(|&j| self.params[j].to_bits()).collect()
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+fn check_against_reference(c: TrainConfig, lr: f32, steps: u64) {
+    let model = Model::parse(&MODEL.0).unwrap();
+    let arch = model.arch();
+    let mut b = bufs(&arch);
+    if arena_len(&arch, &c) > b.arena.len() {
+        b.arena.resize(arena_len(&arch, &c), 0.0);
+    }
+    let mut ft = FineTune::new(arch, model.params(), b.view(), lr).unwrap();
+    ft.configure(c).unwrap();
+    let mut r = Reference::new(&model, &c);
+    assert_eq!(bits(ft.trainable()), r.trainable(), "{c:?}: initial copy");
+    for s in 0..steps {
+        let img = image(s);
+        // Logits equal the core's inference with the current parameters.
+        let x: Vec<f32> = img.iter().map(|&p| p as f32 / 255.0).collect();
+        let mut buf = vec![0.0; arch.inference_len(1)];
+        let want = infer(&arch, &r.params, &x, 1, &mut buf, &Exec::REFERENCE, &mut [])
+            .unwrap()
+            .to_vec();
+        let (digit, got) = ft.classify(&img).unwrap();
+        assert_eq!(bits(&got), bits(&want), "{c:?}: logits before step {s}");
+        let label = (s * 3 % 10) as u8;
+        let want_loss = r.step(&img, label, lr, &c);
         let (loss, before) = ft.train(&img, label).unwrap();
         assert_eq!(before, digit);
-        assert_eq!(loss, l.value, "loss of step {s}");
+        assert_eq!(
+            loss.to_bits(),
+            want_loss.to_bits(),
+            "{c:?}: loss of step {s}"
+        );
         assert!(
-            ft.head() == &params[start..],
-            "weights after step {s} differ"
+            bits(ft.trainable()) == r.trainable(),
+            "{c:?}: weights after step {s} differ from the core's"
         );
     }
-    assert_eq!(ft.steps, 5);
-    // The frozen layers did not move; the digest follows the weights' bits.
-    assert_eq!(&params[..start], &model.params()[..start]);
-    let d = ft.digest();
-    ft.train(&image(9), 1).unwrap();
-    assert_ne!(ft.digest(), d);
+    assert_eq!(ft.steps as u64, steps);
+    // The frozen parameters did not move (the reference only changes selected ones).
+    let moved = r
+        .params
+        .iter()
+        .zip(model.params())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(moved > 0 && moved <= r.sel.len(), "{c:?}: {moved} moved");
 }
 
 #[test]
-fn bad_input_is_an_error() {
+fn the_last_layer_step_equals_the_core_backward_pass_plus_sgd() {
     let model = Model::parse(&MODEL.0).unwrap();
-    let mut b = bufs(&model);
-    let mut ft = tuner(&model, &mut b, 0.01);
+    check_against_reference(last_layer(&model.arch()), 0.003, 5);
+}
+
+#[test]
+fn every_layer_learns_as_the_core_backward_pass_says() {
+    let model = Model::parse(&MODEL.0).unwrap();
+    check_against_reference(plain(all_layers(&model.arch()), false), 0.01, 4);
+}
+
+#[test]
+fn last_k_biases_and_lists_learn_as_the_core_says() {
+    let model = Model::parse(&MODEL.0).unwrap();
+    let a = model.arch();
+    check_against_reference(plain(last_layers(&a, 2), false), 0.01, 3);
+    check_against_reference(plain(all_layers(&a), true), 0.05, 3);
+    // A list: the first convolution and the dense layer.
+    check_against_reference(plain(1 | 1 << 10, false), 0.01, 3);
+    // Only a middle layer: backward stops there.
+    check_against_reference(plain(1 << 3, false), 0.01, 3);
+}
+
+#[test]
+fn momentum_and_accumulation_follow_the_reference() {
+    let model = Model::parse(&MODEL.0).unwrap();
+    let a = model.arch();
+    let c = TrainConfig {
+        momentum: 0.9,
+        ..last_layer(&a)
+    };
+    check_against_reference(c, 0.003, 4);
+    let c = TrainConfig {
+        accumulate: 3,
+        ..plain(last_layers(&a, 2), false)
+    };
+    check_against_reference(c, 0.01, 7);
+    let c = TrainConfig {
+        momentum: 0.5,
+        accumulate: 2,
+        ..plain(all_layers(&a), true)
+    };
+    check_against_reference(c, 0.05, 5);
+}
+
+#[test]
+fn bad_input_is_an_error_and_changes_nothing() {
+    let model = Model::parse(&MODEL.0).unwrap();
+    let a = model.arch();
+    let mut b = bufs(&a);
+    let mut ft = FineTune::new(a, model.params(), b.view(), 0.01).unwrap();
+    ft.configure(plain(all_layers(&a), false)).unwrap();
+    ft.train(&image(3), 4).unwrap();
+    let (d, cfg) = (ft.digest(), *ft.config());
     assert!(ft.train(&image(1), 10).is_err());
     assert!(ft.train(&image(1)[..100], 1).is_err());
     assert!(ft.classify(&[0u8; 3]).is_err());
+    assert!(ft.set_lr(f32::NAN).is_err());
+    assert!(ft.set_lr(0.0).is_err());
+    let bad = [
+        plain(0, false),           // no layer
+        plain(1 << 1, false),      // a ReLU: no parameters
+        plain(1 << 11, false),     // past the last layer
+        plain(1 << 31 | 1, false), // far past it
+        TrainConfig {
+            momentum: f32::NAN,
+            ..last_layer(&a)
+        },
+        TrainConfig {
+            momentum: 1.0,
+            ..last_layer(&a)
+        },
+        TrainConfig {
+            accumulate: 0,
+            ..last_layer(&a)
+        },
+        TrainConfig {
+            accumulate: 65,
+            ..last_layer(&a)
+        },
+        // Does not fit: all layers with momentum needs a second copy of 13,194.
+        TrainConfig {
+            momentum: 0.9,
+            ..plain(all_layers(&a), false)
+        },
+    ];
+    for c in bad {
+        assert!(ft.configure(c).is_err(), "{c:?} accepted");
+        assert_eq!((ft.digest(), *ft.config(), ft.steps), (d, cfg, 1), "{c:?}");
+    }
+    // Configuring restores the weights from flash.
+    ft.configure(plain(all_layers(&a), false)).unwrap();
     assert_eq!(ft.steps, 0);
-    let a = model.arch();
-    let mut b = bufs(&model);
-    b.head.pop();
+    assert_eq!(bits(ft.trainable()), bits(model.params()));
+    let mut b = bufs(&a);
+    b.buf.pop();
     assert!(FineTune::new(a, model.params(), b.view(), 0.1).is_err());
-    let mut b = bufs(&model);
+    let mut b = bufs(&a);
     assert!(FineTune::new(a, model.params(), b.view(), f32::NAN).is_err());
-    let mut b = bufs(&model);
-    b.features.push(0.0);
+    // Too small an arena for even the last layer.
+    let mut b = bufs(&a);
+    b.arena.truncate(100);
     assert!(FineTune::new(a, model.params(), b.view(), 0.1).is_err());
 }

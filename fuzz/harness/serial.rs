@@ -28,7 +28,7 @@ use microconv::qformat::QModel;
 use microconv_firmware::app::{
     App, Classifier, Outcome, Runner, Stopwatch, FRAME_TIMEOUT_US, POLL_US,
 };
-use microconv_firmware::finetune::{features_len, head_len, Buffers, FineTune};
+use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
 use microconv_firmware::protocol::{
     encode, kind, pack_bits, parse_request, unpack_bits, Classification, Decoder, Digest,
     ErrorCode, Event, Trained, IMAGE_LEN, MAX_PAYLOAD, OVERHEAD, PONG_LEN,
@@ -130,6 +130,13 @@ fn payload_codecs(k: u8, payload: &[u8]) {
         parse_request(k, payload, &mut img)
     {
         assert!(label <= 9 && lr.is_finite() && lr > 0.0);
+    }
+    // A parsed CONFIGURE is in range and encodes back to its payload.
+    if let Ok(microconv_firmware::protocol::Request::Configure(c)) =
+        parse_request(k, payload, &mut img)
+    {
+        assert!(c.is_valid());
+        assert_eq!(&c.to_bytes()[..], payload);
     }
     // The frame encodes again and decodes to itself.
     let again = frame(k, payload);
@@ -250,15 +257,15 @@ pub fn run_app(data: &[u8]) {
     if which % 3 == 2 {
         let m = Model::parse(&FLOAT.0).expect("the shipped float model parses");
         let a = m.arch();
-        let (mut head, mut grad) = (vec![0.0; head_len(&a)], vec![0.0; head_len(&a)]);
+        let all = plain(all_layers(&a), false);
+        let mut arena = vec![0.0; arena_len(&a, &all)];
+        let mut marks = vec![0u8; marks_len(&a, &all)];
         let (mut buf, mut input) = (vec![0.0; a.inference_len(1)], vec![0.0; IMAGE_LEN]);
-        let mut features = vec![0.0; features_len(&a)];
         let b = Buffers {
-            head: &mut head,
-            grad: &mut grad,
+            arena: &mut arena,
+            marks: &mut marks,
             buf: &mut buf,
             input: &mut input,
-            features: &mut features,
         };
         let t = FineTune::new(a, m.params(), b, 0.01).expect("the shipped float model learns");
         play(t, rest);
@@ -332,6 +339,12 @@ fn play<'m, M: Runner<'m>>(model: M, data: &[u8]) {
                 }
                 kind::DIGEST_RESULT => {
                     assert!(Digest::from_bytes(payload).is_some());
+                    pongs += 1;
+                }
+                kind::CONFIGURED => {
+                    let c = microconv_firmware::protocol::Configured::from_bytes(payload)
+                        .expect("a CONFIGURED payload");
+                    assert!(c.ram <= c.capacity && c.trainable > 0);
                     pongs += 1;
                 }
                 kind::TRAINED => {

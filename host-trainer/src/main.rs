@@ -177,9 +177,10 @@ enum Command {
         #[arg(long, default_value = "runs/qemu-defmt.bin")]
         defmt_log: PathBuf,
     },
-    /// Train on the microcontroller: fine-tune the model's last layer on the device from
-    /// examples of a task it does badly on, with before/after accuracy and a bit-for-bit
-    /// check against the same steps on the host (firmware built with the `train` feature)
+    /// Train on the microcontroller: the model's last layer, or any selection of its
+    /// layers (--layers), learns on the device from examples of a task it does badly on,
+    /// with before/after accuracy and a bit-for-bit check against the same steps on the
+    /// host (firmware built with the `train` feature)
     Finetune {
         #[command(flatten)]
         common: Common,
@@ -197,12 +198,36 @@ enum Command {
         /// SGD's learning rate
         #[arg(long, default_value_t = 0.003)]
         lr: f32,
+        /// Learning rate of the last step: linear decay from --lr (default: constant)
+        #[arg(long)]
+        lr_end: Option<f32>,
+        /// Passes over the training examples
+        #[arg(long, default_value_t = 1)]
+        passes: usize,
+        /// After each example, the same image as plain MNIST (rehearsal against forgetting)
+        #[arg(long)]
+        rehearse: bool,
+        /// Layers that learn: last, last:K, all, biases, or layer indices such as 0,3,10
+        #[arg(long, default_value = "last")]
+        layers: host_trainer::finetune::Layers,
+        /// SGD momentum, in [0, 1)
+        #[arg(long, default_value_t = 0.0)]
+        momentum: f32,
+        /// Samples per update (their gradients averaged), 1..=64
+        #[arg(long, default_value_t = 1)]
+        accumulate: u8,
         /// Test images evaluated per set, before and after
         #[arg(long, default_value_t = 500)]
         held_out: usize,
         /// Fail unless held-out accuracy on the task rises by at least this much (0.3 = 30 points)
         #[arg(long)]
         require_gain: Option<f64>,
+        /// Fail unless held-out accuracy on the task ends at least this high
+        #[arg(long)]
+        require_accuracy: Option<f64>,
+        /// Fail if MNIST's held-out accuracy drops by more than this (0.01 = 1 point)
+        #[arg(long)]
+        max_forgetting: Option<f64>,
         /// Where to save QEMU's raw defmt log
         #[arg(long, default_value = "runs/qemu-finetune-defmt.bin")]
         defmt_log: PathBuf,
@@ -607,26 +632,53 @@ fn run(cli: Cli) -> Result<()> {
             task,
             samples,
             lr,
+            lr_end,
+            passes,
+            rehearse,
+            layers,
+            momentum,
+            accumulate,
             held_out,
             require_gain,
+            require_accuracy,
+            max_forgetting,
             defmt_log,
         } => {
             let (tr, te) = common.load()?;
             let target = link.target(&defmt_log)?;
             let qemu = link.qemu;
             let cfg = host_trainer::finetune::Config {
+                layers: layers.clone(),
+                momentum,
+                accumulate,
                 task,
                 samples,
+                passes,
+                rehearse,
                 lr,
+                lr_end,
                 held_out,
             };
             println!(
-                "fine-tuning the last layer on the device: {samples} {} training images, SGD lr {lr}, batch 1",
-                task.name()
+                "training layers {layers} on the device: {samples} {} training images{}{}, SGD lr {lr}{}, momentum {momentum}, {accumulate} sample(s) per update",
+                task.name(),
+                if rehearse { ", each followed by its plain MNIST image" } else { "" },
+                if passes > 1 { format!(", {passes} passes") } else { String::new() },
+                lr_end.map(|e| format!(" decaying linearly to {e}")).unwrap_or_default()
             );
-            let r = host_trainer::finetune::run(&target, &weights, &tr, &te, &cfg, &|l| {
+            let r = host_trainer::finetune::run(Some(&target), &weights, &tr, &te, &cfg, &|l| {
                 println!("{l}")
             })?;
+            println!(
+                "parameters that learn: {}; RAM the selection needs: {} B{}",
+                r.trainable,
+                r.ram.0,
+                if r.ram.1 > 0 {
+                    format!(" of the firmware's {} B", r.ram.1)
+                } else {
+                    String::new()
+                }
+            );
             if let Some(elf) = &qemu {
                 if let Some(text) = board::decode_defmt(elf, &defmt_log) {
                     println!("firmware log (defmt):\n{}", text.trim_end());
@@ -680,6 +732,26 @@ fn run(cli: Cli) -> Result<()> {
                         "held-out accuracy on the {} task rose by {:.4}, less than --require-gain {g}",
                         task.name(),
                         r.task.1 - r.task.0
+                    );
+                }
+            }
+            if let Some(a) = require_accuracy {
+                // Counts of right answers out of --held-out: compare them, not rounded floats.
+                if (r.task.1 * held_out as f64).round() < (a * held_out as f64).round() {
+                    bail!(
+                        "held-out accuracy on the {} task is {:.4}, below --require-accuracy {a}",
+                        task.name(),
+                        r.task.1
+                    );
+                }
+            }
+            if let Some(f) = max_forgetting {
+                let drop = ((r.mnist.0 - r.mnist.1) * held_out as f64).round();
+                if drop > (f * held_out as f64).round() {
+                    bail!(
+                        "MNIST's held-out accuracy fell from {:.4} to {:.4}, more than --max-forgetting {f}",
+                        r.mnist.0,
+                        r.mnist.1
                     );
                 }
             }

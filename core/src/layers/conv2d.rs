@@ -238,6 +238,134 @@ impl Conv2d {
             ConvAlgo::Im2col => backward_im2col(&g, n, x, w, dy, dx, dw, db, scratch, gemm),
         }
     }
+
+    /// The input gradient alone: overwrites `dx` with `dL/dx`, with exactly the
+    /// operations (and their order) of [`Conv2d::backward`] with [`ConvAlgo::Direct`],
+    /// and no weight gradient. With [`Conv2d::each_param_gradient`] it lets a trainer
+    /// update a layer's parameters as soon as their gradients are known, with no
+    /// gradient buffer (what on-device training does).
+    pub fn backward_input(
+        &self,
+        input: Shape,
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+    ) -> Result<(), Error> {
+        let g = self.geom(input)?;
+        Error::expect_len("conv2d weights", self.weight_len(input), w.len())?;
+        Error::expect_len(
+            "conv2d output gradient",
+            n.saturating_mul(g.output.len()),
+            dy.len(),
+        )?;
+        Error::expect_len(
+            "conv2d input gradient",
+            n.saturating_mul(g.input.len()),
+            dx.len(),
+        )?;
+        let (cin, cout) = (g.input.c, g.output.c);
+        let (in_img, out_img) = (g.input.len(), g.output.len());
+        dx.fill(0.0);
+        for (ni, dyi) in dy.chunks_exact(out_img).enumerate() {
+            let dxi = &mut dx[ni * in_img..(ni + 1) * in_img];
+            for oy in 0..g.output.h {
+                for ox in 0..g.output.w {
+                    let d = &dyi[(oy * g.output.w + ox) * cout..][..cout];
+                    for ky in 0..g.k {
+                        let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
+                            continue;
+                        };
+                        for kx in 0..g.k {
+                            let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
+                                continue;
+                            };
+                            let at = (iy * g.input.w + ix) * cin;
+                            let wo = (ky * g.k + kx) * cin * cout;
+                            for ci in 0..cin {
+                                let wrow = &w[wo + ci * cout..][..cout];
+                                let mut acc = 0.0;
+                                for (wv, dv) in wrow.iter().zip(d) {
+                                    acc += wv * dv;
+                                }
+                                dxi[at + ci] += acc;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f(j, g)` for every parameter `j` (weights `[k, k, cin, cout]`, then the
+    /// biases), in that order, with its whole gradient `g` over the `n` samples: the
+    /// value [`Conv2d::backward`] with [`ConvAlgo::Direct`] accumulates into a zeroed
+    /// gradient, bit for bit (each sum taken in the same order). Each gradient is
+    /// complete when `f` sees it, so `f` can update the parameter in place.
+    pub fn each_param_gradient(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+        mut f: impl FnMut(usize, f32),
+    ) -> Result<(), Error> {
+        let g = self.geom(input)?;
+        Error::expect_len("conv2d input", n.saturating_mul(g.input.len()), x.len())?;
+        Error::expect_len(
+            "conv2d output gradient",
+            n.saturating_mul(g.output.len()),
+            dy.len(),
+        )?;
+        let (cin, cout) = (g.input.c, g.output.c);
+        let (in_img, out_img) = (g.input.len(), g.output.len());
+        let mut j = 0;
+        for ky in 0..g.k {
+            let (oy0, oy1) = valid_range(ky, g.s, g.pt, g.input.h, g.output.h);
+            for kx in 0..g.k {
+                let (ox0, ox1) = valid_range(kx, g.s, g.pl, g.input.w, g.output.w);
+                for ci in 0..cin {
+                    // Blocks of CO_BLOCK output channels summed together: each sum still
+                    // runs over the samples and output positions in order.
+                    let mut co0 = 0;
+                    while co0 < cout {
+                        let cb = CO_BLOCK.min(cout - co0);
+                        let mut acc = [0.0f32; CO_BLOCK];
+                        for ni in 0..n {
+                            let xi = &x[ni * in_img..(ni + 1) * in_img];
+                            let dyi = &dy[ni * out_img..(ni + 1) * out_img];
+                            for oy in oy0..oy1 {
+                                let iy = oy * g.s + ky - g.pt;
+                                for ox in ox0..ox1 {
+                                    let ix = ox * g.s + kx - g.pl;
+                                    let xv = xi[(iy * g.input.w + ix) * cin + ci];
+                                    let d = &dyi[(oy * g.output.w + ox) * cout + co0..][..cb];
+                                    for (a, dv) in acc.iter_mut().zip(d) {
+                                        *a += xv * dv;
+                                    }
+                                }
+                            }
+                        }
+                        for &a in &acc[..cb] {
+                            f(j, a);
+                            j += 1;
+                        }
+                        co0 += cb;
+                    }
+                }
+            }
+        }
+        for co in 0..cout {
+            let mut acc = 0.0f32;
+            for d in dy.chunks_exact(cout) {
+                acc += d[co];
+            }
+            f(j, acc);
+            j += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Input row/column for output position `o` and kernel offset `kk`, or `None` in the padding.
@@ -245,6 +373,19 @@ impl Conv2d {
 fn src(o: usize, kk: usize, s: usize, pad: usize, len: usize) -> Option<usize> {
     let i = (o * s + kk).checked_sub(pad)?;
     (i < len).then_some(i)
+}
+
+/// Output positions `[lo, hi)` along one axis whose input position
+/// `o * s + kk - pad` is inside `[0, len)` (where [`src`] is `Some`).
+fn valid_range(kk: usize, s: usize, pad: usize, len: usize, out: usize) -> (usize, usize) {
+    // o * s + kk >= pad  <=>  o >= ceil((pad - kk) / s)
+    let lo = pad.saturating_sub(kk).div_ceil(s).min(out);
+    // o * s + kk - pad < len  <=>  o * s < len + pad - kk
+    let hi = match (len + pad).checked_sub(kk) {
+        Some(lim) => lim.div_ceil(s).min(out),
+        None => 0,
+    };
+    (lo, hi.max(lo))
 }
 
 /// Output channels accumulated together in registers by the direct kernel.
@@ -700,6 +841,69 @@ mod tests {
             check_grad(&std::format!("conv{ci} db"), &b, &db, 1e-2, 2e-3, |b| {
                 loss(&x, &w, b)
             });
+        }
+    }
+
+    #[test]
+    fn split_backward_equals_direct_backward() {
+        for (i, (conv, input)) in [
+            (Conv2d::new(5, 4), Shape::new(7, 6, 3)),
+            (Conv2d::with(3, 2, Padding::Valid, 5), Shape::new(8, 9, 2)),
+            (Conv2d::with(3, 2, Padding::Same, 2), Shape::new(5, 5, 1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = conv.output_shape(input).unwrap();
+            let n = 2;
+            let s = 40 + 10 * i as u64;
+            let x = rand_vec(s, n * input.len(), 1.0);
+            let w = rand_vec(s + 1, conv.weight_len(input), 0.5);
+            let dy = rand_vec(s + 2, n * out.len(), 1.0);
+            let (mut dx, mut dw, mut db) = (
+                vec![0.0; x.len()],
+                vec![0.0; w.len()],
+                vec![0.0; conv.filters],
+            );
+            conv.backward(
+                input,
+                n,
+                &x,
+                &w,
+                &dy,
+                Some(&mut dx),
+                &mut dw,
+                &mut db,
+                ConvAlgo::Direct,
+                &mut [],
+                &PortableGemm,
+            )
+            .unwrap();
+            let mut dx2 = vec![7.0; x.len()];
+            conv.backward_input(input, n, &w, &dy, &mut dx2).unwrap();
+            assert_eq!(dx, dx2, "case {i}: input gradient");
+            let mut all = vec![f32::NAN; w.len() + conv.filters];
+            let mut next = 0;
+            conv.each_param_gradient(input, n, &x, &dy, |j, g| {
+                assert_eq!(j, next);
+                next += 1;
+                all[j] = g;
+            })
+            .unwrap();
+            assert_eq!(next, all.len());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(
+                bits(&all[..w.len()]),
+                bits(&dw),
+                "case {i}: weight gradient"
+            );
+            assert_eq!(bits(&all[w.len()..]), bits(&db), "case {i}: bias gradient");
+            assert!(conv
+                .backward_input(input, n, &w, &dy, &mut dx2[1..])
+                .is_err());
+            assert!(conv
+                .each_param_gradient(input, n, &x[1..], &dy, |_, _| {})
+                .is_err());
         }
     }
 

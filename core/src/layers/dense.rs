@@ -129,6 +129,78 @@ impl Dense {
         }
         Ok(())
     }
+
+    /// The input gradient alone, `dx = dy · w^T` (overwritten), computed as
+    /// [`Dense::backward`] computes it with the same `gemm`, without a weight gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input(
+        &self,
+        input: Shape,
+        n: usize,
+        w: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        gemm: &dyn Gemm,
+    ) -> Result<(), Error> {
+        self.output_shape(input).map_err(|reason| Error::Shape {
+            layer: usize::MAX,
+            reason,
+        })?;
+        let k = input.len();
+        check_len("dense weights", w, self.weight_len(input))?;
+        check_len("dense output gradient", dy, n.saturating_mul(self.units))?;
+        check_len("dense input gradient", dx, n.saturating_mul(k))?;
+        gemm.gemm(
+            MatRef::row_major(dy, n, self.units)?,
+            MatRef::row_major(w, k, self.units)?.t(),
+            MatMut::row_major(dx, n, k)?,
+            false,
+        )
+    }
+
+    /// Calls `f(j, g)` for every parameter `j` (weights `[in, units]`, then biases), in
+    /// that order, with its whole gradient over the `n` samples: the value
+    /// [`Dense::backward`] with [`crate::gemm::PortableGemm`] accumulates into a zeroed
+    /// gradient, bit for bit (the same sums in the same order, zero inputs skipped as
+    /// that kernel skips them). Each gradient is complete when `f` sees it, so `f` can
+    /// update the parameter in place.
+    pub fn each_param_gradient(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+        mut f: impl FnMut(usize, f32),
+    ) -> Result<(), Error> {
+        self.output_shape(input).map_err(|reason| Error::Shape {
+            layer: usize::MAX,
+            reason,
+        })?;
+        let k = input.len();
+        check_len("dense input", x, n.saturating_mul(k))?;
+        check_len("dense output gradient", dy, n.saturating_mul(self.units))?;
+        let u = self.units;
+        for i in 0..k {
+            for j in 0..u {
+                let mut acc = 0.0f32;
+                for p in 0..n {
+                    let xv = x[p * k + i];
+                    if xv != 0.0 {
+                        acc += xv * dy[p * u + j];
+                    }
+                }
+                f(i * u + j, acc);
+            }
+        }
+        for j in 0..u {
+            let mut acc = 0.0f32;
+            for row in dy.chunks_exact(u) {
+                acc += row[j];
+            }
+            f(k * u + j, acc);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +232,37 @@ mod tests {
         check_grad("dense dx", &x, &dx, 1e-2, 1e-3, |x| loss(x, &w, &b));
         check_grad("dense dw", &w, &dw, 1e-2, 1e-3, |w| loss(&x, w, &b));
         check_grad("dense db", &b, &db, 1e-2, 1e-3, |b| loss(&x, &w, b));
+    }
+
+    #[test]
+    fn split_backward_equals_backward() {
+        let d = Dense::new(5);
+        let input = Shape::flat(7);
+        let n = 3;
+        let mut x = rand_vec(11, n * 7, 1.0);
+        x[2] = 0.0; // a ReLU zero: skipped by the kernel
+        x[9] = 0.0;
+        let w = rand_vec(12, 35, 0.5);
+        let dy = rand_vec(13, n * 5, 1.0);
+        let g = &PortableGemm;
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; 35], vec![0.0; 5]);
+        d.backward(input, n, &x, &w, &dy, Some(&mut dx), &mut dw, &mut db, g)
+            .unwrap();
+        let mut dx2 = vec![9.0; x.len()];
+        d.backward_input(input, n, &w, &dy, &mut dx2, g).unwrap();
+        assert_eq!(dx, dx2);
+        let mut all = [f32::NAN; 40];
+        d.each_param_gradient(input, n, &x, &dy, |j, v| all[j] = v)
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+        assert_eq!(bits(&all[..35]), bits(&dw));
+        assert_eq!(bits(&all[35..]), bits(&db));
+        assert!(d
+            .backward_input(input, n, &w, &dy[1..], &mut dx2, g)
+            .is_err());
+        assert!(d
+            .each_param_gradient(input, n, &x[1..], &dy, |_, _| {})
+            .is_err());
     }
 
     #[test]

@@ -382,6 +382,97 @@ impl MaxPool {
             p.each_argmax(i, o, pt, pl, xi, |a, b| dxi[b] += dyi[a])
         })
     }
+
+    /// The forward pass (equal to [`MaxPool::forward`]) that also records, for each
+    /// output value, where its window's first maximum was: `at[o] = dy * size + dx`,
+    /// the row and column within the window counted from its first in-bounds
+    /// position. One byte per output instead of the input that [`MaxPool::backward`]
+    /// needs (a quarter of the input's bytes / 16 for a 2x2 pool). Windows larger than
+    /// 16 x 16 are an error.
+    pub fn forward_argmax(
+        &self,
+        input: Shape,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        at: &mut [u8],
+    ) -> Result<(), Error> {
+        let (output, pt, pl) = self.geom(input)?;
+        self.check_positions(n, output, at.len())?;
+        check_len("maxpool input", x, n.saturating_mul(input.len()))?;
+        check_len("maxpool output", y, n.saturating_mul(output.len()))?;
+        let (w, c) = (input.w, input.c);
+        for ((xi, yi), ai) in x
+            .chunks_exact(input.len())
+            .zip(y.chunks_exact_mut(output.len()))
+            .zip(at.chunks_exact_mut(output.len()))
+        {
+            self.each_argmax(input, output, pt, pl, xi, |a, b| {
+                yi[a] = xi[b];
+                let pixel = a / c;
+                let (oy, ox) = (pixel / output.w, pixel % output.w);
+                let (y0, _, x0, _) = self.window(input, pt, pl, oy, ox);
+                let (iy, ix) = ((b / c) / w, (b / c) % w);
+                ai[a] = ((iy - y0) * self.size + (ix - x0)) as u8;
+            });
+        }
+        Ok(())
+    }
+
+    /// Backward pass from the positions [`MaxPool::forward_argmax`] recorded:
+    /// overwrites `dx` with `dL/dx`, equal to [`MaxPool::backward_reference`] bit for
+    /// bit. A position outside its window is an error.
+    pub fn backward_argmax(
+        &self,
+        input: Shape,
+        n: usize,
+        at: &[u8],
+        dy: &[f32],
+        dx: &mut [f32],
+    ) -> Result<(), Error> {
+        let (output, pt, pl) = self.geom(input)?;
+        self.check_positions(n, output, at.len())?;
+        check_len(
+            "maxpool output gradient",
+            dy,
+            n.saturating_mul(output.len()),
+        )?;
+        check_len("maxpool input gradient", dx, n.saturating_mul(input.len()))?;
+        dx.fill(0.0);
+        let c = input.c;
+        for ((ai, dyi), dxi) in at
+            .chunks_exact(output.len())
+            .zip(dy.chunks_exact(output.len()))
+            .zip(dx.chunks_exact_mut(input.len()))
+        {
+            for oy in 0..output.h {
+                for ox in 0..output.w {
+                    let (y0, y1, x0, x1) = self.window(input, pt, pl, oy, ox);
+                    let o = (oy * output.w + ox) * c;
+                    for ch in 0..c {
+                        let pos = ai[o + ch] as usize;
+                        let (iy, ix) = (y0 + pos / self.size, x0 + pos % self.size);
+                        if iy >= y1 || ix >= x1 {
+                            return Err(Error::InvalidParameter {
+                                name: "maxpool position outside its window",
+                            });
+                        }
+                        dxi[(iy * input.w + ix) * c + ch] += dyi[o + ch];
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_positions(&self, n: usize, output: Shape, at: usize) -> Result<(), Error> {
+        if self.size.saturating_mul(self.size) > 256 {
+            return Err(Error::InvalidParameter {
+                name: "maxpool window larger than 16 x 16 (positions are bytes)",
+            });
+        }
+        Error::expect_len("maxpool positions", n.saturating_mul(output.len()), at)
+    }
 }
 
 #[cfg(test)]
@@ -401,6 +492,43 @@ mod tests {
             .unwrap();
         // Padding is ignored, not zero: the corner window holds only -9.
         assert_eq!(y, [-1.0, -3.0, -7.0, -9.0]);
+    }
+
+    #[test]
+    fn recorded_positions_give_the_reference_backward() {
+        for (i, pool) in [
+            MaxPool::new(2, 2, Padding::Same),
+            MaxPool::new(3, 2, Padding::Same),
+            MaxPool::new(2, 1, Padding::Valid),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let input = Shape::new(7, 5, 3);
+            let out = pool.output_shape(input).unwrap();
+            let n = 2;
+            let mut x = rand_vec(30 + i as u64, n * input.len(), 1.0);
+            // Ties: the first maximum must win in both.
+            x[4] = x[1];
+            x[7] = 0.0;
+            x[10] = 0.0;
+            let dy = rand_vec(40, n * out.len(), 1.0);
+            let (mut y, mut y2) = (vec![0.0; n * out.len()], vec![1.0; n * out.len()]);
+            let mut at = vec![0u8; n * out.len()];
+            pool.forward(input, n, &x, &mut y).unwrap();
+            pool.forward_argmax(input, n, &x, &mut y2, &mut at).unwrap();
+            assert_eq!(y, y2, "pool {i}: forward");
+            let (mut dx, mut dx2) = (vec![0.0; x.len()], vec![3.0; x.len()]);
+            pool.backward_reference(input, n, &x, &dy, &mut dx).unwrap();
+            pool.backward_argmax(input, n, &at, &dy, &mut dx2).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(bits(&dx), bits(&dx2), "pool {i}: backward");
+            at[0] = 200;
+            assert!(pool.backward_argmax(input, n, &at, &dy, &mut dx2).is_err());
+            assert!(pool
+                .forward_argmax(input, n, &x, &mut y2, &mut at[1..])
+                .is_err());
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use embedded_io::{ErrorType, Read, ReadReady, Write};
 use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded::{self, EmbeddedError, Storage};
-use microconv_firmware::finetune::{features_len, head_len, Buffers, FineTune};
+use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
 
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
@@ -32,11 +32,20 @@ const F32_IN: usize = if INT8 { 0 } else { 784 };
 const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
 const I8_IN: usize = if INT8 { 784 } else { 0 };
 
-/// Training on the device (feature `train`, float models only): the last layer's
-/// trainable copy and gradient, and its input.
+/// Training on the device (feature `train`, float models only): the arena and marks of
+/// the largest selection this build accepts, every layer with plain SGD (smaller ones,
+/// or the last layer with momentum and accumulation, fit in the same memory).
 const TRAIN: bool = cfg!(feature = "train") && !INT8;
-const HEAD: usize = if TRAIN { head_len(&ARCH) } else { 0 };
-const FEATURES: usize = if TRAIN { features_len(&ARCH) } else { 0 };
+const ARENA: usize = if TRAIN {
+    arena_len(&ARCH, &plain(all_layers(&ARCH), false))
+} else {
+    0
+};
+const MARKS: usize = if TRAIN {
+    marks_len(&ARCH, &plain(all_layers(&ARCH), false))
+} else {
+    0
+};
 /// SGD's learning rate until a TRAIN frame sets its own.
 const DEFAULT_LR: f32 = 0.003;
 
@@ -211,20 +220,19 @@ fn main() -> ! {
     if TRAIN {
         let model = microconv::format::Model::parse(&MODEL.0).unwrap_or_else(|e| fail_fmt(e));
         let buffers = Buffers {
-            head: singleton!(: [f32; HEAD] = [0.0; HEAD])
+            arena: singleton!(: [f32; ARENA] = [0.0; ARENA])
                 .unwrap_or_else(|| fail("buffers taken twice")),
-            grad: singleton!(: [f32; HEAD] = [0.0; HEAD])
+            marks: singleton!(: [u8; MARKS] = [0; MARKS])
                 .unwrap_or_else(|| fail("buffers taken twice")),
             buf: f32_buf,
             input: f32_input,
-            features: singleton!(: [f32; FEATURES] = [0.0; FEATURES])
-                .unwrap_or_else(|| fail("buffers taken twice")),
         };
         let tuner = FineTune::new(ARCH, model.params(), buffers, DEFAULT_LR)
             .unwrap_or_else(|_| fail("the model cannot be fine-tuned"));
         defmt::info!(
-            "training on the device: last layer, {=usize} B trainable copy and gradient",
-            8 * HEAD
+            "training on the device: {=usize} B arena (trainable copy, optimizer state, saved inputs), {=usize} B of ReLU signs and max-pool positions",
+            4 * ARENA,
+            MARKS
         );
         serve(App::new(serial, Led, CycleDelay, watch, tuner))
     } else {
