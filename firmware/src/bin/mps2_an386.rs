@@ -266,7 +266,7 @@ fn serve<M: Runner<'static>>(app: App<'static, CmsdkUart, Led, CycleDelay, SysTi
         match outcome {
             Outcome::Classified(c) => {
                 let n = app.stats.classified;
-                if n == 1 || n % 1000 == 0 {
+                if n == 1 || n.is_multiple_of(1000) {
                     defmt::info!(
                         "image {=u32}: digit {=u8}, {=u32} instructions (-icount shift=0), stack high-water {=u32} B",
                         n,

@@ -249,7 +249,7 @@ where
         match outcome {
             Outcome::Classified(c) => {
                 let n = app.stats.classified;
-                if n == 1 || n % 1000 == 0 {
+                if n == 1 || n.is_multiple_of(1000) {
                     defmt::info!(
                         "image {=u32}: digit {=u8}, {=u32} instructions (-icount shift=0), stack high-water {=u32} B",
                         n,
