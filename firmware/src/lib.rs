@@ -3,10 +3,14 @@
 //! - [`protocol`]: the framed serial protocol (also used by `host-trainer` on the PC side);
 //! - [`app`]: the application loop, generic over embedded-hal 1.0 and embedded-io traits;
 //! - [`embedded`]: the classifier of the model embedded at build time (float or int8);
-//! - [`finetune`]: training the model's last layer on the device from labelled samples.
+//! - [`finetune`]: training on the device from labelled samples: any selection of layers
+//!   (all, the last k, biases only, a list), SGD with optional momentum and accumulation.
 //!
 //! One binary per target in `src/bin/` adds only the board: `mps2_an386.rs` (QEMU's
-//! Cortex-M4F machine, used by CI) and `stm32f411.rs` (a "Black Pill" board).
+//! Cortex-M4F machine, used by CI), `stm32f411.rs` (a "Black Pill" board), `mps2_an500.rs`
+//! (Cortex-M7) and `mps2_an505.rs` (Cortex-M33) under QEMU, `microbit.rs` (Cortex-M0,
+//! QEMU's micro:bit), `riscv_virt.rs` (RISC-V, QEMU's virt machine) and `rp_pico.rs` (a
+//! Raspberry Pi Pico); `bin/shared/` holds what the QEMU Cortex-M binaries share.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
