@@ -545,9 +545,19 @@ pub fn predict_with(
     threads: usize,
     backend: Backend,
 ) -> Result<Vec<f32>> {
-    let mut bufs: Vec<(Vec<f32>, Vec<f32>)> =
-        (0..threads.max(1)).map(|_| Default::default()).collect();
-    predict_into(arch, params, Images::F32(x), n, backend.exec(), &mut bufs)
+    predict_into(
+        arch,
+        params,
+        Images::F32(x),
+        n,
+        backend.exec(),
+        &mut no_bufs(threads),
+    )
+}
+
+/// Empty buffers for `threads` inference threads (each grows its own to the size needed).
+fn no_bufs(threads: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    (0..threads.max(1)).map(|_| Default::default()).collect()
 }
 
 /// Logits for `n` images of 8-bit pixels (`[n, input]`), scaled chunk by chunk.
@@ -558,9 +568,14 @@ pub fn predict_u8(
     n: usize,
     threads: usize,
 ) -> Result<Vec<f32>> {
-    let mut bufs: Vec<(Vec<f32>, Vec<f32>)> =
-        (0..threads.max(1)).map(|_| Default::default()).collect();
-    predict_into(arch, params, Images::U8(pixels), n, fast(), &mut bufs)
+    predict_into(
+        arch,
+        params,
+        Images::U8(pixels),
+        n,
+        fast(),
+        &mut no_bufs(threads),
+    )
 }
 
 /// Images per inference chunk: every path uses the same chunks, so that the logits do
