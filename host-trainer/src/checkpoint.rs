@@ -71,11 +71,11 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The training configuration the checkpoint was written by, logging every
     /// `log_every` steps.
-    pub fn config(&self, log_every: usize) -> Result<TrainConfig> {
-        Ok(TrainConfig {
+    pub fn config(&self, log_every: usize) -> TrainConfig {
+        TrainConfig {
             log_every,
             ..self.header.config.clone()
-        })
+        }
     }
 
     /// The file's bytes.

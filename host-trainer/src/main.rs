@@ -404,7 +404,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--epochs must be a positive number, got {e}");
             }
             let arch = match &resume {
-                Some(c) => c.config(100)?.arch,
+                Some(c) => c.config(100).arch,
                 None => arch,
             };
             let resumed = resume_path.as_deref().zip(resume.as_ref());
@@ -416,7 +416,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => steps,
             };
             let cfg = match &resume {
-                Some(c) => c.config(100)?,
+                Some(c) => c.config(100),
                 None => TrainConfig {
                     arch,
                     loss,
