@@ -131,11 +131,9 @@ pub fn read_idx(
         .map_err(gz)?;
     let (dims, expected) = parse_idx_header(&header, ndims, what)?;
     if let Some((n, labels)) = count {
-        if dims.first() != Some(&n) {
-            bail!(
-                "{what} has {} images but {labels} has {n} labels",
-                dims.first().copied().unwrap_or(0)
-            );
+        let images = dims.first().copied().unwrap_or(0);
+        if images != n {
+            return Err(count_mismatch(what, images, labels, n));
         }
     }
     if let Some(avail) = available_memory() {
@@ -152,10 +150,21 @@ pub fn read_idx(
     if data.len() > expected {
         bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has more (corrupt file, or not MNIST's IDX; reading stopped there)");
     }
-    if data.len() != expected {
-        bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has {} (truncated or corrupt file)", data.len());
-    }
+    check_data_len(what, &dims, expected, data.len())?;
     Ok((dims, data))
+}
+
+/// The data after an IDX header must be exactly the `expected` bytes its sizes promise.
+fn check_data_len(what: &str, dims: &[usize], expected: usize, got: usize) -> Result<()> {
+    if got != expected {
+        bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has {got} (truncated or corrupt file)");
+    }
+    Ok(())
+}
+
+/// The error for an image file and a label file of different lengths.
+fn count_mismatch(images: &str, n_images: usize, labels: &str, n_labels: usize) -> anyhow::Error {
+    anyhow::anyhow!("{images} has {n_images} images but {labels} has {n_labels} labels")
 }
 
 /// Checks an IDX header (`00 00 08 ndims`, then `ndims` big-endian `u32` sizes) at the
@@ -199,9 +208,7 @@ fn parse_idx_header(bytes: &[u8], ndims: usize, what: &str) -> Result<(Vec<usize
 pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<usize>, &'b [u8])> {
     let (dims, expected) = parse_idx_header(bytes, ndims, what)?;
     let data = &bytes[4 + 4 * ndims..];
-    if data.len() != expected {
-        bail!("{what}: header says {dims:?} = {expected} bytes of data but the file has {} (truncated or corrupt file)", data.len());
-    }
+    check_data_len(what, &dims, expected, data.len())?;
     Ok((dims, data))
 }
 
@@ -235,11 +242,7 @@ fn check_pair(
     labels: &str,
 ) -> Result<()> {
     if idims[0] != ldims[0] {
-        bail!(
-            "{images} has {} images but {labels} has {} labels",
-            idims[0],
-            ldims[0]
-        );
+        return Err(count_mismatch(images, idims[0], labels, ldims[0]));
     }
     if idims[1] == 0 || idims[2] == 0 {
         bail!("{images}: images of size {}x{}", idims[1], idims[2]);
