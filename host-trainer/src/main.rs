@@ -409,7 +409,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let resumed = resume_path.as_deref().zip(resume.as_ref());
             let out = outputs::train_files(resumed, out, arch, no_plots)?;
-            let beside = |ext: &str| out.params.with_extension(ext);
+            let beside = |ext: &str| out.beside(ext);
             let (tr, te) = common.load()?;
             let steps = match epochs {
                 Some(e) => (e * tr.len() as f64 / batch.max(1) as f64).ceil() as usize,

@@ -167,6 +167,14 @@ pub struct TrainFiles {
     pub metrics_from: Option<PathBuf>,
 }
 
+impl TrainFiles {
+    /// The run's file with extension `ext` beside the parameters (`ckpt`,
+    /// `metrics.csv`, `curves` ...).
+    pub fn beside(&self, ext: &str) -> PathBuf {
+        self.params.with_extension(ext)
+    }
+}
+
 /// Where `train` writes, every file checked before the training starts: `--out` (a
 /// file, or a directory for `<arch>.params` in it) or `runs/<arch>.params`; a resumed
 /// run writes where the run it continues wrote, unless `--out` moves it. Says which
@@ -188,16 +196,19 @@ pub fn train_files(
         (Some((p, c)), None) => (resumed_out(c, p), None),
         (None, None) => (PathBuf::from("runs").join(&default_name), None),
     };
-    let beside = |ext: &str| out.with_extension(ext);
+    let run = TrainFiles {
+        params: out,
+        metrics_from,
+    };
     // Every file the run writes is checked now, not after the training.
     let mut files = vec![
-        (out.clone(), "parameters"),
-        (beside("ckpt"), "checkpoint"),
-        (beside("metrics.csv"), "metrics"),
+        (run.params.clone(), "parameters"),
+        (run.beside("ckpt"), "checkpoint"),
+        (run.beside("metrics.csv"), "metrics"),
     ];
     if !no_plots {
-        files.push((beside("curves.png"), "training curves"));
-        files.push((beside("curves.svg"), "training curves"));
+        files.push((run.beside("curves.png"), "training curves"));
+        files.push((run.beside("curves.svg"), "training curves"));
     }
     let mut replaced = Vec::new();
     for (path, what) in &files {
@@ -209,17 +220,14 @@ pub fn train_files(
             replaced.push(path.display().to_string());
         }
     }
-    let continues_here = resumed.is_some_and(|(r, _)| same_file(r, &beside("ckpt")));
+    let continues_here = resumed.is_some_and(|(r, _)| same_file(r, &run.beside("ckpt")));
     if !replaced.is_empty() && !continues_here {
         println!(
             "note: replacing the files of an earlier run: {} (give --out to keep them)",
             replaced.join(", ")
         );
     }
-    Ok(TrainFiles {
-        params: out,
-        metrics_from,
-    })
+    Ok(run)
 }
 
 /// Whether `a` and `b` name the same existing file.
