@@ -14,7 +14,9 @@
 //! QEMU's micro:bit), `riscv_virt.rs` (RISC-V, QEMU's virt machine) and `rp_pico.rs` (a
 //! Raspberry Pi Pico); `bin/shared/` holds the embedded model's sizes (`model.rs`, every
 //! binary) and what the QEMU Cortex-M binaries share (`cortex_m_qemu.rs`).
-
+//!
+//! Feature `mock` (host only, needs `std`) adds the module `mock`: mock peripherals and
+//! frame helpers for the tests and the fuzz harnesses.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -23,8 +25,14 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// `std` for the mocks (a test build has it already).
+#[cfg(all(feature = "mock", not(test)))]
+extern crate std;
+
 pub mod app;
 pub mod embedded;
 pub mod finetune;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod protocol;
 pub mod run;
