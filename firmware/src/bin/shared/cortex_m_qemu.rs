@@ -257,7 +257,7 @@ where
             singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| fail("buffers taken twice")),
         )
         .unwrap_or_else(|e| embedded_failed(e));
-        serve(App::new(make_serial(), led, delay, watch, runner))
+        serve(make_serial(), led, delay, watch, runner)
     }
     let buf = singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
         .unwrap_or_else(|| fail("buffers taken twice"));
@@ -280,21 +280,24 @@ where
             4 * ARENA,
             MARKS
         );
-        serve(App::new(make_serial(), led, delay, watch, tuner))
+        serve(make_serial(), led, delay, watch, tuner)
     }
     let runner = embedded::float(&MODEL.0, ARCH, buf, input).unwrap_or_else(|e| embedded_failed(e));
-    serve(App::new(make_serial(), led, delay, watch, runner))
+    serve(make_serial(), led, delay, watch, runner)
 }
 
 /// Answers requests forever, logging every 1,000th classification and 100th training step.
-fn serve<B, S, P, M>(app: App<'static, S, P, CycleDelay<B>, SysTickWatch<B>, M>) -> !
+/// Inlined, and the app built here rather than moved in, so that the stack holds one copy
+/// of the app (its frame decoder) in the frame of `run`, not two.
+#[inline(always)]
+fn serve<B, S, P, M>(serial: S, led: P, delay: CycleDelay<B>, watch: SysTickWatch<B>, model: M) -> !
 where
     B: Board,
     S: Read + Write + ReadReady + ErrorType<Error = Infallible>,
     P: OutputPin,
     M: Runner<'static>,
 {
-    let mut app = app.with_stack_probe(stack_high_water);
+    let mut app = App::new(serial, led, delay, watch, model).with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();
         match outcome {
