@@ -214,7 +214,9 @@ fn main() -> ! {
     serve(runner)
 }
 
-/// Answers requests forever.
+/// Answers requests forever. Inlined, so that the app lives in `main`'s frame beside
+/// what building the runner left there, not in a frame of its own below it.
+#[inline(always)]
 fn serve<M: Runner<'static>>(runner: M) -> ! {
     let mut app = App::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), runner)
         .with_stack_probe(stack_high_water);
