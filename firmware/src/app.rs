@@ -1,20 +1,19 @@
-//! The board-independent application: read frames from a serial port, classify images
-//! with the core, answer, blink a pin. Generic over embedded-hal 1.0 and embedded-io, so
-//! the same code runs on QEMU, on a board, and in host tests with mocks.
+//! The board-independent application: read frames from a serial port, have the model's
+//! [`Runner`] classify (or learn from) them, answer, blink a pin. Generic over
+//! embedded-hal 1.0 and embedded-io, so the same code runs on QEMU, on a board, and in
+//! host tests with mocks (module `mock`, feature `mock`).
 
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_io::{Read, ReadReady, Write};
-use microconv::loss::argmax;
-use microconv::net::{infer, Exec};
-use microconv::quant::{argmax_i8, infer_i8, QNet};
 use microconv::{Arch, Error};
 
 use crate::finetune::{ram_bytes, FineTune};
 use crate::protocol::{
     encode, kind, parse_request, Classification, Configured, Decoder, Digest, ErrorCode, Event,
-    Request, TrainConfig, Trained, IMAGE_LEN, MAX_RESPONSE, PONG_LEN,
+    Request, TrainConfig, Trained, IMAGE_LEN, MAX_RESPONSE, PONG_LEN, SCORES,
 };
+pub use crate::run::{Classifier, Runner};
 
 /// Counts time around an inference (SysTick on the boards; ticks of 40 instructions
 /// under QEMU with `-icount shift=0`).
@@ -23,137 +22,6 @@ pub trait Stopwatch {
     fn start(&mut self);
     /// Ticks since [`Stopwatch::start`].
     fn ticks(&mut self) -> u32;
-}
-
-/// How a [`Classifier`] computes: float (the core's reference kernels) or int8.
-enum Engine<'m> {
-    Float {
-        params: &'m [f32],
-        buf: &'m mut [f32],
-        input: &'m mut [f32],
-    },
-    Int8 {
-        net: QNet<'m>,
-        buf: &'m mut [i8],
-        input: &'m mut [i8],
-    },
-}
-
-/// One engine's classify function.
-type RunFn<'m> = fn(&Arch<'m>, &mut Engine<'m>, &[u8]) -> Result<(u8, [f32; 10]), Error>;
-
-/// A network with its parameters and the two static buffers inference needs, float or
-/// int8 (see `microconv::quant`).
-pub struct Classifier<'m> {
-    arch: Arch<'m>,
-    engine: Engine<'m>,
-    /// The engine's classify function, set by the constructor: a firmware that never
-    /// builds an int8 classifier does not link the int8 kernels (and the other way round).
-    run: RunFn<'m>,
-}
-
-/// Checks that `arch` classifies 28x28 images into 10 classes.
-fn check_digits(arch: &Arch<'_>) -> Result<(), Error> {
-    arch.validate()?;
-    Error::expect_len("input shape", IMAGE_LEN, arch.input.len())?;
-    Error::expect_len("classes", 10, arch.classes())
-}
-
-impl<'m> Classifier<'m> {
-    /// A float classifier. Checks the buffers against the architecture (`buf`:
-    /// [`Arch::inference_len`]`(1)`, `input`: one image) and that it classifies 28x28
-    /// images into 10 classes.
-    pub fn new(
-        arch: Arch<'m>,
-        params: &'m [f32],
-        buf: &'m mut [f32],
-        input: &'m mut [f32],
-    ) -> Result<Self, Error> {
-        check_digits(&arch)?;
-        Error::expect_len("params", arch.param_count(), params.len())?;
-        Error::expect_len("inference buffer", arch.inference_len(1), buf.len())?;
-        Error::expect_len("input", IMAGE_LEN, input.len())?;
-        Ok(Classifier {
-            arch,
-            engine: Engine::Float { params, buf, input },
-            run: run_float,
-        })
-    }
-
-    /// An int8 classifier (buffers in bytes, same sizes as [`Classifier::new`]'s). The
-    /// network's input quantization must be pixels - 128 (scale 1/255, zero -128).
-    pub fn new_int8(net: QNet<'m>, buf: &'m mut [i8], input: &'m mut [i8]) -> Result<Self, Error> {
-        check_digits(&net.arch)?;
-        Error::expect_len(
-            "int8 inference buffer",
-            net.arch.inference_len(1),
-            buf.len(),
-        )?;
-        Error::expect_len("input", IMAGE_LEN, input.len())?;
-        if net.input.zero != -128 || net.input.scale != 1.0 / 255.0 {
-            return Err(Error::InvalidParameter {
-                name: "int8 input quantization (must be scale 1/255, zero -128)",
-            });
-        }
-        Ok(Classifier {
-            arch: net.arch,
-            engine: Engine::Int8 { net, buf, input },
-            run: run_int8,
-        })
-    }
-
-    /// Whether this classifier runs int8.
-    pub fn is_int8(&self) -> bool {
-        matches!(self.engine, Engine::Int8 { .. })
-    }
-
-    /// Classifies one 28x28 8-bit image: float models see pixels / 255 as in training,
-    /// int8 models pixels - 128 (the same real values), and answer their int8 logits
-    /// dequantized (`scale * (q - zero)`).
-    pub fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
-        if pixels.len() != IMAGE_LEN {
-            return Err(Error::BufferLen {
-                buffer: "image",
-                expected: IMAGE_LEN,
-                actual: pixels.len(),
-            });
-        }
-        (self.run)(&self.arch, &mut self.engine, pixels)
-    }
-}
-
-fn run_float(arch: &Arch<'_>, e: &mut Engine<'_>, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
-    let Engine::Float { params, buf, input } = e else {
-        return Err(Error::InvalidParameter {
-            name: "classifier engine",
-        });
-    };
-    for (x, &p) in input.iter_mut().zip(pixels) {
-        *x = p as f32 / 255.0;
-    }
-    let logits = infer(arch, params, input, 1, buf, &Exec::REFERENCE, &mut [])?;
-    let mut scores = [0.0; 10];
-    scores.copy_from_slice(logits);
-    Ok((argmax(&scores) as u8, scores))
-}
-
-fn run_int8(_: &Arch<'_>, e: &mut Engine<'_>, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
-    let Engine::Int8 { net, buf, input } = e else {
-        return Err(Error::InvalidParameter {
-            name: "classifier engine",
-        });
-    };
-    for (x, &p) in input.iter_mut().zip(pixels) {
-        *x = (p as i32 - 128) as i8;
-    }
-    let logits = infer_i8(net, input, 1, buf)?;
-    let mut scores = [0.0; 10];
-    if let Some(last) = net.layers.last() {
-        for (s, &l) in scores.iter_mut().zip(logits) {
-            *s = last.output.dequantize(l);
-        }
-    }
-    Ok((argmax_i8(logits) as u8, scores))
 }
 
 /// Microseconds between polls of an idle serial port.
@@ -178,43 +46,11 @@ pub struct Stats {
     pub eval_total: u32,
 }
 
-/// What answers the requests: a [`Classifier`], or a [`FineTune`] that also learns. The
-/// app is generic over it, so a firmware that only classifies links no training code.
-pub trait Runner<'m> {
-    /// The layers.
-    fn arch(&self) -> &Arch<'m>;
-    /// Classifies one 28x28 8-bit image.
-    fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error>;
-    /// One training step with learning rate `lr`: the loss and the digit predicted
-    /// before it; `None` if this model does not learn.
-    fn train(&mut self, _pixels: &[u8], _label: u8, _lr: f32) -> Option<Result<(f32, u8), Error>> {
-        None
-    }
-    /// Steps taken and the CRC-32 of the trainable parameters; `None` if it does not learn.
-    fn digest(&self) -> Option<(u32, u32)> {
-        None
-    }
-    /// Trains the selection `c` from the weights in flash on: the answer, or why not
-    /// (nothing changed then); `None` if this model does not learn.
-    fn configure(&mut self, _c: &TrainConfig) -> Option<Result<Configured, ErrorCode>> {
-        None
-    }
-}
-
-impl<'m> Runner<'m> for Classifier<'m> {
-    fn arch(&self) -> &Arch<'m> {
-        &self.arch
-    }
-    fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
-        Classifier::classify(self, pixels)
-    }
-}
-
 impl<'m> Runner<'m> for FineTune<'m> {
     fn arch(&self) -> &Arch<'m> {
         FineTune::arch(self)
     }
-    fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; 10]), Error> {
+    fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; SCORES]), Error> {
         FineTune::classify(self, pixels)
     }
     fn train(&mut self, pixels: &[u8], label: u8, lr: f32) -> Option<Result<(f32, u8), Error>> {
@@ -231,12 +67,12 @@ impl<'m> Runner<'m> for FineTune<'m> {
             Ok(()) => {
                 let a = *FineTune::arch(self);
                 let (arena, marks) = self.capacity();
-                let fixed = ram_bytes(&a, c)
-                    - crate::finetune::arena_len(&a, c) * 4
-                    - crate::finetune::marks_len(&a, c);
+                let ram = ram_bytes(&a, c);
+                let fixed =
+                    ram - crate::finetune::arena_len(&a, c) * 4 - crate::finetune::marks_len(&a, c);
                 Ok(Configured {
                     trainable: self.trainable().len() as u32,
-                    ram: ram_bytes(&a, c) as u32,
+                    ram: ram as u32,
                     capacity: (fixed + 4 * arena + marks) as u32,
                     crc: FineTune::digest(self),
                 })
@@ -266,7 +102,8 @@ pub enum Outcome {
 }
 
 /// The application: a serial port, an output pin (on while classifying), a delay, a
-/// stopwatch and the model ([`Classifier`] by default, or a [`FineTune`]).
+/// stopwatch and the model: a runner of one precision ([`crate::run`]), a [`Classifier`]
+/// of either (the default), or a [`FineTune`].
 pub struct App<'m, S, P, D, W, M = Classifier<'m>> {
     serial: S,
     led: P,

@@ -56,8 +56,10 @@ pub const TRAIN_HEADER: usize = 1 + 4;
 pub const MAX_PAYLOAD: usize = TRAIN_HEADER + MAX_PACKED;
 /// Bytes around a payload: sync, kind, length, CRC.
 pub const OVERHEAD: usize = 2 + 1 + 2 + 4;
+/// Scores in a RESULT frame (a model with fewer classes leaves the rest 0).
+pub const SCORES: usize = 10;
 /// Payload bytes of a RESULT frame.
-pub const RESULT_LEN: usize = 4 + 4 * 10 + 4;
+pub const RESULT_LEN: usize = 4 + 4 * SCORES + 4;
 /// Payload bytes of a PONG frame.
 pub const PONG_LEN: usize = 6 * 4;
 /// Largest frame the board sends.
@@ -334,8 +336,8 @@ pub fn pack_bits(src: &[u8], out: &mut [u8]) -> Option<usize> {
 pub struct Classification {
     /// The predicted digit (argmax of the scores, first on ties).
     pub digit: u8,
-    /// The ten logits.
-    pub scores: [f32; 10],
+    /// The logits.
+    pub scores: [f32; SCORES],
     /// SysTick ticks the inference took (40 instructions each under QEMU `-icount shift=0`).
     pub ticks: u32,
 }
@@ -358,7 +360,7 @@ impl Classification {
             return None;
         }
         let word = |o: usize| [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        let mut scores = [0.0; 10];
+        let mut scores = [0.0; SCORES];
         for (i, s) in scores.iter_mut().enumerate() {
             *s = f32::from_le_bytes(word(4 + 4 * i));
         }

@@ -1,107 +1,24 @@
 //! The board-independent application on the host, with mock peripherals: answers,
 //! errors, resynchronisation after garbage, timeouts, and no panic or hang on any bytes.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-
-use embedded_hal::delay::DelayNs;
-use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
-use embedded_io::{ErrorType, Read, ReadReady, Write};
 use microconv::format::{Aligned, Model};
 use microconv::init::Rng;
 use microconv::net::{infer, Exec};
-use microconv_firmware::app::{
-    App, Classifier, Outcome, Runner, Stopwatch, FRAME_TIMEOUT_US, POLL_US,
-};
+use microconv::qformat::QModel;
+use microconv::quant::infer_i8;
+use microconv_firmware::app::{Outcome, Runner, FRAME_TIMEOUT_US, POLL_US};
+use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
+use microconv_firmware::mock::{self, answers, frame, MockApp};
 use microconv_firmware::protocol::{
-    encode, kind, pack_bits, Classification, ErrorCode, IMAGE_LEN, OVERHEAD,
+    kind, pack_bits, Classification, Configured, Digest, ErrorCode, TrainConfig, Trained, IMAGE_LEN,
 };
+use microconv_firmware::run::{Classifier, FloatClassifier, Int8Classifier};
 
 static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("../models/small.mcw"));
+static INT8: &Aligned<[u8]> = &Aligned(*include_bytes!("../models/small-int8.mcw"));
 
-#[derive(Default)]
-struct Serial {
-    rx: VecDeque<u8>,
-    tx: Vec<u8>,
-}
-impl ErrorType for Serial {
-    type Error = Infallible;
-}
-impl ReadReady for Serial {
-    fn read_ready(&mut self) -> Result<bool, Infallible> {
-        Ok(!self.rx.is_empty())
-    }
-}
-impl Read for Serial {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
-        let mut n = 0;
-        while n < buf.len() {
-            match self.rx.pop_front() {
-                Some(b) => buf[n] = b,
-                None => break,
-            }
-            n += 1;
-        }
-        Ok(n)
-    }
-}
-impl Write for Serial {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        self.tx.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct Pin(Vec<bool>);
-impl PinErrorType for Pin {
-    type Error = Infallible;
-}
-impl OutputPin for Pin {
-    fn set_high(&mut self) -> Result<(), Infallible> {
-        self.0.push(true);
-        Ok(())
-    }
-    fn set_low(&mut self) -> Result<(), Infallible> {
-        self.0.push(false);
-        Ok(())
-    }
-}
-
-struct Delay;
-impl DelayNs for Delay {
-    fn delay_ns(&mut self, _: u32) {}
-}
-
-struct Watch;
-impl Stopwatch for Watch {
-    fn start(&mut self) {}
-    fn ticks(&mut self) -> u32 {
-        42
-    }
-}
-
-fn frame(k: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; OVERHEAD + payload.len()];
-    let n = encode(k, payload, &mut out).unwrap();
-    out.truncate(n);
-    out
-}
-
-/// Splits the bytes the app sent into (kind, payload) frames.
-fn answers(tx: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut d = microconv_firmware::protocol::Decoder::new();
-    let mut out = Vec::new();
-    for &b in tx {
-        if let Some(microconv_firmware::protocol::Event::Frame { kind, payload }) = d.push(b) {
-            out.push((kind, payload.to_vec()));
-        }
-    }
-    out
-}
+/// The ticks the mock stopwatch reads.
+const TICKS: u32 = 42;
 
 fn image(seed: u64) -> Vec<u8> {
     let mut r = Rng::new(seed);
@@ -136,11 +53,11 @@ fn expected(model: &Model<'_>, img: &[u8]) -> Classification {
     Classification {
         digit: microconv::loss::argmax(&scores) as u8,
         scores,
-        ticks: 42,
+        ticks: TICKS,
     }
 }
 
-/// The classifier's two buffers, sized for the model.
+/// The float runner's two buffers, sized for the model.
 struct Rig {
     buf: Vec<f32>,
     input: Vec<f32>,
@@ -150,22 +67,51 @@ impl Rig {
     fn new(model: &Model<'_>) -> Self {
         Rig {
             buf: vec![0.0; model.arch().inference_len(1)],
-            input: vec![0.0; IMAGE_LEN],
+            input: vec![0.0; model.arch().input.len()],
         }
     }
 }
 
-fn run<'m>(model: &'m Model<'m>, rig: &'m mut Rig) -> App<'m, Serial, Pin, Delay, Watch> {
+fn run<'m>(model: &'m Model<'m>, rig: &'m mut Rig) -> MockApp<'m, FloatClassifier<'m>> {
     let arch = model.arch();
-    let clf = Classifier::new(arch, model.params(), &mut rig.buf, &mut rig.input).unwrap();
-    App::new(Serial::default(), Pin::default(), Delay, Watch, clf)
+    let clf = FloatClassifier::new(arch, model.params(), &mut rig.buf, &mut rig.input).unwrap();
+    mock::app(clf, TICKS)
+}
+
+/// The buffers of a [`FineTune`] that can train every layer of the model.
+struct TuneRig {
+    arena: Vec<f32>,
+    marks: Vec<u8>,
+    buf: Vec<f32>,
+    input: Vec<f32>,
+}
+
+impl TuneRig {
+    fn new(model: &Model<'_>) -> Self {
+        let a = model.arch();
+        let all = plain(all_layers(&a), false);
+        TuneRig {
+            arena: vec![0.0; arena_len(&a, &all)],
+            marks: vec![0; marks_len(&a, &all)],
+            buf: vec![0.0; a.inference_len(1)],
+            input: vec![0.0; a.input.len()],
+        }
+    }
+
+    /// A learner over these buffers with learning rate `lr`.
+    fn tuner<'m>(&'m mut self, model: &'m Model<'m>, lr: f32) -> FineTune<'m> {
+        let bufs = Buffers {
+            arena: &mut self.arena,
+            marks: &mut self.marks,
+            buf: &mut self.buf,
+            input: &mut self.input,
+        };
+        FineTune::new(model.arch(), model.params(), bufs, lr).unwrap()
+    }
 }
 
 /// Polls until the input is drained plus `extra` idle polls; returns the poll count.
-fn drain<'m, M: Runner<'m>>(
-    app: &mut App<'m, Serial, Pin, Delay, Watch, M>,
-    extra: usize,
-) -> usize {
+fn drain<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>, extra: usize) -> usize {
     let mut polls = 0;
     let mut idle = 0;
     while idle <= extra {
@@ -185,10 +131,8 @@ fn classifies_like_the_host_and_blinks() {
     let mut rig = Rig::new(&model);
     let mut app = run(&model, &mut rig);
     let img = image(1);
-    let mut packed = vec![0u8; 2 * IMAGE_LEN];
-    let n = pack_bits(&img, &mut packed).unwrap();
     let mut rx = frame(kind::CLASSIFY, &img);
-    rx.extend(frame(kind::CLASSIFY_PACKED, &packed[..n]));
+    rx.extend(frame(kind::CLASSIFY_PACKED, &packed(&img)));
     rx.extend(frame(kind::PING, &[]));
     app_feed(&mut app, &rx);
     drain(&mut app, 1);
@@ -226,11 +170,7 @@ fn errors_are_answered_and_the_app_resynchronises() {
     app_feed(&mut app, &rx);
     drain(&mut app, 1);
     let got = answers(&app_tx(&mut app));
-    let codes: Vec<_> = got
-        .iter()
-        .filter(|(k, _)| *k == kind::ERROR)
-        .map(|(_, p)| ErrorCode::from_u8(p[0]).unwrap())
-        .collect();
+    let codes = of_kind(&got, kind::ERROR, |p| ErrorCode::from_u8(p[0]));
     assert_eq!(
         codes,
         [
@@ -301,11 +241,11 @@ fn random_and_adversarial_streams_never_stop_valid_frames() {
     }
     app_feed(&mut app, &rx);
     drain(&mut app, 1);
-    let got: Vec<Classification> = answers(&app_tx(&mut app))
-        .into_iter()
-        .filter(|(k, _)| *k == kind::RESULT)
-        .map(|(_, p)| Classification::from_bytes(&p).unwrap())
-        .collect();
+    let got = of_kind(
+        &answers(&app_tx(&mut app)),
+        kind::RESULT,
+        Classification::from_bytes,
+    );
     // Every valid frame is answered, correctly (a garbage frame with a valid CRC is
     // astronomically unlikely: 2^-32 per attempt).
     for w in &wanted {
@@ -317,14 +257,27 @@ fn random_and_adversarial_streams_never_stop_valid_frames() {
 }
 
 // Access to the mocks inside the app.
-fn app_feed<'m, M: Runner<'m>>(app: &mut App<'m, Serial, Pin, Delay, Watch, M>, bytes: &[u8]) {
+fn app_feed<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>, bytes: &[u8]) {
     app.serial_mut().rx.extend(bytes);
 }
-fn app_tx<'m, M: Runner<'m>>(app: &mut App<'m, Serial, Pin, Delay, Watch, M>) -> Vec<u8> {
+fn app_tx<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>) -> Vec<u8> {
     std::mem::take(&mut app.serial_mut().tx)
 }
-fn app_led(app: &mut App<'_, Serial, Pin, Delay, Watch>) -> Vec<bool> {
+fn app_led<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>) -> Vec<bool> {
     std::mem::take(&mut app.pin_mut().0)
+}
+
+/// The payloads of the answers of kind `k`, parsed by `parse`.
+fn of_kind<T>(got: &[(u8, Vec<u8>)], k: u8, parse: impl Fn(&[u8]) -> Option<T>) -> Vec<T> {
+    got.iter()
+        .filter(|(kk, _)| *kk == k)
+        .map(|(_, p)| parse(p).unwrap())
+        .collect()
+}
+
+/// The error codes answered, in order.
+fn errors(got: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    of_kind(got, kind::ERROR, |p| p.first().copied())
 }
 
 /// A TRAIN or EVALUATE payload: label, (learning rate,) the PackBits image.
@@ -333,93 +286,61 @@ fn labelled(label: u8, lr: Option<f32>, img: &[u8]) -> Vec<u8> {
     if let Some(lr) = lr {
         p.extend_from_slice(&lr.to_le_bytes());
     }
+    p.extend_from_slice(&packed(img));
+    p
+}
+
+/// `img` with PackBits.
+fn packed(img: &[u8]) -> Vec<u8> {
     let mut packed = vec![0u8; 2 * IMAGE_LEN];
     let n = pack_bits(img, &mut packed).unwrap();
-    p.extend_from_slice(&packed[..n]);
-    p
+    packed.truncate(n);
+    packed
+}
+
+/// A TRAIN frame: one step on `img` with `label` and learning rate `lr`.
+fn train_frame(label: u8, lr: f32, img: &[u8]) -> Vec<u8> {
+    frame(kind::TRAIN, &labelled(label, Some(lr), img))
+}
+
+/// An EVALUATE frame: classify `img` and count it against `label`.
+fn evaluate_frame(label: u8, img: &[u8]) -> Vec<u8> {
+    frame(kind::EVALUATE, &labelled(label, None, img))
 }
 
 #[test]
 fn trains_over_frames_like_the_host_and_counts_evaluations() {
-    use microconv_firmware::finetune::{
-        all_layers, arena_len, marks_len, plain, Buffers, FineTune,
-    };
-    use microconv_firmware::protocol::{Digest, Trained};
     let model = Model::parse(&MODEL.0).unwrap();
-    let a = model.arch();
-    let all = plain(all_layers(&a), false);
-    let new_bufs = || {
-        (
-            vec![0.0f32; arena_len(&a, &all)],
-            vec![0u8; marks_len(&a, &all)],
-            vec![0.0f32; a.inference_len(1)],
-            vec![0.0f32; IMAGE_LEN],
-        )
-    };
-    let (mut h, mut m, mut b, mut i) = new_bufs();
-    let tuner = FineTune::new(
-        a,
-        model.params(),
-        Buffers {
-            arena: &mut h,
-            marks: &mut m,
-            buf: &mut b,
-            input: &mut i,
-        },
-        0.01,
-    )
-    .unwrap();
-    let mut app = App::new(Serial::default(), Pin::default(), Delay, Watch, tuner);
+    let mut rig = TuneRig::new(&model);
+    let mut app = mock::app(rig.tuner(&model, 0.01), TICKS);
     // The host's replica of the same steps.
-    let (mut h2, mut m2, mut b2, mut i2) = new_bufs();
-    let mut host = FineTune::new(
-        a,
-        model.params(),
-        Buffers {
-            arena: &mut h2,
-            marks: &mut m2,
-            buf: &mut b2,
-            input: &mut i2,
-        },
-        0.01,
-    )
-    .unwrap();
+    let mut host_rig = TuneRig::new(&model);
+    let mut host = host_rig.tuner(&model, 0.01);
     let mut rx = Vec::new();
     for s in 0..6u64 {
         let (img, label) = (image(500 + s), (s % 10) as u8);
-        rx.extend(frame(kind::TRAIN, &labelled(label, Some(0.02), &img)));
+        rx.extend(train_frame(label, 0.02, &img));
         host.set_lr(0.02).unwrap();
         host.train(&img, label).unwrap();
     }
     for s in 0..4u64 {
-        rx.extend(frame(
-            kind::EVALUATE,
-            &labelled((s % 2) as u8, None, &image(900 + s)),
-        ));
+        rx.extend(evaluate_frame((s % 2) as u8, &image(900 + s)));
     }
     rx.extend(frame(kind::DIGEST, &[]));
     // Out of range: label 10, a negative learning rate.
-    rx.extend(frame(kind::TRAIN, &labelled(10, Some(0.01), &image(1))));
-    rx.extend(frame(kind::TRAIN, &labelled(1, Some(-0.01), &image(1))));
+    rx.extend(train_frame(10, 0.01, &image(1)));
+    rx.extend(train_frame(1, -0.01, &image(1)));
     rx.extend(frame(kind::DIGEST, &[]));
     app_feed(&mut app, &rx);
     drain(&mut app, 1);
     let got = answers(&app_tx(&mut app));
-    let trained: Vec<Trained> = got
-        .iter()
-        .filter(|(k, _)| *k == kind::TRAINED)
-        .map(|(_, p)| Trained::from_bytes(p).unwrap())
-        .collect();
+    let trained = of_kind(&got, kind::TRAINED, Trained::from_bytes);
     assert_eq!(
         trained.iter().map(|t| t.steps).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5, 6]
     );
     assert!(trained.iter().all(|t| t.loss.is_finite() && t.loss >= 0.0));
-    let digests: Vec<Digest> = got
-        .iter()
-        .filter(|(k, _)| *k == kind::DIGEST_RESULT)
-        .map(|(_, p)| Digest::from_bytes(p).unwrap())
-        .collect();
+    let digests = of_kind(&got, kind::DIGEST_RESULT, Digest::from_bytes);
     assert_eq!(digests.len(), 2);
     assert_eq!(digests[0].steps, 6);
     assert_eq!(
@@ -433,19 +354,11 @@ fn trains_over_frames_like_the_host_and_counts_evaluations() {
         (0, 6),
         "counts reset, no step taken"
     );
-    let errors: Vec<u8> = got
-        .iter()
-        .filter(|(k, _)| *k == kind::ERROR)
-        .map(|(_, p)| p[0])
-        .collect();
-    assert_eq!(errors, [ErrorCode::BadValue as u8; 2]);
+    assert_eq!(errors(&got), [ErrorCode::BadValue as u8; 2]);
     // A classify-only firmware refuses to train.
     let mut rig = Rig::new(&model);
     let mut app = run(&model, &mut rig);
-    app_feed(
-        &mut app,
-        &frame(kind::TRAIN, &labelled(1, Some(0.01), &image(1))),
-    );
+    app_feed(&mut app, &train_frame(1, 0.01, &image(1)));
     app_feed(&mut app, &frame(kind::DIGEST, &[]));
     drain(&mut app, 1);
     let got = answers(&app_tx(&mut app));
@@ -457,38 +370,14 @@ fn trains_over_frames_like_the_host_and_counts_evaluations() {
 
 #[test]
 fn configure_selects_layers_over_frames_and_bad_values_change_nothing() {
-    use microconv_firmware::finetune::{
-        all_layers, arena_len, last_layers, marks_len, plain, ram_bytes, Buffers, FineTune,
-    };
-    use microconv_firmware::protocol::{Configured, Digest, TrainConfig, Trained};
+    use microconv_firmware::finetune::{last_layers, ram_bytes};
     let model = Model::parse(&MODEL.0).unwrap();
     let a = model.arch();
     let all = plain(all_layers(&a), false);
-    let new_bufs = || {
-        (
-            vec![0.0f32; arena_len(&a, &all)],
-            vec![0u8; marks_len(&a, &all)],
-            vec![0.0f32; a.inference_len(1)],
-            vec![0.0f32; IMAGE_LEN],
-        )
-    };
-    let (mut h, mut m, mut b, mut i) = new_bufs();
-    let bufs = Buffers {
-        arena: &mut h,
-        marks: &mut m,
-        buf: &mut b,
-        input: &mut i,
-    };
-    let tuner = FineTune::new(a, model.params(), bufs, 0.01).unwrap();
-    let mut app = App::new(Serial::default(), Pin::default(), Delay, Watch, tuner);
-    let (mut h2, mut m2, mut b2, mut i2) = new_bufs();
-    let bufs = Buffers {
-        arena: &mut h2,
-        marks: &mut m2,
-        buf: &mut b2,
-        input: &mut i2,
-    };
-    let mut host = FineTune::new(a, model.params(), bufs, 0.01).unwrap();
+    let mut rig = TuneRig::new(&model);
+    let mut app = mock::app(rig.tuner(&model, 0.01), TICKS);
+    let mut host_rig = TuneRig::new(&model);
+    let mut host = host_rig.tuner(&model, 0.01);
     let good = TrainConfig {
         momentum: 0.5,
         accumulate: 2,
@@ -496,12 +385,12 @@ fn configure_selects_layers_over_frames_and_bad_values_change_nothing() {
     };
     let mut rx = Vec::new();
     // One step of the default (last layer), then a configuration: it starts over.
-    rx.extend(frame(kind::TRAIN, &labelled(3, Some(0.02), &image(7))));
+    rx.extend(train_frame(3, 0.02, &image(7)));
     rx.extend(frame(kind::CONFIGURE, &good.to_bytes()));
     host.configure(good).unwrap();
     for s in 0..4u64 {
         let (img, label) = (image(600 + s), (s % 10) as u8);
-        rx.extend(frame(kind::TRAIN, &labelled(label, Some(0.01), &img)));
+        rx.extend(train_frame(label, 0.01, &img));
         host.train(&img, label).unwrap();
     }
     rx.extend(frame(kind::DIGEST, &[]));
@@ -531,26 +420,17 @@ fn configure_selects_layers_over_frames_and_bad_values_change_nothing() {
     app_feed(&mut app, &rx);
     drain(&mut app, 1);
     let got = answers(&app_tx(&mut app));
-    let configured: Vec<Configured> = got
-        .iter()
-        .filter(|(k, _)| *k == kind::CONFIGURED)
-        .map(|(_, p)| Configured::from_bytes(p).unwrap())
-        .collect();
+    let configured = of_kind(&got, kind::CONFIGURED, Configured::from_bytes);
     assert_eq!(configured.len(), 1);
     assert_eq!(configured[0].trainable, 5_130);
     assert_eq!(configured[0].ram, ram_bytes(&a, &good) as u32);
     assert_eq!(configured[0].capacity, ram_bytes(&a, &all) as u32);
-    let steps: Vec<u32> = got
+    let steps: Vec<u32> = of_kind(&got, kind::TRAINED, Trained::from_bytes)
         .iter()
-        .filter(|(k, _)| *k == kind::TRAINED)
-        .map(|(_, p)| Trained::from_bytes(p).unwrap().steps)
+        .map(|t| t.steps)
         .collect();
     assert_eq!(steps, [1, 1, 2, 3, 4]);
-    let digests: Vec<Digest> = got
-        .iter()
-        .filter(|(k, _)| *k == kind::DIGEST_RESULT)
-        .map(|(_, p)| Digest::from_bytes(p).unwrap())
-        .collect();
+    let digests = of_kind(&got, kind::DIGEST_RESULT, Digest::from_bytes);
     assert_eq!(digests.len(), 2);
     assert_eq!((digests[0].steps, digests[0].crc), (4, host.digest()));
     assert_eq!(
@@ -558,14 +438,9 @@ fn configure_selects_layers_over_frames_and_bad_values_change_nothing() {
         (4, host.digest()),
         "a refused CONFIGURE changed the device"
     );
-    let errors: Vec<u8> = got
-        .iter()
-        .filter(|(k, _)| *k == kind::ERROR)
-        .map(|(_, p)| p[0])
-        .collect();
     let bv = ErrorCode::BadValue as u8;
     assert_eq!(
-        errors,
+        errors(&got),
         [
             bv,
             bv,
@@ -586,4 +461,108 @@ fn configure_selects_layers_over_frames_and_bad_values_change_nothing() {
         answers(&app_tx(&mut app)),
         vec![(kind::ERROR, vec![ErrorCode::Unsupported as u8])]
     );
+}
+
+#[test]
+fn the_int8_runner_answers_the_cores_dequantized_logits() {
+    let m = QModel::parse(&INT8.0).unwrap();
+    let net = m.net();
+    let a = m.arch();
+    let (mut buf, mut input) = (vec![0i8; a.inference_len(1)], vec![0i8; a.input.len()]);
+    let mut app = mock::app(
+        Int8Classifier::new(m.net(), &mut buf, &mut input).unwrap(),
+        TICKS,
+    );
+    let (mut buf2, mut input2) = (vec![0i8; a.inference_len(1)], vec![0i8; a.input.len()]);
+    let mut either = Classifier::new_int8(m.net(), &mut buf2, &mut input2).unwrap();
+    assert!(either.is_int8());
+    let mut rx = Vec::new();
+    let mut wanted = Vec::new();
+    for s in 0..5 {
+        let img = image(70 + s);
+        rx.extend(frame(kind::CLASSIFY_PACKED, &packed(&img)));
+        // The core directly: pixels - 128, int8 inference, the last layer's dequantization.
+        let x: Vec<i8> = img.iter().map(|&p| (p as i32 - 128) as i8).collect();
+        let mut b = vec![0i8; a.inference_len(1)];
+        let q = infer_i8(&net, &x, 1, &mut b).unwrap();
+        let out = net.layers.last().unwrap().output;
+        let mut scores = [0.0f32; 10];
+        for (s, &l) in scores.iter_mut().zip(q) {
+            *s = out.dequantize(l);
+        }
+        let digit = microconv::quant::argmax_i8(q) as u8;
+        assert_eq!(either.classify(&img).unwrap(), (digit, scores));
+        wanted.push(Classification {
+            digit,
+            scores,
+            ticks: TICKS,
+        });
+    }
+    app_feed(&mut app, &rx);
+    drain(&mut app, 1);
+    let got = of_kind(
+        &answers(&app_tx(&mut app)),
+        kind::RESULT,
+        Classification::from_bytes,
+    );
+    assert_eq!(got, wanted);
+}
+
+#[test]
+fn runners_take_their_sizes_from_the_model() {
+    use microconv::layers::Dense;
+    use microconv::{Arch, Layer, Shape};
+    // Three classes: a RESULT carries their scores first, then zeros.
+    let layers = [Layer::Flatten, Layer::Dense(Dense::new(3))];
+    let arch = Arch::new(Shape::new(28, 28, 1), &layers);
+    let mut r = Rng::new(5);
+    let params: Vec<f32> = (0..arch.param_count())
+        .map(|_| r.below(1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let (mut buf, mut input) = (vec![0.0; arch.inference_len(1)], vec![0.0; IMAGE_LEN]);
+    let clf = FloatClassifier::new(arch, &params, &mut buf, &mut input).unwrap();
+    let mut app = mock::app(clf, TICKS);
+    let img = image(11);
+    app_feed(&mut app, &frame(kind::CLASSIFY, &img));
+    drain(&mut app, 1);
+    let got = of_kind(
+        &answers(&app_tx(&mut app)),
+        kind::RESULT,
+        Classification::from_bytes,
+    );
+    let x: Vec<f32> = img.iter().map(|&p| p as f32 / 255.0).collect();
+    let mut b = vec![0.0; arch.inference_len(1)];
+    let logits = infer(&arch, &params, &x, 1, &mut b, &Exec::REFERENCE, &mut []).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].scores[..3], logits);
+    assert_eq!(got[0].scores[3..], [0.0; 7]);
+    assert_eq!(got[0].digit as usize, microconv::loss::argmax(logits));
+    // An 8x8 model: its input buffer is 64 values, and a 784-pixel frame is refused
+    // (a model error answer, not a panic) since the protocol carries 28x28 images.
+    let small = Arch::new(Shape::new(8, 8, 1), &layers);
+    let params = vec![0.01; small.param_count()];
+    let (mut buf, mut input) = (vec![0.0; small.inference_len(1)], vec![0.0; 64]);
+    let mut clf = FloatClassifier::new(small, &params, &mut buf, &mut input).unwrap();
+    assert!(clf.classify(&[0; 64]).is_ok());
+    assert!(
+        clf.classify(&[0; 63]).is_err(),
+        "63 pixels for an 8x8 model"
+    );
+    let mut app = mock::app(clf, TICKS);
+    app_feed(&mut app, &frame(kind::CLASSIFY, &img));
+    drain(&mut app, 1);
+    assert_eq!(
+        answers(&app_tx(&mut app)),
+        vec![(kind::ERROR, vec![ErrorCode::Model as u8])]
+    );
+    // Buffers of the wrong size are refused when the runner is built.
+    let (mut buf, mut input) = (vec![0.0; small.inference_len(1)], vec![0.0; IMAGE_LEN]);
+    assert!(FloatClassifier::new(small, &params, &mut buf, &mut input).is_err());
+    // More classes than a RESULT carries: an error, not a panic.
+    let wide = [Layer::Flatten, Layer::Dense(Dense::new(11))];
+    let wide = Arch::new(Shape::new(8, 8, 1), &wide);
+    let params = vec![0.01; wide.param_count()];
+    let (mut buf, mut input) = (vec![0.0; wide.inference_len(1)], vec![0.0; 64]);
+    let mut clf = FloatClassifier::new(wide, &params, &mut buf, &mut input).unwrap();
+    assert!(clf.classify(&[0; 64]).is_err(), "11 classes, 10 scores");
 }

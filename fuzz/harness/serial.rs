@@ -14,36 +14,23 @@
 // `run` (target `serial`) feeds the stream to a `Decoder` byte by byte and puts every
 // frame's payload through the payload codecs; `run_app` (target `app`) plays it to the
 // application (the first byte picks the float model, the int8 model or the float model
-// learning on the device) and checks that everything it sends back is a well-formed
-// answer.
+// learning on the device) over the firmware's mock peripherals (`microconv_firmware::mock`,
+// feature `mock`) and checks that everything it sends back is a well-formed answer.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-
-use embedded_hal::delay::DelayNs;
-use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
-use embedded_io::{ErrorType, Read, ReadReady, Write};
 use microconv::format::{Aligned, Model};
 use microconv::qformat::QModel;
-use microconv_firmware::app::{
-    App, Classifier, Outcome, Runner, Stopwatch, FRAME_TIMEOUT_US, POLL_US,
-};
+use microconv_firmware::app::{Outcome, Runner, FRAME_TIMEOUT_US, POLL_US};
 use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
+use microconv_firmware::mock::{self, frame};
 use microconv_firmware::protocol::{
-    encode, kind, pack_bits, parse_request, unpack_bits, Classification, Decoder, Digest,
-    ErrorCode, Event, Trained, IMAGE_LEN, MAX_PAYLOAD, OVERHEAD, PONG_LEN,
+    kind, pack_bits, parse_request, unpack_bits, Classification, Decoder, Digest, ErrorCode,
+    Event, Trained, IMAGE_LEN, MAX_PAYLOAD, PONG_LEN,
 };
+use microconv_firmware::run::{FloatClassifier, Int8Classifier};
 
 enum Chunk {
     Bytes(Vec<u8>),
     Pause,
-}
-
-fn frame(k: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; OVERHEAD + payload.len()];
-    let n = encode(k, payload, &mut out).expect("the buffer holds the frame");
-    out.truncate(n);
-    out
 }
 
 /// The script in `data` as chunks of bytes and pauses.
@@ -187,68 +174,6 @@ static INT8: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
     "/../firmware/models/small-int8.mcw"
 )));
 
-#[derive(Default)]
-struct Serial {
-    rx: VecDeque<u8>,
-    tx: Vec<u8>,
-}
-impl ErrorType for Serial {
-    type Error = Infallible;
-}
-impl ReadReady for Serial {
-    fn read_ready(&mut self) -> Result<bool, Infallible> {
-        Ok(!self.rx.is_empty())
-    }
-}
-impl Read for Serial {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
-        let mut n = 0;
-        while n < buf.len() {
-            match self.rx.pop_front() {
-                Some(b) => buf[n] = b,
-                None => break,
-            }
-            n += 1;
-        }
-        Ok(n)
-    }
-}
-impl Write for Serial {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        self.tx.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-struct Pin;
-impl PinErrorType for Pin {
-    type Error = Infallible;
-}
-impl OutputPin for Pin {
-    fn set_high(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-    fn set_low(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-struct Delay;
-impl DelayNs for Delay {
-    fn delay_ns(&mut self, _: u32) {}
-}
-
-struct Watch;
-impl Stopwatch for Watch {
-    fn start(&mut self) {}
-    fn ticks(&mut self) -> u32 {
-        7
-    }
-}
-
 /// Target `app`: the application with the float or the int8 model.
 pub fn run_app(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
@@ -260,7 +185,7 @@ pub fn run_app(data: &[u8]) {
         let all = plain(all_layers(&a), false);
         let mut arena = vec![0.0; arena_len(&a, &all)];
         let mut marks = vec![0u8; marks_len(&a, &all)];
-        let (mut buf, mut input) = (vec![0.0; a.inference_len(1)], vec![0.0; IMAGE_LEN]);
+        let (mut buf, mut input) = (vec![0.0; a.inference_len(1)], vec![0.0; a.input.len()]);
         let b = Buffers {
             arena: &mut arena,
             marks: &mut marks,
@@ -272,22 +197,22 @@ pub fn run_app(data: &[u8]) {
     } else if which % 3 == 0 {
         let m = Model::parse(&FLOAT.0).expect("the shipped float model parses");
         let mut buf = vec![0.0; m.arch().inference_len(1)];
-        let mut input = vec![0.0; IMAGE_LEN];
-        let c = Classifier::new(m.arch(), m.params(), &mut buf, &mut input)
+        let mut input = vec![0.0; m.arch().input.len()];
+        let c = FloatClassifier::new(m.arch(), m.params(), &mut buf, &mut input)
             .expect("the shipped float model classifies digits");
         play(c, rest);
     } else {
         let m = QModel::parse(&INT8.0).expect("the shipped int8 model parses");
         let mut buf = vec![0i8; m.arch().inference_len(1)];
-        let mut input = vec![0i8; IMAGE_LEN];
-        let c = Classifier::new_int8(m.net(), &mut buf, &mut input)
+        let mut input = vec![0i8; m.arch().input.len()];
+        let c = Int8Classifier::new(m.net(), &mut buf, &mut input)
             .expect("the shipped int8 model classifies digits");
         play(c, rest);
     }
 }
 
 fn play<'m, M: Runner<'m>>(model: M, data: &[u8]) {
-    let mut app = App::new(Serial::default(), Pin, Delay, Watch, model);
+    let mut app = mock::app(model, 7);
     let (mut classified, mut answered, mut refused, mut trained) = (0, 0, 0, 0);
     let mut count = |o: Outcome| match o {
         Outcome::Classified(_) => classified += 1,

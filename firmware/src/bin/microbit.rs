@@ -13,6 +13,8 @@
 #![no_std]
 #![no_main]
 
+#[path = "shared/model.rs"]
+mod model;
 #[path = "shared/cortex_m_qemu.rs"]
 mod shared;
 
@@ -92,15 +94,18 @@ impl Write for NrfUart {
     }
 }
 
+struct Microbit;
+
+impl Board for Microbit {
+    fn name() -> defmt::Str {
+        defmt::intern!("microbit (nRF51822, Cortex-M0)")
+    }
+    const CLOCK_HZ: u32 = 16_000_000;
+    const TAG: &'static [u8] =
+        b"microconv-qemu:qemu-system-arm;microbit;cortex-m0;-global nrf51-soc.sram-size=32768;";
+}
+
 #[entry]
 fn main() -> ! {
-    shared::run(
-        Board {
-            name: "microbit (nRF51822, Cortex-M0)",
-            clock_hz: 16_000_000,
-            tag: b"microconv-qemu:qemu-system-arm;microbit;cortex-m0;-global nrf51-soc.sram-size=32768;",
-        },
-        NrfUart::new,
-        NoLed,
-    )
+    shared::run::<Microbit, _, _>(NrfUart::new, NoLed)
 }

@@ -7,21 +7,25 @@
 #![no_std]
 #![no_main]
 
+#[path = "shared/model.rs"]
+mod model;
 #[path = "shared/cortex_m_qemu.rs"]
 mod shared;
 
 use cortex_m_rt::entry;
 use shared::{Board, CmsdkUart, NoLed};
 
+struct Mps2An500;
+
+impl Board for Mps2An500 {
+    fn name() -> defmt::Str {
+        defmt::intern!("mps2-an500 (Cortex-M7)")
+    }
+    const CLOCK_HZ: u32 = 25_000_000;
+    const TAG: &'static [u8] = b"microconv-qemu:qemu-system-arm;mps2-an500;cortex-m7;;";
+}
+
 #[entry]
 fn main() -> ! {
-    shared::run(
-        Board {
-            name: "mps2-an500 (Cortex-M7)",
-            clock_hz: 25_000_000,
-            tag: b"microconv-qemu:qemu-system-arm;mps2-an500;cortex-m7;;",
-        },
-        || CmsdkUart::new(0x4000_4000),
-        NoLed,
-    )
+    shared::run::<Mps2An500, _, _>(|| CmsdkUart::new(0x4000_4000), NoLed)
 }

@@ -10,21 +10,25 @@
 #![no_std]
 #![no_main]
 
+#[path = "shared/model.rs"]
+mod model;
 #[path = "shared/cortex_m_qemu.rs"]
 mod shared;
 
 use cortex_m_rt::entry;
 use shared::{Board, CmsdkUart, NoLed};
 
+struct Mps2An505;
+
+impl Board for Mps2An505 {
+    fn name() -> defmt::Str {
+        defmt::intern!("mps2-an505 (Cortex-M33)")
+    }
+    const CLOCK_HZ: u32 = 20_000_000;
+    const TAG: &'static [u8] = b"microconv-qemu:qemu-system-arm;mps2-an505;cortex-m33;;";
+}
+
 #[entry]
 fn main() -> ! {
-    shared::run(
-        Board {
-            name: "mps2-an505 (Cortex-M33)",
-            clock_hz: 20_000_000,
-            tag: b"microconv-qemu:qemu-system-arm;mps2-an505;cortex-m33;;",
-        },
-        || CmsdkUart::new(0x5020_0000),
-        NoLed,
-    )
+    shared::run::<Mps2An505, _, _>(|| CmsdkUart::new(0x5020_0000), NoLed)
 }

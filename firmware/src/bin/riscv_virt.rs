@@ -19,17 +19,14 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
 use microconv::qformat::QModel;
-use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch};
-use microconv_firmware::embedded::{self, Storage};
+use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
+use microconv_firmware::embedded;
 use riscv::singleton;
 
-include!(concat!(env!("OUT_DIR"), "/model.rs"));
+#[path = "shared/model.rs"]
+mod model;
 
-/// Buffer sizes: the float pair for a float model, the int8 pair for an int8 one.
-const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
-const F32_IN: usize = if INT8 { 0 } else { 784 };
-const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
-const I8_IN: usize = if INT8 { 784 } else { 0 };
+use model::{ARCH, F32_BUF, F32_IN, I8_BUF, I8_IN, INT8, MODEL};
 
 /// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`).
 static QEMU_MACHINE: &[u8] = b"microconv-qemu:qemu-system-riscv32;virt;rv32;-bios none;";
@@ -196,16 +193,32 @@ fn fail() -> ! {
 fn main() -> ! {
     paint_stack();
     core::hint::black_box(QEMU_MACHINE.as_ptr());
-    let storage = Storage {
-        f32_buf: singleton!(: [f32; F32_BUF] = [0.0; F32_BUF]).unwrap_or_else(|| fail()),
-        f32_input: singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| fail()),
-        i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| fail()),
-        i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| fail()),
-        qmodel: singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| fail()),
-    };
-    let classifier: Classifier<'static> =
-        embedded::classifier(&MODEL.0, ARCH, INT8, storage).unwrap_or_else(|_| fail());
-    let mut app = App::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), classifier)
+    if INT8 {
+        let runner = embedded::int8(
+            &MODEL.0,
+            ARCH,
+            singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| fail()),
+            singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| fail()),
+            singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| fail()),
+        )
+        .unwrap_or_else(|_| fail());
+        serve(runner)
+    }
+    let runner = embedded::float(
+        &MODEL.0,
+        ARCH,
+        singleton!(: [f32; F32_BUF] = [0.0; F32_BUF]).unwrap_or_else(|| fail()),
+        singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| fail()),
+    )
+    .unwrap_or_else(|_| fail());
+    serve(runner)
+}
+
+/// Answers requests forever. Inlined, so that the app lives in `main`'s frame beside
+/// what building the runner left there, not in a frame of its own below it.
+#[inline(always)]
+fn serve<M: Runner<'static>>(runner: M) -> ! {
+    let mut app = App::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), runner)
         .with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();

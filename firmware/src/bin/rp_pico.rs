@@ -11,8 +11,8 @@
 use defmt_rtt as _;
 use embedded_hal::digital::OutputPin;
 use microconv::qformat::QModel;
-use microconv_firmware::app::{App, Outcome, Stopwatch};
-use microconv_firmware::embedded::{self, EmbeddedError, Storage};
+use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
+use microconv_firmware::embedded::{self, EmbeddedError};
 use panic_probe as _;
 use rp2040_hal::clocks::Clock;
 use rp2040_hal::fugit::RateExtU32;
@@ -20,19 +20,16 @@ use rp2040_hal::gpio::{FunctionUart, Pins};
 use rp2040_hal::uart::{DataBits, StopBits, UartConfig, UartPeripheral};
 use rp2040_hal::{pac, Sio, Timer, Watchdog};
 
-include!(concat!(env!("OUT_DIR"), "/model.rs"));
+#[path = "shared/model.rs"]
+mod model;
+
+use model::{ARCH, F32_BUF, F32_IN, I8_BUF, I8_IN, INT8, MODEL};
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, first 256 bytes of flash
 /// (the `.boot2` section of build.rs's memory.x).
 #[link_section = ".boot2"]
 #[used]
 pub static BOOT2: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
-
-/// Buffer sizes: the float pair for a float model, the int8 pair for an int8 one.
-const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
-const F32_IN: usize = if INT8 { 0 } else { 784 };
-const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
-const I8_IN: usize = if INT8 { 784 } else { 0 };
 
 /// The Pico's crystal.
 const XTAL_HZ: u32 = 12_000_000;
@@ -90,34 +87,39 @@ fn main() -> ! {
     let mut led = pins.gpio25.into_push_pull_output();
     let _ = led.set_low();
     let timer = Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
-    let storage = Storage {
-        f32_buf: cortex_m::singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        f32_input: cortex_m::singleton!(: [f32; F32_IN] = [0.0; F32_IN])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        i8_buf: cortex_m::singleton!(: [i8; I8_BUF] = [0; I8_BUF])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        i8_input: cortex_m::singleton!(: [i8; I8_IN] = [0; I8_IN])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        qmodel: cortex_m::singleton!(: Option<QModel<'static>> = None)
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-    };
-    let classifier = match embedded::classifier(&MODEL.0, ARCH, INT8, storage) {
-        Ok(c) => c,
-        Err(EmbeddedError::Format(e)) => {
-            defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e))
-        }
-        Err(EmbeddedError::ArchMismatch) => {
-            defmt::panic!("embedded weights do not match the compiled architecture")
-        }
-        Err(EmbeddedError::Classifier(_)) => defmt::panic!("model does not fit the classifier"),
-    };
+    let watch = Micros { timer, start: 0 };
+    if INT8 {
+        let runner = embedded::int8(
+            &MODEL.0,
+            ARCH,
+            cortex_m::singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
+            cortex_m::singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| taken()),
+            cortex_m::singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| taken()),
+        )
+        .unwrap_or_else(|e| embedded_failed(e));
+        serve(App::new(serial, led, timer, watch, runner))
+    }
+    let runner = embedded::float(
+        &MODEL.0,
+        ARCH,
+        cortex_m::singleton!(: [f32; F32_BUF] = [0.0; F32_BUF]).unwrap_or_else(|| taken()),
+        cortex_m::singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| taken()),
+    )
+    .unwrap_or_else(|e| embedded_failed(e));
+    serve(App::new(serial, led, timer, watch, runner))
+}
+
+/// Answers requests forever, logging each.
+fn serve<S, P, M>(mut app: App<'static, S, P, Timer, Micros, M>) -> !
+where
+    S: embedded_io::Read + embedded_io::ReadReady + embedded_io::Write,
+    P: OutputPin,
+    M: Runner<'static>,
+{
     defmt::info!(
         "microconv on a Raspberry Pi Pico: {=usize} parameters, waiting for frames on UART0 (GP0/GP1, 115200)",
         ARCH.param_count()
     );
-    let watch = Micros { timer, start: 0 };
-    let mut app = App::new(serial, led, timer, watch, classifier);
     loop {
         match app.poll() {
             Ok(Outcome::Classified(c)) => {
@@ -131,5 +133,21 @@ fn main() -> ! {
                 )
             }
         }
+    }
+}
+
+fn taken() -> ! {
+    defmt::panic!("buffers taken twice")
+}
+
+fn embedded_failed(e: EmbeddedError) -> ! {
+    match e {
+        EmbeddedError::Format(e) => {
+            defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e))
+        }
+        EmbeddedError::ArchMismatch => {
+            defmt::panic!("embedded weights do not match the compiled architecture")
+        }
+        EmbeddedError::Classifier(_) => defmt::panic!("model does not fit the classifier"),
     }
 }

@@ -14,21 +14,18 @@ use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_hal_nb::serial::{Read as NbRead, Write as NbWrite};
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write};
 use microconv::qformat::QModel;
-use microconv_firmware::app::{App, Outcome, Stopwatch};
-use microconv_firmware::embedded::{self, EmbeddedError, Storage};
+use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
+use microconv_firmware::embedded::{self, EmbeddedError};
 use panic_probe as _;
 use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::rcc::Config;
 use stm32f4xx_hal::serial::{RxISR, Serial};
 
-include!(concat!(env!("OUT_DIR"), "/model.rs"));
+#[path = "shared/model.rs"]
+mod model;
 
-/// Buffer sizes: the float pair for a float model, the int8 pair for an int8 one.
-const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
-const F32_IN: usize = if INT8 { 0 } else { 784 };
-const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
-const I8_IN: usize = if INT8 { 784 } else { 0 };
+use model::{ARCH, F32_BUF, F32_IN, I8_BUF, I8_IN, INT8, MODEL};
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
 struct Port(Serial<pac::USART1>);
@@ -130,30 +127,33 @@ fn main() -> ! {
     };
     let led = ActiveLow(gpioc.pc13.into_push_pull_output());
     let delay = dp.TIM2.delay_us(&mut rcc);
-    let storage = Storage {
-        f32_buf: singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        f32_input: singleton!(: [f32; F32_IN] = [0.0; F32_IN])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN])
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-        qmodel: singleton!(: Option<QModel<'static>> = None)
-            .unwrap_or_else(|| defmt::panic!("buffers taken twice")),
-    };
-    let classifier = match embedded::classifier(&MODEL.0, ARCH, INT8, storage) {
-        Ok(c) => c,
-        Err(EmbeddedError::Format(e)) => {
-            defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e))
-        }
-        Err(EmbeddedError::ArchMismatch) => {
-            defmt::panic!("embedded weights do not match the compiled architecture")
-        }
-        Err(EmbeddedError::Classifier(_)) => defmt::panic!("model does not fit the classifier"),
-    };
+    let port = Port(serial);
+    if INT8 {
+        let runner = embedded::int8(
+            &MODEL.0,
+            ARCH,
+            singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
+            singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| taken()),
+            singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| taken()),
+        )
+        .unwrap_or_else(|e| embedded_failed(e));
+        serve(App::new(port, led, delay, Cycles(0), runner))
+    }
+    let runner = embedded::float(
+        &MODEL.0,
+        ARCH,
+        singleton!(: [f32; F32_BUF] = [0.0; F32_BUF]).unwrap_or_else(|| taken()),
+        singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| taken()),
+    )
+    .unwrap_or_else(|e| embedded_failed(e));
+    serve(App::new(port, led, delay, Cycles(0), runner))
+}
+
+/// Answers requests forever, logging each.
+fn serve<P: OutputPin, D: embedded_hal::delay::DelayNs, M: Runner<'static>>(
+    mut app: App<'static, Port, P, D, Cycles, M>,
+) -> ! {
     defmt::info!("microconv on STM32F411: {=usize} parameters, waiting for frames on USART1 (PA9/PA10, 115200)", ARCH.param_count());
-    let mut app = App::new(Port(serial), led, delay, Cycles(0), classifier);
     loop {
         match app.poll() {
             Ok(Outcome::Classified(c)) => {
@@ -165,5 +165,21 @@ fn main() -> ! {
                 defmt::warn!("serial line error (framing, noise or overrun); resynchronising")
             }
         }
+    }
+}
+
+fn taken() -> ! {
+    defmt::panic!("buffers taken twice")
+}
+
+fn embedded_failed(e: EmbeddedError) -> ! {
+    match e {
+        EmbeddedError::Format(e) => {
+            defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e))
+        }
+        EmbeddedError::ArchMismatch => {
+            defmt::panic!("embedded weights do not match the compiled architecture")
+        }
+        EmbeddedError::Classifier(_) => defmt::panic!("model does not fit the classifier"),
     }
 }

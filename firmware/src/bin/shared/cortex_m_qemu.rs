@@ -1,9 +1,12 @@
-//! What the Cortex-M QEMU binaries (`mps2_an500.rs`, `mps2_an505.rs`, `microbit.rs`) share:
-//! the embedded model's storage, SysTick as a stopwatch, the stack high-water mark, the
-//! serve loop, and failure through semihosting. Each binary adds its UART, its LED and
-//! its clock. (Not a Cargo target: only `src/bin/*.rs` and `src/bin/*/main.rs` are.)
+//! What the Cortex-M QEMU binaries (`mps2_an386.rs`, `mps2_an500.rs`, `mps2_an505.rs`,
+//! `microbit.rs`) share: SysTick as a stopwatch, the stack high-water mark, the embedded
+//! model's runner (and, with the `train` feature and a float model, the one that learns),
+//! the serve loop, and failure through semihosting. Each binary adds its UART, its LED
+//! and its [`Board`] constants; it declares `mod model` (shared/model.rs) beside this
+//! module. (Not a Cargo target: only `src/bin/*.rs` and `src/bin/*/main.rs` are.)
 
 use core::convert::Infallible;
+use core::marker::PhantomData;
 use core::panic::PanicInfo;
 use core::ptr::{addr_of, read_volatile, write_volatile};
 
@@ -14,41 +17,58 @@ use defmt_semihosting as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_io::{ErrorType, Read, ReadReady, Write};
+use microconv::format::FormatError;
 use microconv::qformat::QModel;
-use microconv_firmware::app::{App, Classifier, Outcome, Stopwatch};
-use microconv_firmware::embedded::{self, EmbeddedError, Storage};
+use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
+use microconv_firmware::embedded::{self, EmbeddedError};
+use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
 
-include!(concat!(env!("OUT_DIR"), "/model.rs"));
+use crate::model::{ARCH, F32_BUF, F32_IN, I8_BUF, I8_IN, INT8, MODEL};
 
-/// Buffer sizes: the float pair for a float model, the int8 pair for an int8 one.
-const F32_BUF: usize = if INT8 { 0 } else { ARCH.inference_len(1) };
-const F32_IN: usize = if INT8 { 0 } else { 784 };
-const I8_BUF: usize = if INT8 { ARCH.inference_len(1) } else { 0 };
-const I8_IN: usize = if INT8 { 784 } else { 0 };
+/// Training on the device (feature `train`, float models only): the arena and marks of
+/// the largest selection this build accepts, every layer with plain SGD (smaller ones,
+/// or the last layer with momentum and accumulation, fit in the same memory).
+const TRAIN: bool = cfg!(feature = "train") && !INT8;
+const ARENA: usize = if TRAIN {
+    arena_len(&ARCH, &plain(all_layers(&ARCH), false))
+} else {
+    0
+};
+const MARKS: usize = if TRAIN {
+    marks_len(&ARCH, &plain(all_layers(&ARCH), false))
+} else {
+    0
+};
+/// SGD's learning rate until a TRAIN frame sets its own.
+const DEFAULT_LR: f32 = 0.003;
 
 /// A board: its name (logs), core clock (SysTick counts it: under `-icount shift=0` one
-/// instruction is 1 ns), and the tag `host-trainer` reads.
-pub struct Board {
-    /// Shown in the startup log.
-    pub name: &'static str,
+/// instruction is 1 ns), and the tag `host-trainer` reads. Constants, so that the clock
+/// arithmetic folds at compile time.
+pub trait Board {
+    /// Shown in the startup log: `defmt::intern!("...")`, which keeps the text in the
+    /// ELF's defmt table, not in flash.
+    fn name() -> defmt::Str;
     /// SysTick's clock, Hz.
-    pub clock_hz: u32,
+    const CLOCK_HZ: u32;
     /// The machine, for `host-trainer board --qemu`, which reads it from the ELF:
     /// `microconv-qemu:` then the QEMU program, machine, CPU and extra options, each
-    /// ended by `;`. `run` keeps it in the image.
-    pub tag: &'static [u8],
+    /// ended by `;`. `run` keeps it in the image. Empty for mps2-an386, the machine
+    /// `host-trainer` assumes for an Arm ELF without a tag.
+    const TAG: &'static [u8];
 }
 
 /// SysTick as a 24-bit down-counter from its maximum, reported in units of 40
 /// instructions under `-icount shift=0` (the unit of `mps2-an386`, whose 25 MHz SysTick
 /// ticks once per 40 instructions, and the one `host-trainer` multiplies by), so that
 /// every QEMU target's RESULT frames mean the same thing: `raw * 1e9 / clock / 40`.
-pub struct SysTickWatch {
+/// At 25 MHz (mps2-an386, mps2-an500) a raw tick is already that unit.
+pub struct SysTickWatch<B> {
     syst: SYST,
-    clock_hz: u32,
+    _board: PhantomData<B>,
 }
 
-impl Stopwatch for SysTickWatch {
+impl<B: Board> Stopwatch for SysTickWatch<B> {
     fn start(&mut self) {
         self.syst.disable_counter();
         self.syst.set_reload(0x00FF_FFFF);
@@ -56,21 +76,27 @@ impl Stopwatch for SysTickWatch {
         self.syst.enable_counter();
     }
     fn ticks(&mut self) -> u32 {
-        let raw = (0x00FF_FFFF - SYST::get_current()) as u64;
-        (raw * 1_000_000_000 / (self.clock_hz as u64 * 40)) as u32
+        let raw = 0x00FF_FFFF - SYST::get_current();
+        if B::CLOCK_HZ == 25_000_000 {
+            raw
+        } else {
+            (raw as u64 * 1_000_000_000 / (B::CLOCK_HZ as u64 * 40)) as u32
+        }
     }
 }
 
 /// Busy-wait delay counted in core clock cycles.
-pub struct CycleDelay(u32);
+pub struct CycleDelay<B>(PhantomData<B>);
 
-impl DelayNs for CycleDelay {
+impl<B: Board> DelayNs for CycleDelay<B> {
     fn delay_ns(&mut self, ns: u32) {
-        cortex_m::asm::delay(((ns as u64 * self.0 as u64) / 1_000_000_000).max(1) as u32);
+        cortex_m::asm::delay(((ns as u64 * B::CLOCK_HZ as u64) / 1_000_000_000).max(1) as u32);
     }
 }
 
-/// A pin that goes nowhere (machines whose LED register is not worth a fault).
+/// A pin that goes nowhere (machines whose LED register is not worth a fault; mps2-an386
+/// has its own LED).
+#[allow(dead_code)]
 pub struct NoLed;
 
 impl embedded_hal::digital::ErrorType for NoLed {
@@ -190,60 +216,88 @@ fn stack_high_water() -> u32 {
     (top - p) as u32
 }
 
-/// The firmware: builds the embedded model's classifier and answers frames on `serial`
+/// The firmware: builds the embedded model's runner and answers frames on `serial`
 /// forever. `serial` is made after the stack is painted, by `make_serial`.
-pub fn run<S, P>(board: Board, make_serial: impl FnOnce() -> S, led: P) -> !
+pub fn run<B, S, P>(make_serial: impl FnOnce() -> S, led: P) -> !
 where
+    B: Board,
     S: Read + Write + ReadReady + ErrorType<Error = Infallible>,
     P: OutputPin,
 {
     paint_stack();
-    // Keep the machine tag in the image (nothing else reads it on the device).
-    core::hint::black_box(board.tag.as_ptr());
+    if !B::TAG.is_empty() {
+        // Keep the machine tag in the image (nothing else reads it on the device).
+        core::hint::black_box(B::TAG.as_ptr());
+    }
     let Some(mut cp) = cortex_m::Peripherals::take() else {
         fail("core peripherals taken twice")
     };
     cp.SYST.set_clock_source(SystClkSource::Core);
-    let storage = Storage {
-        f32_buf: singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        f32_input: singleton!(: [f32; F32_IN] = [0.0; F32_IN])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        i8_buf: singleton!(: [i8; I8_BUF] = [0; I8_BUF])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        i8_input: singleton!(: [i8; I8_IN] = [0; I8_IN])
-            .unwrap_or_else(|| fail("buffers taken twice")),
-        qmodel: singleton!(: Option<QModel<'static>> = None)
-            .unwrap_or_else(|| fail("buffers taken twice")),
-    };
     let (bottom, top) = stack_bounds();
     defmt::info!(
-        "microconv on {=str}: {=usize} parameters, {=usize} B weights in flash, {=usize} B inference buffers, {=usize} B for the stack",
-        board.name,
+        "microconv on {=istr}: {=usize} parameters, {=usize} B weights in flash, {=usize} B inference buffers, {=usize} B for the stack",
+        B::name(),
         ARCH.param_count(),
         MODEL.0.len(),
         4 * F32_BUF + I8_BUF,
         top - bottom
     );
-    let classifier: Classifier<'static> = match embedded::classifier(&MODEL.0, ARCH, INT8, storage)
-    {
-        Ok(c) => c,
-        Err(EmbeddedError::Format(e)) => {
-            defmt::error!("embedded weights: {}", defmt::Debug2Format(&e));
-            fail("invalid embedded weights")
-        }
-        Err(EmbeddedError::ArchMismatch) => {
-            fail("embedded weights do not match the compiled architecture")
-        }
-        Err(EmbeddedError::Classifier(_)) => fail("model does not fit the classifier"),
-    };
-    let watch = SysTickWatch {
+    let watch = SysTickWatch::<B> {
         syst: cp.SYST,
-        clock_hz: board.clock_hz,
+        _board: PhantomData,
     };
-    let delay = CycleDelay(board.clock_hz);
-    let mut app =
-        App::new(make_serial(), led, delay, watch, classifier).with_stack_probe(stack_high_water);
+    let delay = CycleDelay::<B>(PhantomData);
+    if INT8 {
+        let runner = embedded::int8(
+            &MODEL.0,
+            ARCH,
+            singleton!(: Option<QModel<'static>> = None)
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| fail("buffers taken twice")),
+            singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| fail("buffers taken twice")),
+        )
+        .unwrap_or_else(|e| embedded_failed(e));
+        serve(make_serial(), led, delay, watch, runner)
+    }
+    let buf = singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
+        .unwrap_or_else(|| fail("buffers taken twice"));
+    let input =
+        singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| fail("buffers taken twice"));
+    if TRAIN {
+        let model = microconv::format::Model::parse(&MODEL.0).unwrap_or_else(|e| format_failed(e));
+        let buffers = Buffers {
+            arena: singleton!(: [f32; ARENA] = [0.0; ARENA])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            marks: singleton!(: [u8; MARKS] = [0; MARKS])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            buf,
+            input,
+        };
+        let tuner = FineTune::new(ARCH, model.params(), buffers, DEFAULT_LR)
+            .unwrap_or_else(|_| fail("the model cannot be fine-tuned"));
+        defmt::info!(
+            "training on the device: {=usize} B arena (trainable copy, optimizer state, saved inputs), {=usize} B of ReLU signs and max-pool positions",
+            4 * ARENA,
+            MARKS
+        );
+        serve(make_serial(), led, delay, watch, tuner)
+    }
+    let runner = embedded::float(&MODEL.0, ARCH, buf, input).unwrap_or_else(|e| embedded_failed(e));
+    serve(make_serial(), led, delay, watch, runner)
+}
+
+/// Answers requests forever, logging every 1,000th classification and 100th training step.
+/// Inlined, and the app built here rather than moved in, so that the stack holds one copy
+/// of the app (its frame decoder) in the frame of `run`, not two.
+#[inline(always)]
+fn serve<B, S, P, M>(serial: S, led: P, delay: CycleDelay<B>, watch: SysTickWatch<B>, model: M) -> !
+where
+    B: Board,
+    S: Read + Write + ReadReady + ErrorType<Error = Infallible>,
+    P: OutputPin,
+    M: Runner<'static>,
+{
+    let mut app = App::new(serial, led, delay, watch, model).with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();
         match outcome {
@@ -259,9 +313,33 @@ where
                     );
                 }
             }
+            Outcome::Trained(t) if TRAIN && (t.steps == 1 || t.steps % 100 == 0) => {
+                defmt::info!(
+                    "training step {=u32}: loss {=f32}, {=u32} instructions (-icount shift=0), stack high-water {=u32} B",
+                    t.steps,
+                    t.loss,
+                    t.ticks * 40,
+                    stack_high_water()
+                );
+            }
             Outcome::Refused(e) => defmt::warn!("refused a frame: {}", e),
             _ => {}
         }
+    }
+}
+
+fn format_failed(e: FormatError) -> ! {
+    defmt::error!("embedded weights: {}", defmt::Debug2Format(&e));
+    fail("invalid embedded weights")
+}
+
+fn embedded_failed(e: EmbeddedError) -> ! {
+    match e {
+        EmbeddedError::Format(e) => format_failed(e),
+        EmbeddedError::ArchMismatch => {
+            fail("embedded weights do not match the compiled architecture")
+        }
+        EmbeddedError::Classifier(_) => fail("model does not fit the classifier"),
     }
 }
 
