@@ -11,8 +11,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use microconv::format::Model;
-use microconv::qformat::QModel;
 use microconv_firmware::app::Classifier;
 use microconv_firmware::protocol::{
     encode, kind, pack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, OVERHEAD,
@@ -21,6 +19,8 @@ use microconv_firmware::protocol::{
 
 use crate::data::Dataset;
 use crate::engine::split;
+pub use crate::weights::HostModel;
+use crate::weights::{WeightsFile, MAX_BYTES};
 
 /// Where the firmware runs.
 pub enum Target {
@@ -341,33 +341,6 @@ fn pixels(test: &Dataset, i: usize) -> [u8; IMAGE_LEN] {
     p
 }
 
-/// A weights file's model, float (version 1) or int8 (version 2).
-pub enum HostModel<'a> {
-    /// A float model.
-    Float(Box<Model<'a>>),
-    /// An int8 model.
-    Int8(Box<QModel<'a>>),
-}
-
-impl<'a> HostModel<'a> {
-    /// Parses `bytes` (4-byte aligned) with the reader its version calls for.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, microconv::format::FormatError> {
-        if bytes.get(8..12) == Some(&2u32.to_le_bytes()[..]) {
-            QModel::parse(bytes).map(|m| HostModel::Int8(Box::new(m)))
-        } else {
-            Model::parse(bytes).map(|m| HostModel::Float(Box::new(m)))
-        }
-    }
-
-    /// The layers.
-    pub fn arch(&self) -> microconv::Arch<'_> {
-        match self {
-            HostModel::Float(m) => m.arch(),
-            HostModel::Int8(m) => m.arch(),
-        }
-    }
-}
-
 /// The host's scores for `n` test images, with the firmware's own classifier (the
 /// reference kernels, float or int8) on the same 8-bit pixels it receives.
 pub fn host_scores(
@@ -411,21 +384,45 @@ pub fn host_scores(
     Ok(out)
 }
 
-/// Runs `images` test images through the firmware and compares with the host. With a
-/// QEMU target, `jobs` QEMU processes share the images (each checks its own part).
-#[allow(clippy::too_many_arguments)]
+/// How [`run`] sends its images.
+pub struct Options {
+    /// Test images to send (at most the test set).
+    pub images: usize,
+    /// PackBits-compressed frames instead of raw 784-byte images.
+    pub packed: bool,
+    /// Threads of the host's own inference.
+    pub threads: usize,
+    /// QEMU processes sharing the images (a serial port is always one).
+    pub jobs: usize,
+}
+
+/// What every link's session shares: the weights, the host's scores, how to send.
+struct Shared<'a> {
+    weights: &'a Path,
+    params: usize,
+    test: &'a Dataset,
+    host: &'a [[f32; 10]],
+    packed: bool,
+    log: &'a (dyn Fn(&str) + Sync),
+}
+
+/// Runs `opts.images` test images through the firmware and compares with the host. With
+/// a QEMU target, `opts.jobs` QEMU processes share the images (each checks its own part).
 pub fn run(
     target: &Target,
     weights: &Path,
     test: &Dataset,
-    images: usize,
-    packed: bool,
-    threads: usize,
-    jobs: usize,
+    opts: &Options,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Report> {
-    let bytes = crate::bytes::read_at_most(weights, crate::export::MAX_BYTES, "weights file")?;
-    let file = crate::export::WeightsFile::from_bytes(&bytes);
+    let Options {
+        images,
+        packed,
+        threads,
+        jobs,
+    } = *opts;
+    let bytes = crate::bytes::read_at_most(weights, MAX_BYTES, "weights file")?;
+    let file = WeightsFile::from_bytes(&bytes);
     let model =
         HostModel::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
     let n = images.min(test.len());
@@ -434,6 +431,14 @@ pub fn run(
     let ranges = match target {
         Target::Qemu { .. } => split(n, jobs.max(1)),
         Target::Port { .. } => split(n, 1),
+    };
+    let shared = Shared {
+        weights,
+        params,
+        test,
+        host: &host,
+        packed,
+        log,
     };
     let start = Instant::now();
     let parts: Vec<Result<Report>> = thread::scope(|s| {
@@ -455,8 +460,8 @@ pub fn run(
                         baud: *baud,
                     },
                 };
-                let (host, r) = (&host, r.clone());
-                s.spawn(move || session(&t, weights, params, test, r, host, packed, log))
+                let (shared, r) = (&shared, r.clone());
+                s.spawn(move || session(&t, r, shared))
             })
             .collect();
         handles
@@ -490,18 +495,16 @@ pub fn run(
     Ok(total)
 }
 
-/// One link's share: images `range`, checked against `host[range]`.
-#[allow(clippy::too_many_arguments)]
-fn session(
-    target: &Target,
-    weights: &Path,
-    params: usize,
-    test: &Dataset,
-    range: std::ops::Range<usize>,
-    host: &[[f32; 10]],
-    packed: bool,
-    log: &(dyn Fn(&str) + Sync),
-) -> Result<Report> {
+/// One link's share: images `range`, checked against `shared.host[range]`.
+fn session(target: &Target, range: std::ops::Range<usize>, shared: &Shared<'_>) -> Result<Report> {
+    let Shared {
+        weights,
+        params,
+        test,
+        host,
+        packed,
+        log,
+    } = *shared;
     let mut link = open(target)?;
     let timeout = Duration::from_secs(20);
 

@@ -1,8 +1,9 @@
 //! Bounds-checked little-endian reading for the file parsers (parameter files,
-//! checkpoints, safetensors): every read is a `Result` naming the file, none can panic.
+//! checkpoints, safetensors): every read is a `Result` naming the file, none can panic;
+//! and the atomic write every saved file goes through.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -156,6 +157,55 @@ pub fn check_crc<'a>(b: &'a [u8], what: &str) -> Result<&'a [u8]> {
         bail!("{what}: checksum mismatch (the file is corrupt or truncated)");
     }
     Ok(body)
+}
+
+/// Replaces `path` with `bytes` so that a crash at any moment leaves either the old file
+/// or the new one, whole: write a temporary file beside it, fsync it, rename it over
+/// `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, None)
+}
+
+/// [`write_atomic`], pausing for `pause` halfway through writing the temporary file
+/// (the crash-safety test kills the process there).
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    pause: Option<std::time::Duration>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        f.write_all(first)?;
+        if let Some(p) = pause {
+            f.flush()?;
+            std::thread::sleep(p);
+        }
+        f.write_all(second)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // Nothing is left behind in a temporary file that no message names.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
+    }
+    // The rename is durable once the directory is; not every platform can open one.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,14 +9,12 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::bytes::Reader;
+use crate::bytes::{write_atomic, write_atomic_with, Reader};
 use crate::config::TrainConfig;
 
 const MAGIC: &[u8; 8] = b"MCCKPT\0\0";
@@ -158,52 +156,10 @@ impl Checkpoint {
     }
 }
 
-/// Replaces `path` with `bytes` so that a crash at any moment leaves either the old file
-/// or the new one, whole: write a temporary file beside it, fsync it, rename it over
-/// `path`, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, bytes, None)
-}
-
-fn write_atomic_with(path: &Path, bytes: &[u8], pause: Option<std::time::Duration>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = dir.join(name);
-    let written = fs::File::create(&tmp).and_then(|mut f| {
-        let (first, second) = bytes.split_at(bytes.len() / 2);
-        f.write_all(first)?;
-        if let Some(p) = pause {
-            f.flush()?;
-            std::thread::sleep(p);
-        }
-        f.write_all(second)?;
-        f.sync_all()
-    });
-    if let Err(e) = written {
-        // Nothing is left behind in a temporary file that no message names.
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
-    }
-    // The rename is durable once the directory is; not every platform can open one.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn sample() -> Checkpoint {
         Checkpoint {

@@ -1,5 +1,5 @@
-//! The host engine: the core's layers with a fast matrix multiply, the batch split
-//! across threads (data parallel), and no buffer allocated per step.
+//! The host engine: the core's layers with a fast matrix multiply ([`crate::kernels`]),
+//! the batch split across threads (data parallel), and no buffer allocated per step.
 //!
 //! Determinism: with the same seed and thread count, results are bit-identical. The
 //! thread count changes how each batch is split, so the order in which per-thread
@@ -9,151 +9,12 @@
 use std::thread;
 
 use anyhow::{bail, Result};
-use microconv::gemm::{check_dims, Gemm, MatMut, MatRef};
-use microconv::layers::{ConvAlgo, ConvKernels};
 use microconv::loss::{argmax, BatchLoss, Loss, Reduction};
 use microconv::net::{self, Exec, Mode, Workspace};
 use microconv::optim::Optimizer;
 use microconv::{Arch, Layer};
 
-use crate::simd::Avx512Conv;
-
-/// The `gemm` crate's packed, cache-blocked kernels (AVX-512, AVX2/FMA or SSE, picked
-/// at run time from what the CPU has), run on the calling thread: the engine
-/// parallelises over the batch, not inside a matrix product.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GemmCrate;
-
-impl Gemm for GemmCrate {
-    fn gemm(
-        &self,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        mut c: MatMut<'_>,
-        accumulate: bool,
-    ) -> Result<(), microconv::Error> {
-        check_dims(&a, &b, &c)?;
-        let (m, k, n) = (a.rows(), a.cols(), b.cols());
-        let (rsc, csc) = (c.rs() as isize, c.cs() as isize);
-        // SAFETY: `MatRef::new`/`MatMut::new` checked that every element
-        // `(i, j) -> i * rs + j * cs` of each view lies inside its slice, strides fit in
-        // isize because the extent fits in a slice length, and `check_dims` checked that
-        // the dimensions agree; `c` is borrowed mutably and cannot alias `a` or `b`.
-        // With `read_dst = false`, `gemm` does not read `c`. Exercised by
-        // `fast_gemms_match_portable`.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.data().as_mut_ptr(),
-                csc,
-                rsc,
-                accumulate,
-                a.data().as_ptr(),
-                a.cs() as isize,
-                a.rs() as isize,
-                b.data().as_ptr(),
-                b.cs() as isize,
-                b.rs() as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        Ok(())
-    }
-}
-
-/// `matrixmultiply`'s packed, cache-blocked kernel (AVX2/FMA picked at run time; no
-/// AVX-512). Kept as a second backend so the benchmark can compare them.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MatrixMultiply;
-
-impl Gemm for MatrixMultiply {
-    fn gemm(
-        &self,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        mut c: MatMut<'_>,
-        accumulate: bool,
-    ) -> Result<(), microconv::Error> {
-        check_dims(&a, &b, &c)?;
-        let (m, k, n) = (a.rows(), a.cols(), b.cols());
-        let (rsc, csc) = (c.rs() as isize, c.cs() as isize);
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        // SAFETY: as for `GemmCrate` (bounds checked by the views and `check_dims`, `c`
-        // is exclusive); with beta = 0, sgemm does not read `c`. Exercised by
-        // `fast_gemms_match_portable`.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.data().as_ptr(),
-                a.rs() as isize,
-                a.cs() as isize,
-                b.data().as_ptr(),
-                b.rs() as isize,
-                b.cs() as isize,
-                beta,
-                c.data().as_mut_ptr(),
-                rsc,
-                csc,
-            );
-        }
-        Ok(())
-    }
-}
-
-/// The matrix-product backends the host can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Backend {
-    /// The `gemm` crate (AVX-512 when the CPU has it) and, on AVX-512 CPUs, direct
-    /// SIMD convolutions: the fastest here.
-    #[default]
-    Gemm,
-    /// The `gemm` crate with im2col convolutions only (no direct SIMD kernels).
-    Im2col,
-    /// The `matrixmultiply` crate (AVX2/FMA).
-    Matrixmultiply,
-    /// The core's portable reference kernels (direct convolution, plain loops).
-    Reference,
-}
-
-impl Backend {
-    /// How this backend runs the core's layers.
-    pub fn exec(self) -> Exec<'static> {
-        match self {
-            Backend::Gemm => fast(),
-            Backend::Im2col => Exec {
-                gemm: &GemmCrate,
-                conv: ConvAlgo::Im2col,
-                kernels: None,
-            },
-            Backend::Matrixmultiply => Exec {
-                gemm: &MatrixMultiply,
-                conv: ConvAlgo::Im2col,
-                kernels: None,
-            },
-            Backend::Reference => Exec::REFERENCE,
-        }
-    }
-}
-
-/// The fast execution: the AVX-512 direct convolutions where the CPU has them and the
-/// layer fits ([`Avx512Conv`]), otherwise im2col; [`GemmCrate`] for every matrix product.
-pub fn fast() -> Exec<'static> {
-    Exec {
-        gemm: &GemmCrate,
-        conv: ConvAlgo::Im2col,
-        kernels: Avx512Conv::detect().map(|k| k as &dyn ConvKernels),
-    }
-}
+pub use crate::kernels::{fast, Backend};
 
 /// Floats of im2col scratch per thread: 1.25 MB, so that the block a matrix product
 /// reads stays in this CPU's 2 MB L2 cache. Measured on the seed and small networks
@@ -664,56 +525,6 @@ pub fn accuracy_by<T>(logits: &[T], labels: &[u8], argmax: impl Fn(&[T]) -> usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use microconv::gemm::PortableGemm;
-
-    #[test]
-    fn fast_gemms_match_portable() {
-        let (m, k, n) = (37, 53, 29);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-            .collect();
-        for (ta, tb, acc) in [
-            (false, false, false),
-            (true, false, true),
-            (false, true, false),
-            (true, true, true),
-        ] {
-            let av = if ta {
-                MatRef::row_major(&a, k, m).unwrap().t()
-            } else {
-                MatRef::row_major(&a, m, k).unwrap()
-            };
-            let bv = if tb {
-                MatRef::row_major(&b, n, k).unwrap().t()
-            } else {
-                MatRef::row_major(&b, k, n).unwrap()
-            };
-            let mut c2 = vec![1.0f32; m * n];
-            PortableGemm
-                .gemm(av, bv, MatMut::row_major(&mut c2, m, n).unwrap(), acc)
-                .unwrap();
-            for fast in [&GemmCrate as &dyn Gemm, &MatrixMultiply] {
-                let mut c1 = vec![1.0f32; m * n];
-                fast.gemm(av, bv, MatMut::row_major(&mut c1, m, n).unwrap(), acc)
-                    .unwrap();
-                for (x, y) in c1.iter().zip(&c2) {
-                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
-                }
-            }
-        }
-        // Mismatched dimensions are an error, not undefined behaviour.
-        let mut c = vec![0.0f32; 4];
-        let r = GemmCrate.gemm(
-            MatRef::row_major(&a, 2, 3).unwrap(),
-            MatRef::row_major(&b, 2, 2).unwrap(),
-            MatMut::row_major(&mut c, 2, 2).unwrap(),
-            false,
-        );
-        assert!(r.is_err());
-    }
 
     #[test]
     fn parallel_update_equals_one_update() {

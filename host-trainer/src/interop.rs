@@ -169,7 +169,7 @@ pub fn looks_like(head: &[u8]) -> bool {
 
 /// Writes `params` as a safetensors file.
 pub fn save(path: &Path, arch: ArchName, params: &[f32]) -> Result<()> {
-    crate::checkpoint::write_atomic(path, &to_bytes(arch, params)?)
+    crate::bytes::write_atomic(path, &to_bytes(arch, params)?)
 }
 
 /// The largest safetensors file this build reads: a JSON header of up to 100 MB (the

@@ -131,11 +131,11 @@ pub fn rescue_candidates(path: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Writes `bytes` to `path` atomically ([`crate::checkpoint::write_atomic`]); if that
+/// Writes `bytes` to `path` atomically ([`crate::bytes::write_atomic`]); if that
 /// fails, writes them to the first of [`rescue_candidates`] that takes them and returns
 /// an error naming both, so that the result is never left only in a temporary file.
 pub fn write_or_rescue(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
-    let Err(e) = crate::checkpoint::write_atomic(path, bytes) else {
+    let Err(e) = crate::bytes::write_atomic(path, bytes) else {
         return Ok(());
     };
     let mut tried = Vec::new();
@@ -143,7 +143,7 @@ pub fn write_or_rescue(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
         if c == path {
             continue;
         }
-        match crate::checkpoint::write_atomic(&c, bytes) {
+        match crate::bytes::write_atomic(&c, bytes) {
             Ok(()) => bail!(
                 "cannot save the {what} to {}: {e:#}; they are saved in {} instead (move that file where you want it)",
                 path.display(),

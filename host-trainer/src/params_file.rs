@@ -25,7 +25,7 @@ pub const MAX_BYTES: u64 = 4 * MAX_PARAMS as u64 + 4096;
 
 /// Writes `params` for architecture `arch` to `path` (atomically: temp file, fsync, rename).
 pub fn save(path: &Path, arch: &str, params: &[f32]) -> Result<()> {
-    crate::checkpoint::write_atomic(path, &to_bytes(arch, params))
+    crate::bytes::write_atomic(path, &to_bytes(arch, params))
 }
 
 /// The bytes of a parameter file holding `params` for architecture `arch`.
@@ -73,10 +73,10 @@ pub fn load(path: &Path) -> Result<(String, Vec<f32>)> {
 }
 
 /// Reads a parameter file and checks it against the architecture it names.
-pub fn load_model(path: &Path) -> Result<(crate::train::ArchName, Vec<f32>)> {
+pub fn load_model(path: &Path) -> Result<(crate::config::ArchName, Vec<f32>)> {
     let (name, p) = load(path)?;
     let arch =
-        crate::train::ArchName::from_name(&name).with_context(|| path.display().to_string())?;
+        crate::config::ArchName::from_name(&name).with_context(|| path.display().to_string())?;
     let expected = arch.arch().param_count();
     if p.len() != expected {
         bail!(

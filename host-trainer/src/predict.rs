@@ -32,7 +32,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageError, ImageReader, Limits, Luma};
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageError, ImageReader, Limits, Luma};
 
 /// Which way round the picture's ink is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -220,21 +220,10 @@ impl Component {
 /// [`to_mnist`] with the warnings: the picture as MNIST would have it, and why it may
 /// not hold a single digit (no ink standing out is an error).
 pub fn prepare(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Prepared> {
-    use imageproc::region_labelling::{connected_components, Connectivity};
     if img.width() == 0 || img.height() == 0 {
         bail!("{what}: the image is empty");
     }
-    let mut g = grey(img);
-    let (w0, h0) = g.dimensions();
-    if w0.max(h0) > WORK_SIDE {
-        let s = WORK_SIDE as f64 / w0.max(h0) as f64;
-        let (w, h) = (
-            ((w0 as f64 * s).round() as u32).max(1),
-            ((h0 as f64 * s).round() as u32).max(1),
-        );
-        g = image::imageops::resize(&g, w, h, FilterType::Triangle);
-    }
-    let (w, h) = g.dimensions();
+    let mut g = working_grey(img);
     let b = border(&g);
     let median = b[b.len() / 2];
     let invert = match polarity {
@@ -245,6 +234,50 @@ pub fn prepare(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Pre
     if invert {
         image::imageops::invert(&mut g);
     }
+    let ink = Ink::find(ink_levels(&g, invert, what)?);
+    let (keep, others) = ink.digit(what)?;
+    let mut warnings = Vec::new();
+    if others > 0 {
+        warnings.push(format!(
+            "it looks like several digits ({} large mark{} besides the one classified): crop the picture to one",
+            others,
+            if others == 1 { "" } else { "s" }
+        ));
+    }
+    let (w, h) = ink.levels.dimensions();
+    let (x0, y0, x1, y1) = ink.kept_box(&keep);
+    if x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1 {
+        warnings.push(
+            "the ink touches the picture's edge: the digit may be cut off (leave a margin)"
+                .to_string(),
+        );
+    }
+    Ok(Prepared {
+        x: place(&ink.crop(&keep, (x0, y0, x1, y1))),
+        warnings,
+    })
+}
+
+/// The picture in grey, scaled down to at most [`WORK_SIDE`] on its longer side.
+fn working_grey(img: &DynamicImage) -> GrayImage {
+    let mut g = grey(img);
+    let (w0, h0) = g.dimensions();
+    if w0.max(h0) > WORK_SIDE {
+        let s = WORK_SIDE as f64 / w0.max(h0) as f64;
+        let (w, h) = (
+            ((w0 as f64 * s).round() as u32).max(1),
+            ((h0 as f64 * s).round() as u32).max(1),
+        );
+        g = image::imageops::resize(&g, w, h, FilterType::Triangle);
+    }
+    g
+}
+
+/// How far each pixel of `g` (light ink on dark, `invert`ed if it was dark ink) stands
+/// out from its local background, scaled so that the most ink is 255. No ink standing
+/// out is an error.
+fn ink_levels(g: &GrayImage, invert: bool, what: &str) -> Result<GrayImage> {
+    let (w, h) = g.dimensions();
     // The background, estimated locally: what is left once the strokes are taken out.
     // An opening removes bright features narrower than its square (strokes, specks); a
     // median over a larger square removes what covers less than half of it (the thick
@@ -283,130 +316,165 @@ pub fn prepare(img: &DynamicImage, polarity: Polarity, what: &str) -> Result<Pre
     if peak <= 25.0 {
         bail!("{what}: no digit found (the image has no ink that stands out from its background)");
     }
-    let levels = GrayImage::from_fn(w, h, |x, y| {
+    Ok(GrayImage::from_fn(w, h, |x, y| {
         Luma([(ink[(y * w + x) as usize] * 255.0 / peak)
             .round()
             .min(255.0) as u8])
-    });
-    // Ink is what Otsu's threshold says is brighter than the background (at least 20% of
-    // the brightest), in 8-connected components.
-    let t = imageproc::contrast::otsu_level(&levels).max(51);
-    let mask = GrayImage::from_fn(w, h, |x, y| {
-        Luma([if levels.get_pixel(x, y).0[0] > t {
-            255
-        } else {
-            0
-        }])
-    });
-    let labels = connected_components(&mask, Connectivity::Eight, Luma([0u8]));
-    let mut comps: Vec<Component> = Vec::new();
-    for (x, y, l) in labels.enumerate_pixels() {
-        let l = l.0[0] as usize;
-        if l == 0 {
-            continue;
+    }))
+}
+
+/// The thresholded ink of a picture and its connected components.
+struct Ink {
+    /// [`ink_levels`]' output.
+    levels: GrayImage,
+    /// Otsu's threshold of `levels`.
+    t: u8,
+    /// 255 where `levels` is above `t`.
+    mask: GrayImage,
+    /// The component of each pixel of `mask` (0: none, else index + 1 in `comps`).
+    labels: ImageBuffer<Luma<u32>, Vec<u32>>,
+    comps: Vec<Component>,
+    /// The heaviest component (0 when there is none: [`Ink::digit`] says so).
+    main: usize,
+}
+
+impl Ink {
+    /// Ink is what Otsu's threshold says is brighter than the background (at least 20%
+    /// of the brightest), in 8-connected components.
+    fn find(levels: GrayImage) -> Ink {
+        use imageproc::region_labelling::{connected_components, Connectivity};
+        let (w, h) = levels.dimensions();
+        let t = imageproc::contrast::otsu_level(&levels).max(51);
+        let mask = GrayImage::from_fn(w, h, |x, y| {
+            Luma([if levels.get_pixel(x, y).0[0] > t {
+                255
+            } else {
+                0
+            }])
+        });
+        let labels = connected_components(&mask, Connectivity::Eight, Luma([0u8]));
+        let mut comps: Vec<Component> = Vec::new();
+        for (x, y, l) in labels.enumerate_pixels() {
+            let l = l.0[0] as usize;
+            if l == 0 {
+                continue;
+            }
+            if comps.len() < l {
+                comps.resize(
+                    l,
+                    Component {
+                        mass: 0.0,
+                        x0: u32::MAX,
+                        y0: u32::MAX,
+                        x1: 0,
+                        y1: 0,
+                    },
+                );
+            }
+            let c = &mut comps[l - 1];
+            c.mass += levels.get_pixel(x, y).0[0] as f64;
+            (c.x0, c.y0, c.x1, c.y1) = (c.x0.min(x), c.y0.min(y), c.x1.max(x), c.y1.max(y));
         }
-        if comps.len() < l {
-            comps.resize(
-                l,
-                Component {
-                    mass: 0.0,
-                    x0: u32::MAX,
-                    y0: u32::MAX,
-                    x1: 0,
-                    y1: 0,
-                },
-            );
+        let main = (0..comps.len())
+            .max_by(|&a, &b| comps[a].mass.total_cmp(&comps[b].mass))
+            .unwrap_or(0);
+        Ink {
+            levels,
+            t,
+            mask,
+            labels,
+            comps,
+            main,
         }
-        let c = &mut comps[l - 1];
-        c.mass += levels.get_pixel(x, y).0[0] as f64;
-        (c.x0, c.y0, c.x1, c.y1) = (c.x0.min(x), c.y0.min(y), c.x1.max(x), c.y1.max(y));
     }
-    let no_digit = || {
-        anyhow::anyhow!(
-            "{what}: no digit found (the image has no ink that stands out from its background)"
-        )
-    };
-    let main = (0..comps.len())
-        .max_by(|&a, &b| comps[a].mass.total_cmp(&comps[b].mass))
-        .ok_or_else(no_digit)?;
-    let m = comps[main];
-    // Specks and dust alone: the largest mark is too small to be a digit.
-    if m.longer_side() < (side / 10).max(3) {
-        return Err(no_digit());
+
+    /// Which components make the digit: the largest component, with the parts of some
+    /// weight close to it (a stroke the threshold cut off, the bar of a 5); a mark as
+    /// heavy as a third of it and beside it rather than above or below is another digit.
+    /// Everything else (specks, smudges) is dropped. Returns which components are kept
+    /// and how many large ones (other digits, likely) are not. No component, or specks
+    /// and dust alone, is an error.
+    fn digit(&self, what: &str) -> Result<(Vec<bool>, usize)> {
+        let no_digit = || {
+            anyhow::anyhow!(
+                "{what}: no digit found (the image has no ink that stands out from its background)"
+            )
+        };
+        let comps = &self.comps;
+        let main = self.main;
+        let m = *comps.get(main).ok_or_else(no_digit)?;
+        // Specks and dust alone: the largest mark is too small to be a digit.
+        let (w, h) = self.levels.dimensions();
+        if m.longer_side() < (w.min(h) / 10).max(3) {
+            return Err(no_digit());
+        }
+        let near = (m.longer_side() / 4).max(2);
+        let beside = |c: &Component| {
+            let overlap = (c.x1.min(m.x1) + 1).saturating_sub(c.x0.max(m.x0));
+            let narrower = (c.x1 - c.x0 + 1).min(m.x1 - m.x0 + 1);
+            10 * overlap < 3 * narrower
+        };
+        let large = |c: &Component| c.mass >= 0.3 * m.mass;
+        let keep: Vec<bool> = comps
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                i == main
+                    || (c.mass >= 0.05 * m.mass && c.gap(&m) <= near && !(large(c) && beside(c)))
+            })
+            .collect();
+        let others = comps
+            .iter()
+            .zip(&keep)
+            .filter(|&(c, &k)| !k && large(c))
+            .count();
+        Ok((keep, others))
     }
-    // The digit: the largest component, with the parts of some weight close to it (a
-    // stroke the threshold cut off, the bar of a 5); a mark as heavy as a third of it
-    // and beside it rather than above or below is another digit. Everything else
-    // (specks, smudges) is dropped.
-    let near = (m.longer_side() / 4).max(2);
-    let beside = |c: &Component| {
-        let overlap = (c.x1.min(m.x1) + 1).saturating_sub(c.x0.max(m.x0));
-        let narrower = (c.x1 - c.x0 + 1).min(m.x1 - m.x0 + 1);
-        10 * overlap < 3 * narrower
-    };
-    let large = |c: &Component| c.mass >= 0.3 * m.mass;
-    let keep: Vec<bool> = comps
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            i == main || (c.mass >= 0.05 * m.mass && c.gap(&m) <= near && !(large(c) && beside(c)))
+
+    /// The bounding box `(x0, y0, x1, y1)` (inclusive) of the kept components.
+    fn kept_box(&self, keep: &[bool]) -> (u32, u32, u32, u32) {
+        let (w, h) = self.levels.dimensions();
+        let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+        for (c, _) in self.comps.iter().zip(keep).filter(|(_, &k)| k) {
+            (x0, y0, x1, y1) = (x0.min(c.x0), y0.min(c.y0), x1.max(c.x1), y1.max(c.y1));
+        }
+        (x0, y0, x1, y1)
+    }
+
+    /// The kept ink with its anti-aliased rim (one pixel around), from the threshold's
+    /// half up, stretched so that the ink's 90th percentile is white, cropped to `bbox`
+    /// and a pixel around it.
+    fn crop(&self, keep: &[bool], (x0, y0, x1, y1): (u32, u32, u32, u32)) -> GrayImage {
+        let (w, h) = self.levels.dimensions();
+        let (levels, labels) = (&self.levels, &self.labels);
+        let kept = GrayImage::from_fn(w, h, |x, y| {
+            let l = labels.get_pixel(x, y).0[0] as usize;
+            Luma([if l > 0 && keep[l - 1] { 255 } else { 0 }])
+        });
+        let kept =
+            imageproc::morphology::dilate(&kept, imageproc::distance_transform::Norm::LInf, 1);
+        let mut core: Vec<u8> = levels
+            .pixels()
+            .zip(kept.pixels())
+            .zip(self.mask.pixels())
+            .filter(|((_, k), m)| k.0[0] > 0 && m.0[0] > 0)
+            .map(|((v, _), _)| v.0[0])
+            .collect();
+        core.sort_unstable();
+        let hi = core.get(core.len() * 9 / 10).copied().unwrap_or(255) as f32;
+        let lo = self.t as f32 / 2.0;
+        let (x0, y0) = (x0.saturating_sub(1), y0.saturating_sub(1));
+        let (x1, y1) = ((x1 + 1).min(w - 1), (y1 + 1).min(h - 1));
+        let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
+        GrayImage::from_fn(bw, bh, |x, y| {
+            let (x, y) = (x + x0, y + y0);
+            if kept.get_pixel(x, y).0[0] == 0 {
+                return Luma([0]);
+            }
+            let v = (levels.get_pixel(x, y).0[0] as f32 - lo) / (hi - lo).max(1.0);
+            Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8])
         })
-        .collect();
-    let mut warnings = Vec::new();
-    let others = comps
-        .iter()
-        .zip(&keep)
-        .filter(|&(c, &k)| !k && large(c))
-        .count();
-    if others > 0 {
-        warnings.push(format!(
-            "it looks like several digits ({} large mark{} besides the one classified): crop the picture to one",
-            others,
-            if others == 1 { "" } else { "s" }
-        ));
     }
-    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
-    for (c, _) in comps.iter().zip(&keep).filter(|(_, &k)| k) {
-        (x0, y0, x1, y1) = (x0.min(c.x0), y0.min(c.y0), x1.max(c.x1), y1.max(c.y1));
-    }
-    if x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1 {
-        warnings.push(
-            "the ink touches the picture's edge: the digit may be cut off (leave a margin)"
-                .to_string(),
-        );
-    }
-    // The kept ink with its anti-aliased rim (one pixel around), from the threshold's
-    // half up, stretched so that the ink's 90th percentile is white.
-    let kept = GrayImage::from_fn(w, h, |x, y| {
-        let l = labels.get_pixel(x, y).0[0] as usize;
-        Luma([if l > 0 && keep[l - 1] { 255 } else { 0 }])
-    });
-    let kept = imageproc::morphology::dilate(&kept, imageproc::distance_transform::Norm::LInf, 1);
-    let mut core: Vec<u8> = levels
-        .pixels()
-        .zip(kept.pixels())
-        .zip(mask.pixels())
-        .filter(|((_, k), m)| k.0[0] > 0 && m.0[0] > 0)
-        .map(|((v, _), _)| v.0[0])
-        .collect();
-    core.sort_unstable();
-    let hi = core.get(core.len() * 9 / 10).copied().unwrap_or(255) as f32;
-    let lo = t as f32 / 2.0;
-    let (x0, y0) = (x0.saturating_sub(1), y0.saturating_sub(1));
-    let (x1, y1) = ((x1 + 1).min(w - 1), (y1 + 1).min(h - 1));
-    let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
-    let crop = GrayImage::from_fn(bw, bh, |x, y| {
-        let (x, y) = (x + x0, y + y0);
-        if kept.get_pixel(x, y).0[0] == 0 {
-            return Luma([0]);
-        }
-        let v = (levels.get_pixel(x, y).0[0] as f32 - lo) / (hi - lo).max(1.0);
-        Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8])
-    });
-    Ok(Prepared {
-        x: place(&crop),
-        warnings,
-    })
 }
 
 /// The ink (a crop of its bounding box) scaled so that its longer side is 20 pixels and

@@ -215,6 +215,24 @@ pub fn train_with(
     log: &mut dyn FnMut(&str),
     tick: &mut dyn FnMut(&Tick),
 ) -> Result<TrainOutcome> {
+    let mut run = Run::new(cfg, opts, train, test)?;
+    for step in run.first..cfg.steps {
+        run.checkpoint(step, log)?;
+        if run.opts.stop_after == Some(step) {
+            return run.stopped(step);
+        }
+        run.sampler.fill(cfg, train, &mut run.x, &mut run.y);
+        let lr = run.lr_at(step);
+        if cfg.log_every > 0 && step % cfg.log_every == 0 {
+            run.log_row(step, lr, log)?;
+        }
+        run.step(step, lr, tick)?;
+    }
+    run.finish(log)
+}
+
+/// The configuration's checks against the data; the architecture.
+fn check(cfg: &TrainConfig, train: &Dataset, test: &Dataset) -> Result<microconv::Arch<'static>> {
     let arch = cfg.arch.arch();
     if arch.input.len() != train.pixels() || arch.input.len() != test.pixels() {
         bail!(
@@ -236,258 +254,371 @@ pub fn train_with(
     if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
         bail!("learning rate must be a positive number, got {}", cfg.lr);
     }
-    let mut params = vec![0.0; arch.param_count()];
-    let init = match cfg.init {
-        InitName::He => Init::He,
-        InitName::Glorot => Init::Glorot,
-        InitName::Seed => Init::Seed,
-    };
-    init_params(&arch, init, cfg.seed, &mut params)?;
-    let (loss, reduction) = cfg.loss.loss();
-    let mut trainer = Trainer::new(
-        arch,
-        params,
-        Optimizer::Adam(Adam::new(cfg.lr)),
-        loss,
-        reduction,
-        cfg.batch,
-        cfg.threads,
-    )?;
+    Ok(arch)
+}
 
-    let mut rng = Rng::new(mix64(cfg.seed ^ 0x5348_5546));
-    let mut order: Vec<usize> = (cfg.holdout..train.len()).collect();
-    let mut pos = order.len();
-    let mut first = 0;
-    let mut seconds_before = 0.0;
-    // Sum of per-sample losses since the last metrics row, and how many steps.
-    let mut window = (0.0f64, 0usize);
-    if let Some(c) = &opts.resume {
-        let h = &c.header;
-        let expected = header(cfg, h.step, &rng, h.pos, h.adam_t, h.seconds, h.window);
-        // The paths may differ: a run can be moved with `--out`.
-        let same = Header {
-            rng: h.rng,
-            out: h.out.clone(),
-            config: TrainConfig {
-                log_every: h.config.log_every,
-                ..expected.config
-            },
-            ..expected
-        };
-        if &same != h {
-            bail!("the checkpoint is of another run (its configuration differs from this one's)");
-        }
-        if c.params.len() != trainer.params.len()
-            || c.state.len() != trainer.state.len()
-            || c.order.len() != order.len()
-            || h.pos > order.len()
-            || h.step > cfg.steps
-            || c.order
-                .iter()
-                .any(|&i| !(cfg.holdout..train.len()).contains(&(i as usize)))
-        {
-            bail!("the checkpoint's arrays do not fit this run (other data or architecture)");
-        }
-        trainer.params.copy_from_slice(&c.params);
-        trainer.state.copy_from_slice(&c.state);
-        if let Optimizer::Adam(a) = &mut trainer.opt {
-            a.t = h.adam_t;
-        }
-        order = c.order.iter().map(|&i| i as usize).collect();
-        rng = Rng::new(h.rng);
-        pos = h.pos;
-        first = h.step;
-        seconds_before = h.seconds;
-        window = h.window;
-    }
-    let mut metrics = match &opts.metrics {
-        Some(p) => Some(Metrics::open(
-            p,
-            opts.metrics_from.as_deref(),
-            opts.resume.as_ref().map(|_| first),
-        )?),
-        None => None,
-    };
-    let px = train.pixels();
-    let mut x = vec![0.0f32; cfg.batch * px];
-    let mut y = vec![0u8; cfg.batch];
-    let mut history = Vec::new();
-    let start = Instant::now();
-    let seconds = |start: &Instant| seconds_before + start.elapsed().as_secs_f64();
-    let per_sample = if reduction == Reduction::Sum {
-        1.0 / cfg.batch as f64
-    } else {
-        1.0
-    };
-    let mut last_acc = None;
-    let lr_at = |step: usize| match cfg.schedule {
-        Schedule::Cosine => {
-            cfg.lr * 0.5 * (1.0 + (std::f32::consts::PI * step as f32 / cfg.steps as f32).cos())
-        }
-        Schedule::Constant => cfg.lr,
-    };
-    let save = |path: &Path,
-                step: usize,
-                trainer: &Trainer,
-                rng: &Rng,
-                pos: usize,
-                order: &[usize],
-                secs: f64,
-                window: (f64, usize)| {
-        let t = match &trainer.opt {
-            Optimizer::Adam(a) => a.t,
-            Optimizer::Sgd(_) => 0,
-        };
-        let c = Checkpoint {
-            header: Header {
-                out: opts.params_path.clone(),
-                ..header(cfg, step, rng, pos, t, secs, window)
-            },
-            params: trainer.params.clone(),
-            state: trainer.state.clone(),
-            order: order.iter().map(|&i| i as u32).collect(),
-        };
-        match opts.slow_checkpoint {
-            Some(pause) => c.save_slowly(path, pause),
-            None => c.save(path),
-        }
-    };
-    // The test set stays bytes; the trainer's own buffers compute its logits.
-    let evaluate = |t: &mut Trainer| -> Result<f64> {
-        let logits = t.predict(Images::U8(&test.images), test.len())?;
-        Ok(accuracy(&logits, &test.labels))
-    };
-    for step in first..cfg.steps {
-        if let Some(path) = &opts.checkpoint {
-            let due = opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0;
-            if step > first && (due || opts.stop_after == Some(step)) {
-                let saved = save(
-                    path,
-                    step,
-                    &trainer,
-                    &rng,
-                    pos,
-                    &order,
-                    seconds(&start),
-                    window,
-                );
-                match saved {
-                    // Stopping on purpose without a checkpoint would lose the run.
-                    Err(e) if opts.stop_after == Some(step) => return Err(e),
-                    // A full disk or a directory gone read-only need not end the run:
-                    // its parameters are saved (or rescued) at the end.
-                    Err(e) => log(&format!(
-                        "warning: {e:#}; training goes on (the last good checkpoint is kept)"
-                    )),
-                    Ok(()) => {}
-                }
-            }
-        }
-        if opts.stop_after == Some(step) {
-            return Ok(TrainOutcome {
-                test_accuracy: evaluate(&mut trainer)?,
-                params: trainer.params,
-                seconds: seconds(&start),
-                history,
-                stopped_at: Some(step),
-            });
-        }
+/// The sample order: shuffled epochs over the training images `holdout..`, and the
+/// random shifts of augmentation, from one RNG.
+struct Sampler {
+    rng: Rng,
+    /// The current epoch's order.
+    order: Vec<usize>,
+    /// Position in `order` of the next sample (`order.len()`: shuffle first).
+    pos: usize,
+}
+
+impl Sampler {
+    /// Fills `x` and `y` with the next batch, shifted by up to 2 pixels when
+    /// `cfg.augment`.
+    fn fill(&mut self, cfg: &TrainConfig, train: &Dataset, x: &mut [f32], y: &mut [u8]) {
+        let px = train.pixels();
         for b in 0..cfg.batch {
-            if pos == order.len() {
-                rng.shuffle(&mut order);
-                pos = 0;
+            if self.pos == self.order.len() {
+                self.rng.shuffle(&mut self.order);
+                self.pos = 0;
             }
-            let i = order[pos];
-            pos += 1;
+            let i = self.order[self.pos];
+            self.pos += 1;
             y[b] = train.labels[i];
             let dst = &mut x[b * px..(b + 1) * px];
             if cfg.augment {
-                let (dy, dx) = (rng.below(5) as isize - 2, rng.below(5) as isize - 2);
+                let (dy, dx) = (
+                    self.rng.below(5) as isize - 2,
+                    self.rng.below(5) as isize - 2,
+                );
                 shifted(train.image(i), dst, train.rows, train.cols, dy, dx);
             } else {
                 crate::data::scale(train.image(i), dst);
             }
         }
-        let lr = lr_at(step);
-        if cfg.log_every > 0 && step % cfg.log_every == 0 {
-            // As the seed: accuracy on the current batch, dropout off, before the step.
-            let logits = trainer.predict(Images::F32(&x), cfg.batch)?;
-            let acc = accuracy(&logits, &y);
-            history.push((step, acc));
-            last_acc = Some(acc);
-            log(&format!("step {step}, training accuracy {acc:.4}"));
-            if let Some(m) = &mut metrics {
-                let test_acc = if opts.eval_every > 0 && step > 0 && step % opts.eval_every == 0 {
-                    Some(evaluate(&mut trainer)?)
-                } else {
-                    None
-                };
-                let mean = (window.1 > 0).then(|| window.0 / window.1 as f64);
-                if let Err(e) = m.row(step, mean, Some(acc), test_acc, lr, seconds(&start)) {
-                    log(&format!("warning: {e:#}; training goes on without metrics"));
-                }
-                window = (0.0, 0);
+    }
+}
+
+/// A run in progress: the trainer, the sampler and what the metrics and checkpoints need.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    opts: RunOptions,
+    test: &'a Dataset,
+    trainer: Trainer,
+    sampler: Sampler,
+    /// The first step of this session (a resumed run's checkpoint step, else 0).
+    first: usize,
+    /// Training seconds of earlier sessions of a resumed run.
+    seconds_before: f64,
+    start: Instant,
+    /// Sum of per-sample losses since the last metrics row, and how many steps.
+    window: (f64, usize),
+    metrics: Option<Metrics>,
+    history: Vec<(usize, f64)>,
+    /// The latest every-`log_every` batch accuracy.
+    last_acc: Option<f64>,
+    /// Turns a step's loss into the mean per sample (1/batch for a summed loss).
+    per_sample: f64,
+    /// The batch: images and labels.
+    x: Vec<f32>,
+    y: Vec<u8>,
+}
+
+impl<'a> Run<'a> {
+    /// A new run per `cfg`, or the one `opts.resume` continues (checked to be the same
+    /// run); opens the metrics file.
+    fn new(
+        cfg: &'a TrainConfig,
+        opts: RunOptions,
+        train: &Dataset,
+        test: &'a Dataset,
+    ) -> Result<Self> {
+        let arch = check(cfg, train, test)?;
+        let mut params = vec![0.0; arch.param_count()];
+        let init = match cfg.init {
+            InitName::He => Init::He,
+            InitName::Glorot => Init::Glorot,
+            InitName::Seed => Init::Seed,
+        };
+        init_params(&arch, init, cfg.seed, &mut params)?;
+        let (loss, reduction) = cfg.loss.loss();
+        let mut trainer = Trainer::new(
+            arch,
+            params,
+            Optimizer::Adam(Adam::new(cfg.lr)),
+            loss,
+            reduction,
+            cfg.batch,
+            cfg.threads,
+        )?;
+        let order: Vec<usize> = (cfg.holdout..train.len()).collect();
+        let mut sampler = Sampler {
+            rng: Rng::new(mix64(cfg.seed ^ 0x5348_5546)),
+            pos: order.len(),
+            order,
+        };
+        let (mut first, mut seconds_before, mut window) = (0, 0.0, (0.0f64, 0usize));
+        if let Some(c) = &opts.resume {
+            resume(c, cfg, train, &mut trainer, &mut sampler)?;
+            (first, seconds_before, window) = (c.header.step, c.header.seconds, c.header.window);
+        }
+        let metrics = match &opts.metrics {
+            Some(p) => Some(Metrics::open(
+                p,
+                opts.metrics_from.as_deref(),
+                opts.resume.as_ref().map(|_| first),
+            )?),
+            None => None,
+        };
+        let px = train.pixels();
+        Ok(Run {
+            cfg,
+            opts,
+            test,
+            trainer,
+            sampler,
+            first,
+            seconds_before,
+            window,
+            metrics,
+            history: Vec::new(),
+            last_acc: None,
+            per_sample: if reduction == Reduction::Sum {
+                1.0 / cfg.batch as f64
+            } else {
+                1.0
+            },
+            x: vec![0.0f32; cfg.batch * px],
+            y: vec![0u8; cfg.batch],
+            start: Instant::now(),
+        })
+    }
+
+    /// Training seconds so far, over all sessions.
+    fn seconds(&self) -> f64 {
+        self.seconds_before + self.start.elapsed().as_secs_f64()
+    }
+
+    /// The learning rate of `step`.
+    fn lr_at(&self, step: usize) -> f32 {
+        let cfg = self.cfg;
+        match cfg.schedule {
+            Schedule::Cosine => {
+                cfg.lr * 0.5 * (1.0 + (std::f32::consts::PI * step as f32 / cfg.steps as f32).cos())
+            }
+            Schedule::Constant => cfg.lr,
+        }
+    }
+
+    /// Saves the checkpoint of the state before `step` to `path`.
+    fn save(&self, path: &Path, step: usize, secs: f64) -> Result<()> {
+        let t = match &self.trainer.opt {
+            Optimizer::Adam(a) => a.t,
+            Optimizer::Sgd(_) => 0,
+        };
+        let s = &self.sampler;
+        let c = Checkpoint {
+            header: Header {
+                out: self.opts.params_path.clone(),
+                ..header(self.cfg, step, &s.rng, s.pos, t, secs, self.window)
+            },
+            params: self.trainer.params.clone(),
+            state: self.trainer.state.clone(),
+            order: s.order.iter().map(|&i| i as u32).collect(),
+        };
+        match self.opts.slow_checkpoint {
+            Some(pause) => c.save_slowly(path, pause),
+            None => c.save(path),
+        }
+    }
+
+    /// The checkpoint due before `step` (every `checkpoint_every` steps, and where
+    /// `stop_after` stops): a failure is a warning, unless the run stops there.
+    fn checkpoint(&self, step: usize, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let Some(path) = &self.opts.checkpoint else {
+            return Ok(());
+        };
+        let every = self.opts.checkpoint_every;
+        let due = every > 0 && step.is_multiple_of(every);
+        let stop = self.opts.stop_after == Some(step);
+        if step > self.first && (due || stop) {
+            match self.save(path, step, self.seconds()) {
+                // Stopping on purpose without a checkpoint would lose the run.
+                Err(e) if stop => return Err(e),
+                // A full disk or a directory gone read-only need not end the run:
+                // its parameters are saved (or rescued) at the end.
+                Err(e) => log(&format!(
+                    "warning: {e:#}; training goes on (the last good checkpoint is kept)"
+                )),
+                Ok(()) => {}
             }
         }
-        if let Optimizer::Adam(a) = &mut trainer.opt {
+        Ok(())
+    }
+
+    /// Accuracy on the whole test set. The test set stays bytes; the trainer's own
+    /// buffers compute its logits.
+    fn evaluate(&mut self) -> Result<f64> {
+        let logits = self
+            .trainer
+            .predict(Images::U8(&self.test.images), self.test.len())?;
+        Ok(accuracy(&logits, &self.test.labels))
+    }
+
+    /// The outcome of a run stopped before `step` by `stop_after`.
+    fn stopped(mut self, step: usize) -> Result<TrainOutcome> {
+        Ok(TrainOutcome {
+            test_accuracy: self.evaluate()?,
+            seconds: self.seconds(),
+            params: self.trainer.params,
+            history: self.history,
+            stopped_at: Some(step),
+        })
+    }
+
+    /// The every-`log_every` line and metrics row, before `step`: as the seed, accuracy
+    /// on the current batch with dropout off.
+    fn log_row(&mut self, step: usize, lr: f32, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let logits = self.trainer.predict(Images::F32(&self.x), self.cfg.batch)?;
+        let acc = accuracy(&logits, &self.y);
+        self.history.push((step, acc));
+        self.last_acc = Some(acc);
+        log(&format!("step {step}, training accuracy {acc:.4}"));
+        if self.metrics.is_none() {
+            return Ok(());
+        }
+        let every = self.opts.eval_every;
+        let test_acc = if every > 0 && step > 0 && step.is_multiple_of(every) {
+            Some(self.evaluate()?)
+        } else {
+            None
+        };
+        let mean = (self.window.1 > 0).then(|| self.window.0 / self.window.1 as f64);
+        let secs = self.seconds();
+        if let Some(m) = &mut self.metrics {
+            if let Err(e) = m.row(step, mean, Some(acc), test_acc, lr, secs) {
+                log(&format!("warning: {e:#}; training goes on without metrics"));
+            }
+        }
+        self.window = (0.0, 0);
+        Ok(())
+    }
+
+    /// One optimizer step at learning rate `lr` on the batch in `x`/`y`.
+    fn step(&mut self, step: usize, lr: f32, tick: &mut dyn FnMut(&Tick)) -> Result<()> {
+        if let Optimizer::Adam(a) = &mut self.trainer.opt {
             a.lr = lr;
         }
-        if let Some((at, i)) = opts.inject_nan {
+        if let Some((at, i)) = self.opts.inject_nan {
             if at == step {
-                match trainer.params.get_mut(i) {
+                match self.trainer.params.get_mut(i) {
                     Some(p) => *p = f32::NAN,
                     None => bail!("--inject-nan: no parameter {i}"),
                 }
             }
         }
-        let l = trainer
-            .step(&x, &y, mix64(cfg.seed.wrapping_add(step as u64)))
+        let checkpoint = &self.opts.checkpoint;
+        let l = self
+            .trainer
+            .step(
+                &self.x,
+                &self.y,
+                mix64(self.cfg.seed.wrapping_add(step as u64)),
+            )
             .with_context(|| {
-                let kept = match &opts.checkpoint {
+                let kept = match checkpoint {
                     Some(p) if p.exists() => format!(" (last good checkpoint: {})", p.display()),
                     _ => String::new(),
                 };
                 format!("training stopped at step {step}{kept}")
             })?;
-        let mean = l.value as f64 * per_sample;
-        window = (window.0 + mean, window.1 + 1);
+        let mean = l.value as f64 * self.per_sample;
+        self.window = (self.window.0 + mean, self.window.1 + 1);
         tick(&Tick {
             done: step + 1,
-            steps: cfg.steps,
+            steps: self.cfg.steps,
             loss: mean as f32,
-            batch_accuracy: last_acc,
+            batch_accuracy: self.last_acc,
         });
+        Ok(())
     }
-    let secs = seconds(&start);
-    if let Some(path) = &opts.checkpoint {
-        if let Err(e) = save(path, cfg.steps, &trainer, &rng, pos, &order, secs, window) {
-            log(&format!(
-                "warning: {e:#}; the final checkpoint is not saved"
-            ));
+
+    /// The final checkpoint, test accuracy and metrics row.
+    fn finish(mut self, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
+        let secs = self.seconds();
+        if let Some(path) = &self.opts.checkpoint {
+            if let Err(e) = self.save(path, self.cfg.steps, secs) {
+                log(&format!(
+                    "warning: {e:#}; the final checkpoint is not saved"
+                ));
+            }
         }
-    }
-    let test_accuracy = evaluate(&mut trainer)?;
-    if let Some(m) = &mut metrics {
-        let mean = (window.1 > 0).then(|| window.0 / window.1 as f64);
-        let last = m.row(
-            cfg.steps,
-            mean,
-            None,
-            Some(test_accuracy),
-            lr_at(cfg.steps),
-            secs,
-        );
-        if let Err(e) = last {
-            log(&format!(
-                "warning: {e:#}; the last metrics row is not saved"
-            ));
+        let test_accuracy = self.evaluate()?;
+        let lr = self.lr_at(self.cfg.steps);
+        let mean = (self.window.1 > 0).then(|| self.window.0 / self.window.1 as f64);
+        if let Some(m) = &mut self.metrics {
+            let last = m.row(self.cfg.steps, mean, None, Some(test_accuracy), lr, secs);
+            if let Err(e) = last {
+                log(&format!(
+                    "warning: {e:#}; the last metrics row is not saved"
+                ));
+            }
         }
+        Ok(TrainOutcome {
+            params: self.trainer.params,
+            test_accuracy,
+            seconds: secs,
+            history: self.history,
+            stopped_at: None,
+        })
     }
-    Ok(TrainOutcome {
-        params: trainer.params,
-        test_accuracy,
-        seconds: secs,
-        history,
-        stopped_at: None,
-    })
+}
+
+/// Continues checkpoint `c`: checks that it is of this run and fits it, then restores
+/// the parameters, the optimizer state and the sampler.
+fn resume(
+    c: &Checkpoint,
+    cfg: &TrainConfig,
+    train: &Dataset,
+    trainer: &mut Trainer,
+    sampler: &mut Sampler,
+) -> Result<()> {
+    let h = &c.header;
+    let expected = header(
+        cfg,
+        h.step,
+        &sampler.rng,
+        h.pos,
+        h.adam_t,
+        h.seconds,
+        h.window,
+    );
+    // The paths may differ: a run can be moved with `--out`.
+    let same = Header {
+        rng: h.rng,
+        out: h.out.clone(),
+        config: TrainConfig {
+            log_every: h.config.log_every,
+            ..expected.config
+        },
+        ..expected
+    };
+    if &same != h {
+        bail!("the checkpoint is of another run (its configuration differs from this one's)");
+    }
+    if c.params.len() != trainer.params.len()
+        || c.state.len() != trainer.state.len()
+        || c.order.len() != sampler.order.len()
+        || h.pos > sampler.order.len()
+        || h.step > cfg.steps
+        || c.order
+            .iter()
+            .any(|&i| !(cfg.holdout..train.len()).contains(&(i as usize)))
+    {
+        bail!("the checkpoint's arrays do not fit this run (other data or architecture)");
+    }
+    trainer.params.copy_from_slice(&c.params);
+    trainer.state.copy_from_slice(&c.state);
+    if let Optimizer::Adam(a) = &mut trainer.opt {
+        a.t = h.adam_t;
+    }
+    sampler.order = c.order.iter().map(|&i| i as usize).collect();
+    sampler.rng = Rng::new(h.rng);
+    sampler.pos = h.pos;
+    Ok(())
 }

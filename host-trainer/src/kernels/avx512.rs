@@ -75,19 +75,16 @@ impl Pass {
     }
 }
 
-/// Copies one `h x w x c` image into the padded buffer `out` at row `top`, column
-/// `left`, zeros elsewhere.
-#[allow(clippy::too_many_arguments)]
+/// Copies one image of shape `img_shape` into the padded buffer `out` at row `top`,
+/// column `left`, zeros elsewhere.
 fn pad_into(
     img: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    top: usize,
-    left: usize,
+    img_shape: Shape,
+    (top, left): (usize, usize),
     pass: &Pass,
     out: &mut [f32],
 ) {
+    let (h, w, c) = (img_shape.h, img_shape.w, img_shape.c);
     out.fill(0.0);
     for r in 0..h {
         let dst = ((r + top) * pass.wp + left) * c;
@@ -108,7 +105,7 @@ fn fits(channels: usize) -> bool {
 /// callers check before every call (see each `SAFETY` comment).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // index loops show the register blocking plainly
-mod avx512 {
+mod x86 {
     use super::{Pass, P};
     use core::arch::x86_64::*;
 
@@ -366,11 +363,11 @@ impl ConvKernels for Avx512Conv {
                 .zip(y.chunks_exact_mut(out_len))
                 .take(n)
             {
-                pad_into(xi, input.h, input.w, input.c, pt, pl, &pass, xp);
+                pad_into(xi, input, (pt, pl), &pass, xp);
                 // SAFETY: `detect` returned this value only after checking that the CPU
                 // has AVX-512F (which implies AVX2 and FMA); the function body is safe
                 // code. Exercised by `kernels_match_the_reference`.
-                unsafe { avx512::forward(&pass, xp, w, Some(b), yi) };
+                unsafe { x86::forward(&pass, xp, w, Some(b), yi) };
             }
             Ok(true)
         }
@@ -438,15 +435,15 @@ impl ConvKernels for Avx512Conv {
             for i in 0..n {
                 let xi = &x[i * input.len()..][..input.len()];
                 let dyi = &dy[i * out.len()..][..out.len()];
-                pad_into(xi, input.h, input.w, cin, pt, pl, &pass, xp);
+                pad_into(xi, input, (pt, pl), &pass, xp);
                 // SAFETY: as in `forward`: only reachable after `detect` found AVX-512F;
                 // safe code inside. Exercised by `kernels_match_the_reference`.
-                unsafe { avx512::weights(&pass, xp, dyi, dw) };
+                unsafe { x86::weights(&pass, xp, dyi, dw) };
                 if let Some(dx) = dx.as_deref_mut() {
-                    pad_into(dyi, out.h, out.w, cout, k - 1 - pt, k - 1 - pl, &back, dyp);
+                    pad_into(dyi, out, (k - 1 - pt, k - 1 - pl), &back, dyp);
                     let dxi = &mut dx[i * input.len()..][..input.len()];
                     // SAFETY: as above.
-                    unsafe { avx512::forward(&back, dyp, wt, None, dxi) };
+                    unsafe { x86::forward(&back, dyp, wt, None, dxi) };
                 }
             }
             Ok(true)

@@ -1,0 +1,43 @@
+//! `host-trainer export`: a weights file for the firmware ([`crate::export`]) or a
+//! safetensors file ([`crate::interop`]), by the name of `--out`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::load_any;
+use crate::config::ArchName;
+use crate::{export, interop, outputs};
+
+// The command's options (no doc comment: the subcommand's help is its variant's).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Parameters: a file written by `train`, a weights file or a safetensors file
+    #[arg(long, default_value = "runs/small.params")]
+    pub params: PathBuf,
+    /// The file to write: .safetensors for safetensors, anything else for firmware
+    #[arg(long, default_value = "runs/small.mcw")]
+    pub out: PathBuf,
+}
+
+/// Converts `--params` into `--out`.
+pub fn run(args: Args) -> Result<()> {
+    let (arch, p) = load_any(&args.params)?;
+    let name = ArchName::of(&arch)?;
+    let out = outputs::resolve(&args.out, &format!("{}.mcw", name.name()));
+    if outputs::prepare(&out, "weights file")?.exists {
+        println!("note: replacing {}", out.display());
+    }
+    if out.extension().is_some_and(|e| e == "safetensors") {
+        interop::save(&out, name, &p)?;
+        println!(
+            "wrote {} ({} bytes, safetensors; names and layouts in docs/safetensors.md)",
+            out.display(),
+            std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0)
+        );
+    } else {
+        let n = export::export(name, &p, &args.params, &out)?;
+        println!("wrote {} ({n} bytes)", out.display());
+    }
+    Ok(())
+}
