@@ -12,7 +12,7 @@
 //! - [`loss`]: `log_sum_exp`, `softmax`, `log_softmax` and three cross-entropies
 //!   (the fused, stable one, the log-softmax one and the seed's naive one).
 //! - [`optim`]: Adam and SGD with momentum, updating parameters in place.
-//! - [`init`]: a small deterministic PRNG and the initialisers.
+//! - [`rng`]: a small deterministic PRNG (SplitMix64) and hash; [`init`]: the initialisers.
 //! - [`net`]: a network as a `const` layer list ([`Arch`]), `const fn` buffer sizes, and
 //!   the whole training step.
 //! - [`gemm`]: the matrix-multiply hook: a portable reference kernel here, faster ones
@@ -88,6 +88,7 @@ pub mod net;
 pub mod optim;
 pub mod qformat;
 pub mod quant;
+pub mod rng;
 pub mod shape;
 
 #[cfg(test)]

@@ -17,10 +17,10 @@ use core::ops::Range;
 
 use crate::error::{check_len, Error, ShapeError};
 use crate::gemm::{Gemm, PortableGemm};
-use crate::init::mix64;
 use crate::layers::{flatten, relu, Conv2d, ConvAlgo, ConvKernels, Dense, Dropout, MaxPool};
 use crate::loss::{batch_loss, BatchLoss, Loss, Reduction};
 use crate::optim::Optimizer;
+use crate::rng::mix64;
 use crate::shape::Shape;
 
 /// One layer of a network.

@@ -663,7 +663,7 @@ pub fn argmax_i8(x: &[i8]) -> usize {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::init::Rng;
+    use crate::rng::Rng;
     use crate::Padding;
     use std::vec::Vec;
 

@@ -9,7 +9,7 @@
 //! (no mask buffer), and splitting a batch across threads gives the same masks.
 
 use crate::error::{check_len, Error};
-use crate::init::hash32;
+use crate::rng::hash32;
 
 /// A dropout layer's configuration.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -558,7 +558,7 @@ mod tests {
 
     #[test]
     fn vectorised_passes_equal_the_reference() {
-        use crate::init::Rng;
+        use crate::rng::Rng;
         let mut rng = Rng::new(3);
         for (pool, input) in [
             (MaxPool::new(2, 2, Padding::Same), Shape::new(7, 7, 16)),
