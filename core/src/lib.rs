@@ -18,8 +18,9 @@
 //! - [`gemm`]: the matrix-multiply hook: a portable reference kernel here, faster ones
 //!   plugged in by the host (as are convolution kernels: [`layers::ConvKernels`]).
 //! - [`quant`]: int8 inference (TensorFlow Lite's arithmetic, every rounding rule written
-//!   out), bit-identical on the host and a Cortex-M4; [`format`] and [`qformat`]: the float
-//!   and int8 weights files, read in place.
+//!   out), bit-identical on the host and a Cortex-M4; [`weights`]: the weights file, one
+//!   header for both precisions ([`weights::Precision::of`]), float and int8 tensors, read
+//!   in place.
 //!
 //! Features: `micromath` (fast approximate `exp`/`ln`), `dsp` (the int8 convolution's
 //! `SMLAD`/`SXTB16` through inline assembly on Armv7E-M and later; the crate's only
@@ -62,7 +63,7 @@
 // Input-dependent paths return errors, never panic: no unwrap/expect/panic! outside
 // tests. Indexing stays, as a documented exception (README, Reliability): the kernels
 // index buffers whose lengths were checked on entry, and the weights-file readers
-// (format.rs, qformat.rs) index after explicit length checks and are fuzzed (fuzz/).
+// (weights/) index after explicit length checks and are fuzzed (fuzz/).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -78,7 +79,6 @@ compile_error!(
 
 pub mod crc32;
 pub mod error;
-pub mod format;
 pub mod gemm;
 pub mod init;
 pub mod layers;
@@ -86,10 +86,10 @@ pub mod loss;
 pub mod math;
 pub mod net;
 pub mod optim;
-pub mod qformat;
 pub mod quant;
 pub mod rng;
 pub mod shape;
+pub mod weights;
 
 #[cfg(test)]
 mod properties;
@@ -99,6 +99,18 @@ mod testutil;
 pub use error::Error;
 pub use net::{Arch, Layer};
 pub use shape::{Padding, Shape};
+
+/// The float weights file under its old path: [`weights::float`] and the shared
+/// [`weights`] items (kept so that code written against `microconv::format` still builds).
+pub mod format {
+    pub use crate::weights::float::*;
+    pub use crate::weights::{Aligned, FormatError, MAGIC, MAX_LAYERS};
+}
+
+/// The int8 weights file under its old path: [`weights::int8`].
+pub mod qformat {
+    pub use crate::weights::int8::*;
+}
 
 /// Architectures that ship with microconv.
 pub mod archs;

@@ -49,32 +49,18 @@ use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::{env, fs, io, process};
 
-use microconv::format::{FormatError, Model};
-use microconv::qformat::QModel;
+use microconv::weights::float::Model;
+use microconv::weights::int8::QModel;
+use microconv::weights::FormatError;
 use microconv::{Layer, Padding};
 
 /// The core's shape type, for [`Embed::expect_input`] (re-exported so that a build
 /// script needs no other dependency).
 pub use microconv::Shape;
 
-/// The precision of a weights file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Precision {
-    /// A float model: a version 1 file, written by `host-trainer export`.
-    Float,
-    /// An int8 model: a version 2 file, written by `host-trainer quantize --out`.
-    Int8,
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Precision::Float => "float (version 1, `host-trainer export`)",
-            Precision::Int8 => "int8 (version 2, `host-trainer quantize --out`)",
-        })
-    }
-}
+/// The precision of a weights file: the core's own ([`Precision::of`] reads it from a
+/// file), re-exported for [`Embed::expect_precision`].
+pub use microconv::weights::Precision;
 
 /// What a weights file holds, as [`render`] and [`Embed::write`] found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,8 +424,8 @@ pub fn render(
     let aligned: &[u8] = bytemuck::cast_slice(&words)
         .get(..bytes.len())
         .unwrap_or_default();
-    // Version 2 files hold int8 models (`host-trainer quantize --out`).
-    let int8 = aligned.get(8..12) == Some(&2u32.to_le_bytes()[..]);
+    let precision = Precision::of(aligned)?;
+    let int8 = precision == Precision::Int8;
     let (qmodel, model);
     let arch = if int8 {
         qmodel = QModel::parse(aligned)?;
@@ -449,11 +435,7 @@ pub fn render(
         model.arch()
     };
     let summary = Summary {
-        precision: if int8 {
-            Precision::Int8
-        } else {
-            Precision::Float
-        },
+        precision,
         input: arch.input,
         classes: arch.classes(),
         layers: arch.layers.len(),

@@ -2,7 +2,7 @@
 //! records of version 1, then int8 weights and int32 biases, multipliers and shifts per
 //! convolution and dense layer, and one quantization record per layer output plus one
 //! for the input. Read in place (no copy) by [`QModel::parse`]; a float file (version 1)
-//! given to it, or an int8 file given to [`crate::format::Model::parse`], is a
+//! given to it, or an int8 file given to [`crate::weights::float::Model::parse`], is a
 //! [`FormatError::WrongPrecision`].
 //!
 //! Tensors, in file order (`L` layers):
@@ -18,17 +18,18 @@
 //! Each tensor's data starts at the next multiple of 4 bytes after the previous one (the
 //! first at the 16-aligned data offset), padding bytes zero.
 
-use crate::crc32::crc32;
-use crate::format::{
-    header_len, parse_header, put_u32, u32_at, write_header, FormatError, HEADER, LAYER_RECORD,
-    MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
+use super::field::tensor as T;
+use super::{
+    header_len, parse_header, put_u32, u32_at, write_header, FormatError, Precision, HEADER,
+    LAYER_RECORD, MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
 };
+use crate::crc32::crc32;
 use crate::net::{Arch, Layer};
 use crate::quant::{QLayer, QNet, QParams, QTensors};
 use crate::shape::Shape;
 
-/// The version of int8 files.
-pub const VERSION_INT8: u32 = 2;
+/// The version of int8 files (re-exported from [`super::VERSION_INT8`]).
+pub use super::VERSION_INT8;
 
 const ROLE_WEIGHTS: u8 = 0;
 const ROLE_BIAS: u8 = 1;
@@ -165,7 +166,7 @@ pub fn write(
         });
     }
     let (tensors, _) = layout(arch)?;
-    let out = write_header(arch, VERSION_INT8, len, tensors, out)?;
+    let out = write_header(arch, Precision::Int8, len, tensors, out)?;
     let put = put_u32;
     let toff = HEADER + arch.layers.len() * LAYER_RECORD;
     let mut at = header_len(arch.layers.len(), tensors);
@@ -174,15 +175,15 @@ pub fn write(
         let (layer, role, dtype, rank, dims) = s;
         let n = slot_bytes(&s);
         let r = toff + 4 + t * TENSOR_RECORD;
-        put(out, r, layer as u32);
-        out[r + 4] = role;
-        out[r + 5] = dtype;
-        out[r + 6] = rank;
+        put(out, r + T::LAYER.start, layer as u32);
+        out[r + T::ROLE] = role;
+        out[r + T::DTYPE] = dtype;
+        out[r + T::RANK] = rank;
         for (k, d) in dims.iter().enumerate() {
-            put(out, r + 8 + 4 * k, *d);
+            put(out, r + T::DIMS.start + 4 * k, *d);
         }
-        put(out, r + 24, at as u32);
-        put(out, r + 28, n as u32);
+        put(out, r + T::OFFSET.start, at as u32);
+        put(out, r + T::BYTES.start, n as u32);
         let bad = |reason| FormatError::BadTensor { index: t, reason };
         let dst = &mut out[at..at + n];
         let words = |dst: &mut [u8], v: &[u32]| {
@@ -249,25 +250,25 @@ fn parse_quant(w: &[i32], index: usize) -> Result<(QParams, i8, i8), FormatError
 
 impl<'a> QModel<'a> {
     /// Parses and checks an int8 weights file, borrowing the data from `bytes` (which
-    /// must be 4-byte aligned: embed it in [`crate::format::Aligned`]).
+    /// must be 4-byte aligned: embed it in [`crate::weights::Aligned`]).
     ///
     /// In firmware, `microconv-build` embeds a file from `host-trainer quantize --out` and
     /// this reads it in place (`QModel::parse(&MODEL.0)`, then [`QModel::net`] for
     /// [`crate::quant::infer_i8`]). A float file is refused with the reason:
     ///
     /// ```
-    /// use microconv::format::{self, Aligned, FormatError};
-    /// use microconv::qformat::QModel;
+    /// use microconv::weights::{float, Aligned, FormatError};
+    /// use microconv::weights::int8::QModel;
     /// use microconv::{Arch, Layer, Shape, layers::Dense};
     ///
     /// const ARCH: Arch = Arch::new(Shape::flat(4), &[Layer::Dense(Dense::new(3))]);
     /// let mut file = Aligned([0u8; 256]);
-    /// let len = format::write(&ARCH, &[0.5; ARCH.param_count()], &mut file.0).unwrap();
+    /// let len = float::write(&ARCH, &[0.5; ARCH.param_count()], &mut file.0).unwrap();
     /// let e = QModel::parse(&file.0[..len]).unwrap_err();
     /// assert!(matches!(e, FormatError::WrongPrecision { found: 1 }));
     /// ```
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        let (body, input, layers) = parse_header(bytes, VERSION_INT8)?;
+        let (body, input, layers) = parse_header(bytes, Precision::Int8)?;
         let arch = Arch::new(input, &layers);
         let toff = HEADER + layers.len() * LAYER_RECORD;
         let tensors = u32_at(body, toff)? as usize;
@@ -305,20 +306,25 @@ impl<'a> QModel<'a> {
             let r = &body[toff + 4 + t * TENSOR_RECORD..toff + 4 + (t + 1) * TENSOR_RECORD];
             let bad = |reason| FormatError::BadTensor { index: t, reason };
             let file_dims = [
-                u32_at(r, 8)?,
-                u32_at(r, 12)?,
-                u32_at(r, 16)?,
-                u32_at(r, 20)?,
+                u32_at(r, T::DIMS.start)?,
+                u32_at(r, T::DIMS.start + 4)?,
+                u32_at(r, T::DIMS.start + 8)?,
+                u32_at(r, T::DIMS.start + 12)?,
             ];
-            if u32_at(r, 0)? as usize != layer || r[4] != role || r[5] != dtype {
+            if u32_at(r, T::LAYER.start)? as usize != layer
+                || r[T::ROLE] != role
+                || r[T::DTYPE] != dtype
+            {
                 return Err(bad(
                     "tensors are not in the int8 layout's order, roles and types",
                 ));
             }
-            if r[6] != rank || r[7] != 0 || file_dims != dims {
+            if r[T::RANK] != rank || r[T::RESERVED] != 0 || file_dims != dims {
                 return Err(bad("shape does not match the architecture"));
             }
-            if u32_at(r, 24)? as usize != at || u32_at(r, 28)? as usize != n {
+            if u32_at(r, T::OFFSET.start)? as usize != at
+                || u32_at(r, T::BYTES.start)? as usize != n
+            {
                 return Err(bad("offset or length is not where the layout puts it"));
             }
             let rel = at - data_start;
@@ -396,8 +402,8 @@ impl<'a> QModel<'a> {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::format::Aligned;
     use crate::layers::{Conv2d, Dense, MaxPool};
+    use crate::weights::Aligned;
     use crate::Padding;
     use std::vec;
     use std::vec::Vec;
@@ -502,7 +508,7 @@ mod tests {
         );
         // The float reader refuses it with the right reason, and the other way round.
         assert_eq!(
-            crate::format::Model::parse(&a.0[..bytes.len()]).unwrap_err(),
+            crate::weights::float::Model::parse(&a.0[..bytes.len()]).unwrap_err(),
             FormatError::WrongPrecision { found: 2 }
         );
     }
@@ -552,7 +558,7 @@ mod tests {
 
     #[test]
     fn dimensions_over_32_bits_and_oversized_files_are_errors() {
-        use crate::format::tests::header_only;
+        use crate::weights::float::tests::header_only;
         // 2^32 inputs to a dense layer: the weights' dimension does not fit in the
         // file's u32 (it was truncated to 0, and a file without the layer's weights
         // was accepted).
@@ -563,7 +569,7 @@ mod tests {
             reason: "a tensor dimension does not fit in 32 bits",
         };
         assert_eq!(file_len(&arch), Err(too_wide));
-        let store = header_only(&arch, VERSION_INT8, 7);
+        let store = header_only(&arch, Precision::Int8, 7);
         let len = header_len(2, 7) + 4;
         let r = QModel::parse(&bytemuck::cast_slice(&store)[..len]).map(|_| ());
         assert_eq!(r, Err(too_wide));
