@@ -1,7 +1,7 @@
 //! The parameter initialisers (the PRNG they draw from is [`crate::rng`]).
 
+use crate::arch::Arch;
 use crate::error::Error;
-use crate::net::{Arch, Layer};
 
 /// The PRNG and hash moved to [`crate::rng`]; re-exported here so `init::Rng` keeps working.
 pub use crate::rng::{hash32, mix64, Rng};
@@ -35,14 +35,9 @@ pub fn init_params(
     for (i, layer) in arch.layers.iter().enumerate() {
         let (input, _) = arch.layer_io(i)?;
         // fan_in, fan_out and the weight count (biases follow the weights).
-        let (fan_in, fan_out, wlen) = match layer {
-            Layer::Conv2d(c) => (
-                c.kernel * c.kernel * input.c,
-                c.kernel * c.kernel * c.filters,
-                c.weight_len(input),
-            ),
-            Layer::Dense(d) => (input.len(), d.units, d.weight_len(input)),
-            _ => continue,
+        let (fan_in, fan_out, wlen) = match layer.param_shapes(input) {
+            Some(p) => (p.fan_in, p.fan_out, layer.weight_len(input)),
+            None => continue,
         };
         let range = arch.param_range(i)?;
         let (w, b) = params[range].split_at_mut(wlen);

@@ -6,15 +6,15 @@
 //! runs (or fine-tunes) on a microcontroller.
 //!
 //! ## Layout
-//! - [`layers`]: one file per layer (`conv2d`, `maxpool`, `dense`, `relu`, `dropout`,
-//!   `flatten`), each a `forward` / `backward` pair over flat `f32` slices in NHWC
-//!   order, with its shapes spelled out in a comment.
+//! - [`layers`]: one file per layer kind (`conv2d`, `maxpool`, `dense`, `relu`, `dropout`,
+//!   `flatten`): its shapes, `forward` / `backward` over flat `f32` slices in NHWC order,
+//!   its int8 kernel and its weights-file record; [`Layer`] and the one dispatch over it.
 //! - [`loss`]: `log_sum_exp`, `softmax`, `log_softmax` and three cross-entropies
 //!   (the fused, stable one, the log-softmax one and the seed's naive one).
 //! - [`optim`]: Adam and SGD with momentum, updating parameters in place.
 //! - [`rng`]: a small deterministic PRNG (SplitMix64) and hash; [`init`]: the initialisers.
-//! - [`net`]: a network as a `const` layer list ([`Arch`]), `const fn` buffer sizes, and
-//!   the whole training step.
+//! - [`arch`]: a network as a `const` layer list ([`Arch`]) and every `const fn` size;
+//!   [`net`]: the forward and backward passes and the whole training step over them.
 //! - [`gemm`]: the matrix-multiply hook: a portable reference kernel here, faster ones
 //!   plugged in by the host (as are convolution kernels: [`layers::ConvKernels`]).
 //! - [`quant`]: int8 inference (TensorFlow Lite's arithmetic, every rounding rule written
@@ -58,7 +58,7 @@
 #![no_std]
 #![deny(missing_docs)]
 // No unsafe code, with one exception: the Cortex-M DSP instructions of the int8
-// convolution (`quant::dsp`, feature `dsp`, Arm only), each block justified in place.
+// convolution (`layers::conv2d::int8::dsp`, feature `dsp`, Arm only), each block justified in place.
 #![deny(unsafe_code)]
 // Input-dependent paths return errors, never panic: no unwrap/expect/panic! outside
 // tests. Indexing stays, as a documented exception (README, Reliability): the kernels
@@ -77,6 +77,7 @@ compile_error!(
      results bit for bit."
 );
 
+pub mod arch;
 pub mod crc32;
 pub mod error;
 pub mod gemm;
@@ -96,8 +97,9 @@ mod properties;
 #[cfg(test)]
 mod testutil;
 
+pub use arch::Arch;
 pub use error::Error;
-pub use net::{Arch, Layer};
+pub use layers::Layer;
 pub use shape::{Padding, Shape};
 
 /// The float weights file under its old path: [`weights::float`] and the shared

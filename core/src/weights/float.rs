@@ -14,9 +14,10 @@ use super::{
     header_len, parse_header, put_u32, u32_at, write_header, FormatError, Precision, HEADER,
     LAYER_RECORD, MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
 };
+use crate::arch::Arch;
 use crate::crc32::crc32;
 use crate::error::Error;
-use crate::net::{Arch, Layer};
+use crate::layers::Layer;
 use crate::shape::Shape;
 
 /// The version of float files (the same as [`super::VERSION_FLOAT`]).
@@ -41,7 +42,7 @@ pub const fn tensor_count(arch: &Arch<'_>) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i < arch.layers.len() {
-        if matches!(arch.layers[i], Layer::Conv2d(_) | Layer::Dense(_)) {
+        if arch.layers[i].has_params() {
             n += 2;
         }
         i += 1;
@@ -68,20 +69,14 @@ pub const fn file_len(arch: &Arch<'_>) -> usize {
 /// The expected dims (rank, [d0..d3]) of tensor `role` of layer `i`.
 fn expected_dims(arch: &Arch<'_>, i: usize, role: u8) -> Result<(u8, [u32; 4]), Error> {
     let (ins, _) = arch.layer_io(i)?;
-    Ok(match (arch.layers[i], role) {
-        (Layer::Conv2d(c), ROLE_WEIGHTS) => (
-            4,
-            [
-                c.kernel as u32,
-                c.kernel as u32,
-                ins.c as u32,
-                c.filters as u32,
-            ],
-        ),
-        (Layer::Conv2d(c), _) => (1, [c.filters as u32, 0, 0, 0]),
-        (Layer::Dense(d), ROLE_WEIGHTS) => (2, [ins.len() as u32, d.units as u32, 0, 0]),
-        (Layer::Dense(d), _) => (1, [d.units as u32, 0, 0, 0]),
-        _ => (0, [0; 4]),
+    let d = |v: usize| v as u32;
+    Ok(match arch.layers[i].param_shapes(ins) {
+        Some(p) if role == ROLE_WEIGHTS => {
+            let (rank, w) = p.weights;
+            (rank, [d(w[0]), d(w[1]), d(w[2]), d(w[3])])
+        }
+        Some(p) => (1, [d(p.bias), 0, 0, 0]),
+        None => (0, [0; 4]),
     })
 }
 
@@ -90,7 +85,7 @@ fn tensor_slots<'x>(arch: &'x Arch<'_>) -> impl Iterator<Item = (usize, u8)> + '
     arch.layers
         .iter()
         .enumerate()
-        .filter(|(_, l)| matches!(l, Layer::Conv2d(_) | Layer::Dense(_)))
+        .filter(|(_, l)| l.has_params())
         .flat_map(|(i, _)| [(i, ROLE_WEIGHTS), (i, ROLE_BIAS)])
 }
 

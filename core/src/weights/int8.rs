@@ -23,8 +23,9 @@ use super::{
     header_len, parse_header, put_u32, u32_at, write_header, FormatError, Precision, HEADER,
     LAYER_RECORD, MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
 };
+use crate::arch::Arch;
 use crate::crc32::crc32;
-use crate::net::{Arch, Layer};
+use crate::layers::Layer;
 use crate::quant::{QLayer, QNet, QParams, QTensors};
 use crate::shape::Shape;
 
@@ -57,7 +58,7 @@ fn slots(
     mut f: impl FnMut(Slot) -> Result<(), FormatError>,
 ) -> Result<(), FormatError> {
     for (i, l) in arch.layers.iter().enumerate() {
-        let (ins, outs) = arch.layer_io(i).map_err(FormatError::Arch)?;
+        let (ins, _) = arch.layer_io(i).map_err(FormatError::Arch)?;
         // Every dimension is a u32 in the file: one that does not fit cannot be written,
         // and truncating it would describe fewer weights than the layer needs.
         let dim = |v: usize| {
@@ -66,29 +67,14 @@ fn slots(
                 reason: "a tensor dimension does not fit in 32 bits",
             })
         };
-        let cout = match l {
-            Layer::Conv2d(c) => {
-                let k = dim(c.kernel)?;
-                f((
-                    i,
-                    ROLE_WEIGHTS,
-                    DTYPE_I8,
-                    4,
-                    [dim(c.filters)?, k, k, dim(ins.c)?],
-                ))?;
-                Some(dim(c.filters)?)
+        let cout = match l.param_shapes(ins) {
+            Some(p) => {
+                let (rank, w) = p.weights_i8;
+                let dims = [dim(w[0])?, dim(w[1])?, dim(w[2])?, dim(w[3])?];
+                f((i, ROLE_WEIGHTS, DTYPE_I8, rank, dims))?;
+                Some(dim(p.bias)?)
             }
-            Layer::Dense(d) => {
-                f((
-                    i,
-                    ROLE_WEIGHTS,
-                    DTYPE_I8,
-                    2,
-                    [dim(d.units)?, dim(ins.len())?, 0, 0],
-                ))?;
-                Some(dim(outs.len())?)
-            }
-            _ => None,
+            None => None,
         };
         if let Some(c) = cout {
             for role in [ROLE_BIAS, ROLE_MULTIPLIER, ROLE_SHIFT] {
@@ -358,7 +344,7 @@ impl<'a> QModel<'a> {
                     if layer == layers.len() {
                         input_q = output;
                     } else {
-                        let has = matches!(arch.layers[layer], Layer::Conv2d(_) | Layer::Dense(_));
+                        let has = arch.layers[layer].has_params();
                         let params = if has { cur.take() } else { None };
                         cur = None;
                         // Cannot fail: at most MAX_LAYERS layers.

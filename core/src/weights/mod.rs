@@ -28,11 +28,10 @@
 
 use core::fmt;
 
+use crate::arch::Arch;
 use crate::crc32::crc32;
 use crate::error::Error;
-use crate::layers::{Conv2d, Dense, Dropout, MaxPool};
-use crate::net::{Arch, Layer};
-use crate::shape::Padding;
+use crate::layers::{Layer, Record};
 use crate::shape::Shape;
 
 pub mod float;
@@ -190,15 +189,6 @@ impl fmt::Display for Precision {
     }
 }
 
-/// Layer kinds in the file.
-mod kind {
-    pub const CONV2D: u8 = 1;
-    pub const MAXPOOL: u8 = 2;
-    pub const DENSE: u8 = 3;
-    pub const RELU: u8 = 4;
-    pub const DROPOUT: u8 = 5;
-    pub const FLATTEN: u8 = 6;
-}
 /// Bytes aligned to 16, for embedding a weights file so it can be read in place:
 /// `static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("model.mcw"));`
 #[repr(C, align(16))]
@@ -343,90 +333,21 @@ pub(crate) const SIZE_OVERFLOW: Error = Error::Shape {
     reason: crate::error::ShapeError::Overflow,
 };
 
-fn padding_code(p: Padding) -> u8 {
-    match p {
-        Padding::Same => 0,
-        Padding::Valid => 1,
-    }
-}
-
-fn parse_padding(code: u8, index: usize) -> Result<Padding, FormatError> {
-    match code {
-        0 => Ok(Padding::Same),
-        1 => Ok(Padding::Valid),
-        _ => Err(FormatError::BadLayer {
-            index,
-            reason: "unknown padding code",
-        }),
-    }
-}
-
-/// The record of one layer: (kind, padding, a, b, c).
-pub(crate) fn layer_record(l: &Layer) -> (u8, u8, u32, u32, u32) {
-    match *l {
-        Layer::Conv2d(c) => (
-            kind::CONV2D,
-            padding_code(c.padding),
-            c.kernel as u32,
-            c.stride as u32,
-            c.filters as u32,
-        ),
-        Layer::MaxPool(p) => (
-            kind::MAXPOOL,
-            padding_code(p.padding),
-            p.size as u32,
-            p.stride as u32,
-            0,
-        ),
-        Layer::Dense(d) => (kind::DENSE, 0, d.units as u32, 0, 0),
-        Layer::Relu => (kind::RELU, 0, 0, 0, 0),
-        Layer::Dropout(d) => (kind::DROPOUT, 0, d.keep.to_bits(), 0, 0),
-        Layer::Flatten => (kind::FLATTEN, 0, 0, 0, 0),
-    }
-}
-
+/// Reads the layer record `r` (16 bytes) of layer `index`.
 pub(crate) fn parse_layer(r: &[u8], index: usize) -> Result<Layer, FormatError> {
-    let (k, pad) = (r[0], r[1]);
-    let (a, b, c) = (
-        u32_at(r, 4)? as usize,
-        u32_at(r, 8)? as usize,
-        u32_at(r, 12)? as usize,
-    );
+    use field::layer as L;
     let bad = |reason| FormatError::BadLayer { index, reason };
-    if r[2] != 0 || r[3] != 0 {
+    let rec = Record {
+        kind: r[L::KIND],
+        padding: r[L::PADDING],
+        a: u32_at(r, L::A.start)?,
+        b: u32_at(r, L::B.start)?,
+        c: u32_at(r, L::C.start)?,
+    };
+    if r[L::RESERVED].iter().any(|&b| b != 0) {
         return Err(bad("reserved bytes are not zero"));
     }
-    let unused_zero = |fields: &[usize]| {
-        if fields.iter().all(|&v| v == 0) {
-            Ok(())
-        } else {
-            Err(bad("unused fields are not zero"))
-        }
-    };
-    Ok(match k {
-        kind::CONV2D => Layer::Conv2d(Conv2d::with(a, b, parse_padding(pad, index)?, c)),
-        kind::MAXPOOL => {
-            unused_zero(&[c])?;
-            Layer::MaxPool(MaxPool::new(a, b, parse_padding(pad, index)?))
-        }
-        kind::DENSE => {
-            unused_zero(&[pad as usize, b, c])?;
-            Layer::Dense(Dense::new(a))
-        }
-        kind::RELU | kind::FLATTEN => {
-            unused_zero(&[pad as usize, a, b, c])?;
-            if k == kind::RELU {
-                Layer::Relu
-            } else {
-                Layer::Flatten
-            }
-        }
-        kind::DROPOUT => {
-            unused_zero(&[pad as usize, b, c])?;
-            Layer::Dropout(Dropout::new(f32::from_bits(a as u32)))
-        }
-        _ => return Err(bad("unknown layer kind")),
-    })
+    Layer::from_record(&rec).map_err(bad)
 }
 
 /// The checks and fields every version shares: magic, version (`want`), length, CRC,
@@ -523,7 +444,13 @@ pub(crate) fn write_header<'o>(
     put_u32(out, field::LAYER_COUNT.start, arch.layers.len() as u32);
     for (i, l) in arch.layers.iter().enumerate() {
         let off = HEADER + i * LAYER_RECORD;
-        let (k, pad, a, b, c) = layer_record(l);
+        let Record {
+            kind: k,
+            padding: pad,
+            a,
+            b,
+            c,
+        } = l.record();
         out[off + field::layer::KIND] = k;
         out[off + field::layer::PADDING] = pad;
         put_u32(out, off + field::layer::A.start, a);
