@@ -410,3 +410,56 @@ impl Layer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    const EVERY_KIND: [Layer; 6] = [
+        Layer::Conv2d(Conv2d::with(5, 2, Padding::Valid, 8)),
+        Layer::MaxPool(MaxPool::new(2, 2, Padding::Same)),
+        Layer::Dense(Dense::new(10)),
+        Layer::Relu,
+        Layer::Dropout(Dropout::new(0.75)),
+        Layer::Flatten,
+    ];
+
+    #[test]
+    fn records_round_trip_and_bad_ones_say_why() {
+        for l in EVERY_KIND {
+            assert_eq!(Layer::from_record(&l.record()), Ok(l), "{}", l.name());
+        }
+        let bad = |r: Record| Layer::from_record(&r).unwrap_err();
+        assert_eq!(bad(Record::of(0)), "unknown layer kind");
+        assert_eq!(
+            bad(Record {
+                c: 1,
+                ..Record::of(relu::KIND)
+            }),
+            "unused fields are not zero"
+        );
+        let conv = EVERY_KIND[0].record();
+        assert_eq!(bad(Record { padding: 2, ..conv }), "unknown padding code");
+    }
+
+    #[test]
+    fn rust_code_is_the_constructor() {
+        let code: std::vec::Vec<_> = EVERY_KIND
+            .iter()
+            .map(|l| l.rust_code().to_string())
+            .collect();
+        assert_eq!(
+            code,
+            [
+                "microconv::Layer::Conv2d(microconv::layers::Conv2d::with(5, 2, microconv::Padding::Valid, 8))",
+                "microconv::Layer::MaxPool(microconv::layers::MaxPool::new(2, 2, microconv::Padding::Same))",
+                "microconv::Layer::Dense(microconv::layers::Dense::new(10))",
+                "microconv::Layer::Relu",
+                "microconv::Layer::Dropout(microconv::layers::Dropout::new(f32::from_bits(0x3f400000)))",
+                "microconv::Layer::Flatten",
+            ]
+        );
+    }
+}
