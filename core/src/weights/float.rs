@@ -11,8 +11,8 @@
 
 use super::field::tensor as T;
 use super::{
-    header_len, parse_header, put_u32, u32_at, write_header, FormatError, Precision, HEADER,
-    LAYER_RECORD, MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
+    header_len, parse_header, put_u32, u32_at, write_header, Precision, HEADER, LAYER_RECORD,
+    MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
 };
 use crate::arch::Arch;
 use crate::crc32::crc32;
@@ -91,7 +91,7 @@ fn tensor_slots<'x>(arch: &'x Arch<'_>) -> impl Iterator<Item = (usize, u8)> + '
 
 impl<'a> Model<'a> {
     /// Parses and checks a weights file, borrowing the parameters from `bytes` (which
-    /// must be 4-byte aligned: in firmware, embed the file in [`Aligned`], or let
+    /// must be 4-byte aligned: in firmware, embed the file in [`Aligned`](super::Aligned), or let
     /// `microconv-build` do it).
     ///
     /// ```
@@ -111,7 +111,7 @@ impl<'a> Model<'a> {
     /// let e = Model::parse(&file.0[..len - 4]).unwrap_err();
     /// assert!(e.to_string().contains("truncated"));
     /// ```
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
         let (body, input, layers) = parse_header(bytes, Precision::Float)?;
         let count = layers.len();
         let arch = Arch::new(input, &layers);
@@ -119,7 +119,7 @@ impl<'a> Model<'a> {
         let tensors = u32_at(body, toff)? as usize;
         let expected = tensor_count(&arch);
         if tensors != expected {
-            return Err(FormatError::TensorCount {
+            return Err(Error::TensorCount {
                 expected,
                 found: tensors,
             });
@@ -131,9 +131,9 @@ impl<'a> Model<'a> {
             .param_count()
             .checked_mul(4)
             .and_then(|n| n.checked_add(data_start + 4))
-            .ok_or(FormatError::Arch(SIZE_OVERFLOW))?;
+            .ok_or(SIZE_OVERFLOW)?;
         if data_end - 4 != body.len() {
-            return Err(FormatError::LengthMismatch {
+            return Err(Error::LengthMismatch {
                 header: data_end,
                 actual: bytes.len(),
             });
@@ -142,7 +142,7 @@ impl<'a> Model<'a> {
             .iter()
             .any(|&b| b != 0)
         {
-            return Err(FormatError::BadTensor {
+            return Err(Error::BadTensor {
                 index: tensors,
                 reason: "padding before the data is not zero",
             });
@@ -150,7 +150,7 @@ impl<'a> Model<'a> {
         let mut at = data_start;
         for (t, (layer, role)) in tensor_slots(&arch).enumerate() {
             let r = &body[toff + 4 + t * TENSOR_RECORD..toff + 4 + (t + 1) * TENSOR_RECORD];
-            let bad = |reason| FormatError::BadTensor { index: t, reason };
+            let bad = |reason| Error::BadTensor { index: t, reason };
             if u32_at(r, T::LAYER.start)? as usize != layer || r[T::ROLE] != role {
                 return Err(bad(
                     "tensors are not in layer order (weights, then bias, per conv2d/dense layer)",
@@ -159,7 +159,7 @@ impl<'a> Model<'a> {
             if r[T::DTYPE] != DTYPE_F32 {
                 return Err(bad("data type is not f32 (code 1)"));
             }
-            let (rank, dims) = expected_dims(&arch, layer, role).map_err(FormatError::Arch)?;
+            let (rank, dims) = expected_dims(&arch, layer, role)?;
             let file_dims = [
                 u32_at(r, T::DIMS.start)?,
                 u32_at(r, T::DIMS.start + 4)?,
@@ -178,7 +178,7 @@ impl<'a> Model<'a> {
             at += 4 * elems;
         }
         let params: &[f32] =
-            bytemuck::try_cast_slice(&body[data_start..]).map_err(|_| FormatError::Misaligned)?;
+            bytemuck::try_cast_slice(&body[data_start..]).map_err(|_| Error::Misaligned)?;
         Ok(Model {
             input,
             layers,
@@ -199,22 +199,23 @@ impl<'a> Model<'a> {
 
 /// Writes the weights file of `arch` with `params` into `out` (at least
 /// [`file_len`]`(arch)` bytes); returns the number of bytes written.
-pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, FormatError> {
-    arch.validate().map_err(FormatError::Arch)?;
+pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, Error> {
+    arch.validate()?;
     if arch.layers.len() > MAX_LAYERS {
-        return Err(FormatError::TooManyLayers {
+        return Err(Error::TooManyLayers {
             count: arch.layers.len(),
+            max: MAX_LAYERS,
         });
     }
     if params.len() != arch.param_count() {
-        return Err(FormatError::ParamCount {
+        return Err(Error::ParamCount {
             expected: arch.param_count(),
             actual: params.len(),
         });
     }
     let len = file_len(arch);
     if len == 0 || len > u32::MAX as usize {
-        return Err(FormatError::Arch(SIZE_OVERFLOW));
+        return Err(SIZE_OVERFLOW);
     }
     let tensors = tensor_count(arch);
     let out = write_header(arch, Precision::Float, len, tensors, out)?;
@@ -223,7 +224,7 @@ pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, F
     let mut at = header_len(arch.layers.len(), tensors);
     for (t, (layer, role)) in tensor_slots(arch).enumerate() {
         let r = toff + 4 + t * TENSOR_RECORD;
-        let (rank, dims) = expected_dims(arch, layer, role).map_err(FormatError::Arch)?;
+        let (rank, dims) = expected_dims(arch, layer, role)?;
         let elems: usize = dims[..rank as usize].iter().map(|&d| d as usize).product();
         put(out, r + T::LAYER.start, layer as u32);
         out[r + T::ROLE] = role;
@@ -356,42 +357,40 @@ pub(crate) mod tests {
 
         let mut g = base();
         g.bytes_mut()[0] = b'X';
-        assert_eq!(parse(&g), FormatError::BadMagic);
+        assert_eq!(parse(&g), Error::BadMagic);
         let mut g = base();
         g.edit(|b| b[8] = 2);
-        assert_eq!(parse(&g), FormatError::WrongPrecision { found: 2 });
+        assert_eq!(parse(&g), Error::WrongPrecision { found: 2 });
         let mut g = base();
         g.edit(|b| b[8] = 3);
         assert_eq!(
             parse(&g),
-            FormatError::UnsupportedVersion {
+            Error::UnsupportedVersion {
                 found: 3,
                 supported: 1
             }
         );
         let mut g = base();
         g.bytes_mut()[100] ^= 4;
-        assert!(matches!(parse(&g), FormatError::ChecksumMismatch { .. }));
+        assert!(matches!(parse(&g), Error::ChecksumMismatch { .. }));
         let mut g = base();
         g.edit(|b| b[HEADER] = 99);
         assert_eq!(
             parse(&g),
-            FormatError::BadLayer {
+            Error::BadLayer {
                 index: 0,
                 reason: "unknown layer kind"
             }
         );
         let mut g = base();
         g.edit(|b| b[28] = 33);
-        assert_eq!(parse(&g), FormatError::TooManyLayers { count: 33 });
+        assert_eq!(parse(&g), Error::TooManyLayers { count: 33, max: 32 });
         // Conv filters 8 -> 9: the architecture no longer matches the tensors.
         let mut g = base();
         g.edit(|b| b[HEADER + 12] = 9);
         assert!(matches!(
             parse(&g),
-            FormatError::TensorCount { .. }
-                | FormatError::LengthMismatch { .. }
-                | FormatError::BadTensor { .. }
+            Error::TensorCount { .. } | Error::LengthMismatch { .. } | Error::BadTensor { .. }
         ));
         // A tensor's shape edited alone.
         let toff = HEADER + SMALL.layers.len() * LAYER_RECORD + 4;
@@ -399,7 +398,7 @@ pub(crate) mod tests {
         g.edit(|b| b[toff + 8] = 3);
         assert_eq!(
             parse(&g),
-            FormatError::BadTensor {
+            Error::BadTensor {
                 index: 0,
                 reason: "shape does not match the architecture"
             }
@@ -408,24 +407,24 @@ pub(crate) mod tests {
         g.edit(|b| b[toff + 5] = 2);
         assert_eq!(
             parse(&g),
-            FormatError::BadTensor {
+            Error::BadTensor {
                 index: 0,
                 reason: "data type is not f32 (code 1)"
             }
         );
         let mut g = base();
         g.edit(|b| b[toff + 24] ^= 16);
-        assert!(matches!(parse(&g), FormatError::BadTensor { index: 0, .. }));
+        assert!(matches!(parse(&g), Error::BadTensor { index: 0, .. }));
         // Input shape that the layers cannot take.
         let mut g = base();
         g.edit(|b| b[16] = 0);
-        assert!(matches!(parse(&g), FormatError::Arch(_)));
+        assert!(matches!(parse(&g), Error::Shape { .. }));
         // Misaligned bytes.
         let bytes = f.bytes();
         let mut shifted = vec![0u8; bytes.len() + 1];
         shifted[1..].copy_from_slice(bytes);
         let r = Model::parse(&shifted[1..]).map(|_| ()).unwrap_err();
-        assert_eq!(r, FormatError::Misaligned);
+        assert_eq!(r, Error::Misaligned);
     }
 
     /// A file of only a header and zeroed tensor records for `arch`, with the right
@@ -450,7 +449,7 @@ pub(crate) mod tests {
         let store = header_only(&arch, Precision::Float, 2);
         let len = header_len(1, 2) + 4;
         let r = Model::parse(&bytemuck::cast_slice(&store)[..len]).map(|_| ());
-        assert_eq!(r, Err(FormatError::Arch(SIZE_OVERFLOW)));
+        assert_eq!(r, Err(SIZE_OVERFLOW));
     }
 
     #[test]
@@ -459,12 +458,12 @@ pub(crate) mod tests {
         let mut out = vec![0u8; file_len(&SMALL) - 1];
         assert!(matches!(
             write(&SMALL, &p, &mut out),
-            Err(FormatError::BufferTooSmall { .. })
+            Err(Error::BufferTooSmall { .. })
         ));
         let mut out = vec![0u8; file_len(&SMALL)];
         assert!(matches!(
             write(&SMALL, &p[1..], &mut out),
-            Err(FormatError::ParamCount { .. })
+            Err(Error::ParamCount { .. })
         ));
     }
 }

@@ -3,7 +3,7 @@
 //! convolution and dense layer, and one quantization record per layer output plus one
 //! for the input. Read in place (no copy) by [`QModel::parse`]; a float file (version 1)
 //! given to it, or an int8 file given to [`crate::weights::float::Model::parse`], is a
-//! [`FormatError::WrongPrecision`].
+//! [`Error::WrongPrecision`].
 //!
 //! Tensors, in file order (`L` layers):
 //!
@@ -20,11 +20,12 @@
 
 use super::field::tensor as T;
 use super::{
-    header_len, parse_header, put_u32, u32_at, write_header, FormatError, Precision, HEADER,
-    LAYER_RECORD, MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
+    header_len, parse_header, put_u32, u32_at, write_header, Precision, HEADER, LAYER_RECORD,
+    MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
 };
 use crate::arch::Arch;
 use crate::crc32::crc32;
+use crate::error::Error;
 use crate::layers::Layer;
 use crate::quant::{QLayer, QNet, QParams, QTensors};
 use crate::shape::Shape;
@@ -53,16 +54,13 @@ pub struct QModel<'a> {
 type Slot = (usize, u8, u8, u8, [u32; 4]);
 
 /// Every tensor of `arch`'s int8 file, in order.
-fn slots(
-    arch: &Arch<'_>,
-    mut f: impl FnMut(Slot) -> Result<(), FormatError>,
-) -> Result<(), FormatError> {
+fn slots(arch: &Arch<'_>, mut f: impl FnMut(Slot) -> Result<(), Error>) -> Result<(), Error> {
     for (i, l) in arch.layers.iter().enumerate() {
-        let (ins, _) = arch.layer_io(i).map_err(FormatError::Arch)?;
+        let (ins, _) = arch.layer_io(i)?;
         // Every dimension is a u32 in the file: one that does not fit cannot be written,
         // and truncating it would describe fewer weights than the layer needs.
         let dim = |v: usize| {
-            u32::try_from(v).map_err(|_| FormatError::BadLayer {
+            u32::try_from(v).map_err(|_| Error::BadLayer {
                 index: i,
                 reason: "a tensor dimension does not fit in 32 bits",
             })
@@ -95,9 +93,9 @@ fn slot_bytes(s: &Slot) -> usize {
 
 /// Tensor count and data bytes (with alignment padding) of `arch`'s int8 file; an error
 /// if the data would not fit in `usize` bytes (no file could hold it).
-fn layout(arch: &Arch<'_>) -> Result<(usize, usize), FormatError> {
+fn layout(arch: &Arch<'_>) -> Result<(usize, usize), Error> {
     let (mut n, mut bytes) = (0usize, 0usize);
-    let overflow = FormatError::Arch(SIZE_OVERFLOW);
+    let overflow = SIZE_OVERFLOW;
     slots(arch, |s| {
         let elems = s.4[..s.3 as usize]
             .iter()
@@ -115,12 +113,12 @@ fn layout(arch: &Arch<'_>) -> Result<(usize, usize), FormatError> {
 }
 
 /// Size in bytes of `arch`'s int8 weights file.
-pub fn file_len(arch: &Arch<'_>) -> Result<usize, FormatError> {
-    arch.validate().map_err(FormatError::Arch)?;
+pub fn file_len(arch: &Arch<'_>) -> Result<usize, Error> {
+    arch.validate()?;
     let (tensors, data) = layout(arch)?;
     (header_len(arch.layers.len(), tensors) + 4)
         .checked_add(data)
-        .ok_or(FormatError::Arch(SIZE_OVERFLOW))
+        .ok_or(SIZE_OVERFLOW)
 }
 
 fn quant_words(q: QParams, lo: i8, hi: i8) -> [u32; 4] {
@@ -139,14 +137,14 @@ pub fn write(
     input: QParams,
     layers: &[QLayer<'_>],
     out: &mut [u8],
-) -> Result<usize, FormatError> {
+) -> Result<usize, Error> {
     let len = file_len(arch)?;
     if len > u32::MAX as usize {
         // The header's length field is a u32.
-        return Err(FormatError::Arch(SIZE_OVERFLOW));
+        return Err(SIZE_OVERFLOW);
     }
     if layers.len() != arch.layers.len() {
-        return Err(FormatError::TensorCount {
+        return Err(Error::TensorCount {
             expected: arch.layers.len(),
             found: layers.len(),
         });
@@ -170,7 +168,7 @@ pub fn write(
         }
         put(out, r + T::OFFSET.start, at as u32);
         put(out, r + T::BYTES.start, n as u32);
-        let bad = |reason| FormatError::BadTensor { index: t, reason };
+        let bad = |reason| Error::BadTensor { index: t, reason };
         let dst = &mut out[at..at + n];
         let words = |dst: &mut [u8], v: &[u32]| {
             for (d, w) in dst.chunks_exact_mut(4).zip(v) {
@@ -219,8 +217,8 @@ pub fn write(
     Ok(len)
 }
 
-fn parse_quant(w: &[i32], index: usize) -> Result<(QParams, i8, i8), FormatError> {
-    let bad = |reason| FormatError::BadTensor { index, reason };
+fn parse_quant(w: &[i32], index: usize) -> Result<(QParams, i8, i8), Error> {
+    let bad = |reason| Error::BadTensor { index, reason };
     let scale = f32::from_bits(w[0] as u32);
     if !(scale.is_finite() && scale > 0.0) {
         return Err(bad("quantization scale is not a positive finite number"));
@@ -243,7 +241,8 @@ impl<'a> QModel<'a> {
     /// [`crate::quant::infer_i8`]). A float file is refused with the reason:
     ///
     /// ```
-    /// use microconv::weights::{float, Aligned, FormatError};
+    /// use microconv::weights::{float, Aligned};
+    /// use microconv::Error;
     /// use microconv::weights::int8::QModel;
     /// use microconv::{Arch, Layer, Shape, layers::Dense};
     ///
@@ -251,32 +250,30 @@ impl<'a> QModel<'a> {
     /// let mut file = Aligned([0u8; 256]);
     /// let len = float::write(&ARCH, &[0.5; ARCH.param_count()], &mut file.0).unwrap();
     /// let e = QModel::parse(&file.0[..len]).unwrap_err();
-    /// assert!(matches!(e, FormatError::WrongPrecision { found: 1 }));
+    /// assert!(matches!(e, Error::WrongPrecision { found: 1 }));
     /// ```
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
         let (body, input, layers) = parse_header(bytes, Precision::Int8)?;
         let arch = Arch::new(input, &layers);
         let toff = HEADER + layers.len() * LAYER_RECORD;
         let tensors = u32_at(body, toff)? as usize;
         let (expected, data) = layout(&arch)?;
         if tensors != expected {
-            return Err(FormatError::TensorCount {
+            return Err(Error::TensorCount {
                 expected,
                 found: tensors,
             });
         }
         let data_start = header_len(layers.len(), tensors);
-        let data_end = (data_start + 4)
-            .checked_add(data)
-            .ok_or(FormatError::Arch(SIZE_OVERFLOW))?;
+        let data_end = (data_start + 4).checked_add(data).ok_or(SIZE_OVERFLOW)?;
         if data_end - 4 != body.len() {
-            return Err(FormatError::LengthMismatch {
+            return Err(Error::LengthMismatch {
                 header: data_end,
                 actual: bytes.len(),
             });
         }
         let ints: &'a [i32] =
-            bytemuck::try_cast_slice(&body[data_start..]).map_err(|_| FormatError::Misaligned)?;
+            bytemuck::try_cast_slice(&body[data_start..]).map_err(|_| Error::Misaligned)?;
         let bytes_i8: &'a [i8] = bytemuck::cast_slice(&body[data_start..]);
         let mut q: heapless::Vec<QLayer<'a>, MAX_LAYERS> = heapless::Vec::new();
         let mut input_q = QParams {
@@ -290,7 +287,7 @@ impl<'a> QModel<'a> {
             let (layer, role, dtype, rank, dims) = s;
             let n = slot_bytes(&s);
             let r = &body[toff + 4 + t * TENSOR_RECORD..toff + 4 + (t + 1) * TENSOR_RECORD];
-            let bad = |reason| FormatError::BadTensor { index: t, reason };
+            let bad = |reason| Error::BadTensor { index: t, reason };
             let file_dims = [
                 u32_at(r, T::DIMS.start)?,
                 u32_at(r, T::DIMS.start + 4)?,
@@ -495,7 +492,7 @@ mod tests {
         // The float reader refuses it with the right reason, and the other way round.
         assert_eq!(
             crate::weights::float::Model::parse(&a.0[..bytes.len()]).unwrap_err(),
-            FormatError::WrongPrecision { found: 2 }
+            Error::WrongPrecision { found: 2 }
         );
     }
 
@@ -531,14 +528,14 @@ mod tests {
         b[n - 4..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             QModel::parse(&aligned(&b).0[..n]),
-            Err(FormatError::BadTensor { .. })
+            Err(Error::BadTensor { .. })
         ));
         // Misaligned bytes are an error, not a copy.
         let mut off = std::boxed::Box::new(Aligned([0u8; 1025]));
         off.0[1..1 + bytes.len()].copy_from_slice(&bytes);
         assert_eq!(
             QModel::parse(&off.0[1..1 + bytes.len()]).unwrap_err(),
-            FormatError::Misaligned
+            Error::Misaligned
         );
     }
 
@@ -550,7 +547,7 @@ mod tests {
         // was accepted).
         let layers = [Layer::Flatten, Layer::Dense(Dense::new(1))];
         let arch = Arch::new(Shape::new(1 << 16, 1 << 16, 1), &layers);
-        let too_wide = FormatError::BadLayer {
+        let too_wide = Error::BadLayer {
             index: 1,
             reason: "a tensor dimension does not fit in 32 bits",
         };
@@ -563,6 +560,6 @@ mod tests {
         let layers = [Layer::Dense(Dense::new(u32::MAX as usize))];
         let arch = Arch::new(Shape::flat(u32::MAX as usize), &layers);
         assert!(arch.is_valid());
-        assert_eq!(file_len(&arch), Err(FormatError::Arch(SIZE_OVERFLOW)));
+        assert_eq!(file_len(&arch), Err(SIZE_OVERFLOW));
     }
 }

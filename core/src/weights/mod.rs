@@ -156,24 +156,25 @@ impl Precision {
     /// version field:
     ///
     /// ```
-    /// use microconv::weights::{self, FormatError, Precision};
+    /// use microconv::weights::{self, Precision};
+    /// use microconv::Error;
     /// use microconv::{Arch, Layer, Shape, layers::Dense};
     ///
     /// const ARCH: Arch = Arch::new(Shape::flat(4), &[Layer::Dense(Dense::new(3))]);
     /// let mut file = [0u8; 256];
     /// let len = weights::float::write(&ARCH, &[0.5; ARCH.param_count()], &mut file).unwrap();
     /// assert_eq!(Precision::of(&file[..len]), Ok(Precision::Float));
-    /// assert_eq!(Precision::of(b"MCONVNET"), Err(FormatError::TooShort { len: 8 }));
+    /// assert_eq!(Precision::of(b"MCONVNET"), Err(Error::TooShort { len: 8 }));
     /// ```
-    pub fn of(bytes: &[u8]) -> Result<Precision, FormatError> {
+    pub fn of(bytes: &[u8]) -> Result<Precision, Error> {
         if bytes.len() < field::VERSION.end {
-            return Err(FormatError::TooShort { len: bytes.len() });
+            return Err(Error::TooShort { len: bytes.len() });
         }
         if bytes[field::MAGIC] != MAGIC {
-            return Err(FormatError::BadMagic);
+            return Err(Error::BadMagic);
         }
         let version = u32_at(bytes, field::VERSION.start)?;
-        Precision::from_version(version).ok_or(FormatError::UnsupportedVersion {
+        Precision::from_version(version).ok_or(Error::UnsupportedVersion {
             found: version,
             supported: VERSION_INT8,
         })
@@ -194,130 +195,14 @@ impl fmt::Display for Precision {
 #[repr(C, align(16))]
 pub struct Aligned<T: ?Sized>(pub T);
 
-/// What is wrong with a weights file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FormatError {
-    /// Fewer bytes than the smallest possible file.
-    TooShort {
-        /// Bytes given.
-        len: usize,
-    },
-    /// The first 8 bytes are not [`MAGIC`].
-    BadMagic,
-    /// A version this build does not read.
-    UnsupportedVersion {
-        /// Version in the file.
-        found: u32,
-        /// Version this build reads.
-        supported: u32,
-    },
-    /// The length in the header differs from the bytes given (truncated or padded file).
-    LengthMismatch {
-        /// Length the header states.
-        header: usize,
-        /// Bytes given.
-        actual: usize,
-    },
-    /// The CRC-32 does not match: the file is corrupt.
-    ChecksumMismatch {
-        /// CRC stored in the file.
-        stored: u32,
-        /// CRC of the bytes.
-        computed: u32,
-    },
-    /// More layers than [`MAX_LAYERS`].
-    TooManyLayers {
-        /// Layers in the file.
-        count: usize,
-    },
-    /// A layer record is not valid.
-    BadLayer {
-        /// Layer index.
-        index: usize,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// The layers do not form a valid network.
-    Arch(Error),
-    /// The tensor table does not have one weights and one bias tensor per conv/dense layer.
-    TensorCount {
-        /// Tensors the architecture needs.
-        expected: usize,
-        /// Tensors in the file.
-        found: usize,
-    },
-    /// A tensor record disagrees with the architecture.
-    BadTensor {
-        /// Tensor index.
-        index: usize,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// The bytes do not start at a 4-byte aligned address, so the parameters cannot be
-    /// read in place.
-    Misaligned,
-    /// This build runs on a big-endian target; the file is little-endian.
-    BigEndianTarget,
-    /// The output buffer of [`write()`] is too small.
-    BufferTooSmall {
-        /// Bytes needed.
-        needed: usize,
-        /// Bytes given.
-        actual: usize,
-    },
-    /// The file holds an int8 model (version 2) where a float one was expected, or the
-    /// other way round.
-    WrongPrecision {
-        /// Version in the file: 1 float, 2 int8.
-        found: u32,
-    },
-    /// [`write()`] got a parameter slice of the wrong length.
-    ParamCount {
-        /// Parameters the architecture has.
-        expected: usize,
-        /// Parameters given.
-        actual: usize,
-    },
-}
+/// The old name of [`Error`] for weights-file errors: the core has one error enum, and
+/// what is wrong with a weights file is one of its variants.
+pub type FormatError = Error;
 
-impl fmt::Display for FormatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            FormatError::TooShort { len } => write!(f, "only {len} bytes: too short for a microconv weights file"),
-            FormatError::BadMagic => f.write_str("not a microconv weights file (bad magic; expected \"MCONVNET\")"),
-            FormatError::UnsupportedVersion { found, supported } => {
-                write!(f, "weights file version {found}, this build reads version {supported} (re-export it with this host-trainer)")
-            }
-            FormatError::LengthMismatch { header, actual } => {
-                write!(f, "header says {header} bytes but there are {actual} (truncated or padded file)")
-            }
-            FormatError::ChecksumMismatch { stored, computed } => {
-                write!(f, "checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the file is corrupt")
-            }
-            FormatError::TooManyLayers { count } => write!(f, "{count} layers, at most {MAX_LAYERS} are supported"),
-            FormatError::BadLayer { index, reason } => write!(f, "layer {index}: {reason}"),
-            FormatError::Arch(e) => write!(f, "invalid architecture: {e}"),
-            FormatError::TensorCount { expected, found } => write!(f, "{found} tensors, the architecture needs {expected}"),
-            FormatError::BadTensor { index, reason } => write!(f, "tensor {index}: {reason}"),
-            FormatError::Misaligned => {
-                f.write_str("the weights are not 4-byte aligned in memory (embed them in microconv::weights::Aligned)")
-            }
-            FormatError::BigEndianTarget => f.write_str("weights files are little-endian and this target is big-endian"),
-            FormatError::BufferTooSmall { needed, actual } => write!(f, "output buffer of {actual} bytes, {needed} needed"),
-            FormatError::ParamCount { expected, actual } => write!(f, "{actual} parameters given, the architecture has {expected}"),
-            FormatError::WrongPrecision { found: 2 } => f.write_str("this is an int8 weights file (version 2) and a float one (version 1) was expected: use the float file, or the int8 reader and firmware"),
-            FormatError::WrongPrecision { found } => write!(f, "weights file version {found} is a float file and an int8 one (version 2) was expected: export it with `host-trainer quantize --out`"),
-        }
-    }
-}
-
-impl core::error::Error for FormatError {}
-
-pub(crate) fn u32_at(b: &[u8], off: usize) -> Result<u32, FormatError> {
+pub(crate) fn u32_at(b: &[u8], off: usize) -> Result<u32, Error> {
     match b.get(off..off.saturating_add(4)) {
         Some(s) => Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]])),
-        None => Err(FormatError::TooShort { len: b.len() }),
+        None => Err(Error::TooShort { len: b.len() }),
     }
 }
 
@@ -334,9 +219,9 @@ pub(crate) const SIZE_OVERFLOW: Error = Error::Shape {
 };
 
 /// Reads the layer record `r` (16 bytes) of layer `index`.
-pub(crate) fn parse_layer(r: &[u8], index: usize) -> Result<Layer, FormatError> {
+pub(crate) fn parse_layer(r: &[u8], index: usize) -> Result<Layer, Error> {
     use field::layer as L;
-    let bad = |reason| FormatError::BadLayer { index, reason };
+    let bad = |reason| Error::BadLayer { index, reason };
     let rec = Record {
         kind: r[L::KIND],
         padding: r[L::PADDING],
@@ -356,29 +241,29 @@ pub(crate) fn parse_layer(r: &[u8], index: usize) -> Result<Layer, FormatError> 
 pub(crate) fn parse_header(
     bytes: &[u8],
     want: Precision,
-) -> Result<(&[u8], Shape, heapless::Vec<Layer, MAX_LAYERS>), FormatError> {
+) -> Result<(&[u8], Shape, heapless::Vec<Layer, MAX_LAYERS>), Error> {
     if cfg!(target_endian = "big") {
-        return Err(FormatError::BigEndianTarget);
+        return Err(Error::BigEndianTarget);
     }
     let min = header_len(1, 0) + field::CRC_LEN;
     if bytes.len() < min {
-        return Err(FormatError::TooShort { len: bytes.len() });
+        return Err(Error::TooShort { len: bytes.len() });
     }
     let found = Precision::of(bytes).map_err(|e| match e {
-        FormatError::UnsupportedVersion { found, .. } => FormatError::UnsupportedVersion {
+        Error::UnsupportedVersion { found, .. } => Error::UnsupportedVersion {
             found,
             supported: want.version(),
         },
         e => e,
     })?;
     if found != want {
-        return Err(FormatError::WrongPrecision {
+        return Err(Error::WrongPrecision {
             found: found.version(),
         });
     }
     let len = u32_at(bytes, field::LENGTH.start)? as usize;
     if len != bytes.len() {
-        return Err(FormatError::LengthMismatch {
+        return Err(Error::LengthMismatch {
             header: len,
             actual: bytes.len(),
         });
@@ -387,7 +272,7 @@ pub(crate) fn parse_header(
     let stored = u32_at(tail, 0)?;
     let computed = crc32(body);
     if stored != computed {
-        return Err(FormatError::ChecksumMismatch { stored, computed });
+        return Err(Error::ChecksumMismatch { stored, computed });
     }
     let input = Shape::new(
         u32_at(body, field::INPUT_H.start)? as usize,
@@ -396,19 +281,22 @@ pub(crate) fn parse_header(
     );
     let count = u32_at(body, field::LAYER_COUNT.start)? as usize;
     if count > MAX_LAYERS {
-        return Err(FormatError::TooManyLayers { count });
+        return Err(Error::TooManyLayers {
+            count,
+            max: MAX_LAYERS,
+        });
     }
     let mut layers = heapless::Vec::new();
     for i in 0..count {
         let off = HEADER + i * LAYER_RECORD;
         let rec = body
             .get(off..off + LAYER_RECORD)
-            .ok_or(FormatError::TooShort { len: bytes.len() })?;
+            .ok_or(Error::TooShort { len: bytes.len() })?;
         // Cannot fail: count <= MAX_LAYERS was checked above.
         let _ = layers.push(parse_layer(rec, i)?);
     }
     let arch = Arch::new(input, &layers);
-    arch.validate().map_err(FormatError::Arch)?;
+    arch.validate()?;
     Ok((body, input, layers))
 }
 
@@ -426,9 +314,9 @@ pub(crate) fn write_header<'o>(
     len: usize,
     tensors: usize,
     out: &'o mut [u8],
-) -> Result<&'o mut [u8], FormatError> {
+) -> Result<&'o mut [u8], Error> {
     if out.len() < len {
-        return Err(FormatError::BufferTooSmall {
+        return Err(Error::BufferTooSmall {
             needed: len,
             actual: out.len(),
         });
@@ -481,16 +369,13 @@ mod tests {
         b[field::VERSION].copy_from_slice(&9u32.to_le_bytes());
         assert_eq!(
             Precision::of(&b),
-            Err(FormatError::UnsupportedVersion {
+            Err(Error::UnsupportedVersion {
                 found: 9,
                 supported: VERSION_INT8
             })
         );
-        assert_eq!(
-            Precision::of(&b[..11]),
-            Err(FormatError::TooShort { len: 11 })
-        );
+        assert_eq!(Precision::of(&b[..11]), Err(Error::TooShort { len: 11 }));
         b[0] = b'X';
-        assert_eq!(Precision::of(&b), Err(FormatError::BadMagic));
+        assert_eq!(Precision::of(&b), Err(Error::BadMagic));
     }
 }
