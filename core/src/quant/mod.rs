@@ -42,7 +42,6 @@
 use crate::error::Error;
 
 pub mod infer;
-pub use crate::layers::conv2d::MAX_PATCH;
 pub use infer::{argmax_i8, infer_i8, QNet};
 
 /// Scale and zero point of an int8 tensor: `real = scale * (q - zero)`.
