@@ -60,7 +60,8 @@ pub enum Error {
     UnsupportedVersion {
         /// Version in the file.
         found: u32,
-        /// Version this build reads.
+        /// The version the parser that was called reads (for [`crate::weights::Precision::of`],
+        /// the newest this build reads).
         supported: u32,
     },
     /// The length in the header differs from the bytes given (truncated or padded file).
@@ -187,8 +188,8 @@ impl fmt::Display for Error {
             Error::InvalidParameter { name } => write!(f, "invalid value for parameter `{name}`"),
             Error::TooShort { len } => write!(f, "only {len} bytes: too short for a microconv weights file"),
             Error::BadMagic => f.write_str("not a microconv weights file (bad magic; expected \"MCONVNET\")"),
-            Error::UnsupportedVersion { found, supported } => {
-                write!(f, "weights file version {found}, this build reads version {supported} (re-export it with this host-trainer)")
+            Error::UnsupportedVersion { found, .. } => {
+                write!(f, "weights file version {found}, this build reads versions 1 (float) and 2 (int8) (re-export it with this host-trainer)")
             }
             Error::LengthMismatch { header, actual } => {
                 write!(f, "header says {header} bytes but there are {actual} (truncated or padded file)")

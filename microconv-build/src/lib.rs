@@ -56,9 +56,7 @@ use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::{env, fs, io, process};
 
-use microconv::weights::float::Model;
-use microconv::weights::int8::QModel;
-use microconv::weights::FormatError;
+use microconv::weights::{AnyModel, FormatError};
 
 /// The core's shape type, for [`Embed::expect_input`] (re-exported so that a build
 /// script needs no other dependency).
@@ -395,16 +393,9 @@ pub fn render(
     let aligned: &[u8] = bytemuck::cast_slice(&words)
         .get(..bytes.len())
         .unwrap_or_default();
-    let precision = Precision::of(aligned)?;
+    let model = AnyModel::parse(aligned)?;
+    let (precision, arch) = (model.precision(), model.arch());
     let int8 = precision == Precision::Int8;
-    let (qmodel, model);
-    let arch = if int8 {
-        qmodel = QModel::parse(aligned)?;
-        qmodel.arch()
-    } else {
-        model = Model::parse(aligned)?;
-        model.arch()
-    };
     let summary = Summary {
         precision,
         input: arch.input,
@@ -506,7 +497,7 @@ mod tests {
             .chunks(4)
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        let m = Model::parse(bytemuck::cast_slice(&words)).unwrap();
+        let m = microconv::weights::float::Model::parse(bytemuck::cast_slice(&words)).unwrap();
         let expected: Vec<String> = m
             .arch()
             .layers

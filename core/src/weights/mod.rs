@@ -181,6 +181,53 @@ impl Precision {
     }
 }
 
+/// A parsed weights file of either precision, as [`Precision::of`] found it.
+#[derive(Clone, Debug)]
+pub enum AnyModel<'a> {
+    /// A float file.
+    Float(float::Model<'a>),
+    /// An int8 file.
+    Int8(int8::QModel<'a>),
+}
+
+impl<'a> AnyModel<'a> {
+    /// Parses `bytes` with the parser of its precision (4-byte aligned, see [`Aligned`]).
+    ///
+    /// ```
+    /// use microconv::weights::{self, AnyModel, Precision};
+    /// use microconv::{Arch, Layer, Shape, layers::Dense};
+    ///
+    /// const ARCH: Arch = Arch::new(Shape::flat(4), &[Layer::Dense(Dense::new(3))]);
+    /// let mut file = weights::Aligned([0u8; 256]);
+    /// let len = weights::float::write(&ARCH, &[0.5; ARCH.param_count()], &mut file.0).unwrap();
+    /// let model = AnyModel::parse(&file.0[..len]).unwrap();
+    /// assert_eq!(model.precision(), Precision::Float);
+    /// assert!(model.arch() == ARCH);
+    /// ```
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        Ok(match Precision::of(bytes)? {
+            Precision::Float => AnyModel::Float(float::Model::parse(bytes)?),
+            Precision::Int8 => AnyModel::Int8(int8::QModel::parse(bytes)?),
+        })
+    }
+
+    /// The file's precision.
+    pub fn precision(&self) -> Precision {
+        match self {
+            AnyModel::Float(_) => Precision::Float,
+            AnyModel::Int8(_) => Precision::Int8,
+        }
+    }
+
+    /// The architecture the file describes.
+    pub fn arch(&self) -> Arch<'_> {
+        match self {
+            AnyModel::Float(m) => m.arch(),
+            AnyModel::Int8(m) => m.arch(),
+        }
+    }
+}
+
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
