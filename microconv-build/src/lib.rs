@@ -433,16 +433,22 @@ pub fn render(
         code,
         "\
 /// Values in one input sample ({h}x{w}x{c} = {input_len}).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const INPUT_LEN: usize = ARCH.input.len();
 /// Class scores the model outputs ({classes}).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const CLASSES: usize = ARCH.classes();
 /// Elements of the float inference buffer for one sample (`ARCH.inference_len(1)`, {buf}), 0 for an int8 model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const F32_BUF_LEN: usize = if INT8 {{ 0 }} else {{ ARCH.inference_len(1) }};
 /// Elements of the float input buffer (`INPUT_LEN`), 0 for an int8 model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const F32_INPUT_LEN: usize = if INT8 {{ 0 }} else {{ INPUT_LEN }};
 /// Bytes of the int8 inference buffer for one sample (`ARCH.inference_len(1)`, {buf}), 0 for a float model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const I8_BUF_LEN: usize = if INT8 {{ ARCH.inference_len(1) }} else {{ 0 }};
 /// Bytes of the int8 input buffer (`INPUT_LEN`), 0 for a float model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const I8_INPUT_LEN: usize = if INT8 {{ INPUT_LEN }} else {{ 0 }};
 ",
         h = arch.input.h,

@@ -182,6 +182,9 @@ impl Precision {
 }
 
 /// A parsed weights file of either precision, as [`Precision::of`] found it.
+// The int8 model is larger (its per-layer quantization records); without `alloc` there is no
+// box to even them out, and a program holds one parsed model, so the size is what it is.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum AnyModel<'a> {
     /// A float file.
