@@ -1,4 +1,7 @@
-//! The one error type of the core: small, `Copy`, and printable without `alloc`.
+//! The one error type of the core: small, `Copy`, and printable without `alloc`. It
+//! covers computation (buffers, shapes, labels, logits, hyper-parameters) and weights
+//! files (the variants from [`Error::TooShort`] on); [`ShapeError`] is the reason of a
+//! [`Error::Shape`].
 
 use core::fmt;
 
@@ -44,6 +47,89 @@ pub enum Error {
     InvalidParameter {
         /// Which parameter.
         name: &'static str,
+    },
+    // Weights files (crate::weights).
+    /// Fewer bytes than the smallest possible file.
+    TooShort {
+        /// Bytes given.
+        len: usize,
+    },
+    /// The first 8 bytes are not [`crate::weights::MAGIC`].
+    BadMagic,
+    /// A version this build does not read.
+    UnsupportedVersion {
+        /// Version in the file.
+        found: u32,
+        /// The version the parser that was called reads (for [`crate::weights::Precision::of`],
+        /// the newest this build reads).
+        supported: u32,
+    },
+    /// The length in the header differs from the bytes given (truncated or padded file).
+    LengthMismatch {
+        /// Length the header states.
+        header: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// The CRC-32 does not match: the file is corrupt.
+    ChecksumMismatch {
+        /// CRC stored in the file.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// More layers than a weights file may hold ([`crate::weights::MAX_LAYERS`]).
+    TooManyLayers {
+        /// Layers in the file.
+        count: usize,
+        /// Most layers a file may hold.
+        max: usize,
+    },
+    /// A layer record is not valid.
+    BadLayer {
+        /// Layer index.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The tensor table does not have one weights and one bias tensor per conv/dense layer.
+    TensorCount {
+        /// Tensors the architecture needs.
+        expected: usize,
+        /// Tensors in the file.
+        found: usize,
+    },
+    /// A tensor record disagrees with the architecture.
+    BadTensor {
+        /// Tensor index.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The bytes do not start at a 4-byte aligned address, so the parameters cannot be
+    /// read in place.
+    Misaligned,
+    /// This build runs on a big-endian target; the file is little-endian.
+    BigEndianTarget,
+    /// The output buffer of [`crate::weights::float::write`] is too small.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// The file holds an int8 model (version 2) where a float one was expected, or the
+    /// other way round.
+    WrongPrecision {
+        /// Version in the file: 1 float, 2 int8.
+        found: u32,
+    },
+    /// [`crate::weights::float::write`] got a parameter slice of the wrong length.
+    ParamCount {
+        /// Parameters the architecture has.
+        expected: usize,
+        /// Parameters given.
+        actual: usize,
     },
 }
 
@@ -100,6 +186,29 @@ impl fmt::Display for Error {
                 "logits of sample {sample} are NaN, +inf or all -inf: the loss is undefined (diverged training?)"
             ),
             Error::InvalidParameter { name } => write!(f, "invalid value for parameter `{name}`"),
+            Error::TooShort { len } => write!(f, "only {len} bytes: too short for a microconv weights file"),
+            Error::BadMagic => f.write_str("not a microconv weights file (bad magic; expected \"MCONVNET\")"),
+            Error::UnsupportedVersion { found, .. } => {
+                write!(f, "weights file version {found}, this build reads versions 1 (float) and 2 (int8) (re-export it with this host-trainer)")
+            }
+            Error::LengthMismatch { header, actual } => {
+                write!(f, "header says {header} bytes but there are {actual} (truncated or padded file)")
+            }
+            Error::ChecksumMismatch { stored, computed } => {
+                write!(f, "checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the file is corrupt")
+            }
+            Error::TooManyLayers { count, max } => write!(f, "{count} layers, at most {max} are supported"),
+            Error::BadLayer { index, reason } => write!(f, "layer {index}: {reason}"),
+            Error::TensorCount { expected, found } => write!(f, "{found} tensors, the architecture needs {expected}"),
+            Error::BadTensor { index, reason } => write!(f, "tensor {index}: {reason}"),
+            Error::Misaligned => {
+                f.write_str("the weights are not 4-byte aligned in memory (embed them in microconv::weights::Aligned)")
+            }
+            Error::BigEndianTarget => f.write_str("weights files are little-endian and this target is big-endian"),
+            Error::BufferTooSmall { needed, actual } => write!(f, "output buffer of {actual} bytes, {needed} needed"),
+            Error::ParamCount { expected, actual } => write!(f, "{actual} parameters given, the architecture has {expected}"),
+            Error::WrongPrecision { found: 2 } => f.write_str("this is an int8 weights file (version 2) and a float one (version 1) was expected: use the float file, or the int8 reader and firmware"),
+            Error::WrongPrecision { found } => write!(f, "weights file version {found} is a float file and an int8 one (version 2) was expected: export it with `host-trainer quantize --out`"),
         }
     }
 }

@@ -6,20 +6,21 @@
 //! runs (or fine-tunes) on a microcontroller.
 //!
 //! ## Layout
-//! - [`layers`]: one file per layer (`conv2d`, `maxpool`, `dense`, `relu`, `dropout`,
-//!   `flatten`), each a `forward` / `backward` pair over flat `f32` slices in NHWC
-//!   order, with its shapes spelled out in a comment.
+//! - [`layers`]: one file per layer kind (`conv2d`, `maxpool`, `dense`, `relu`, `dropout`,
+//!   `flatten`): its shapes, `forward` / `backward` over flat `f32` slices in NHWC order,
+//!   its int8 kernel and its weights-file record; [`Layer`] and the one dispatch over it.
 //! - [`loss`]: `log_sum_exp`, `softmax`, `log_softmax` and three cross-entropies
 //!   (the fused, stable one, the log-softmax one and the seed's naive one).
 //! - [`optim`]: Adam and SGD with momentum, updating parameters in place.
-//! - [`init`]: a small deterministic PRNG and the initialisers.
-//! - [`net`]: a network as a `const` layer list ([`Arch`]), `const fn` buffer sizes, and
-//!   the whole training step.
+//! - [`rng`]: a small deterministic PRNG (SplitMix64) and hash; [`init`]: the initialisers.
+//! - [`arch`]: a network as a `const` layer list ([`Arch`]) and every `const fn` size;
+//!   [`net`]: the forward and backward passes and the whole training step over them.
 //! - [`gemm`]: the matrix-multiply hook: a portable reference kernel here, faster ones
 //!   plugged in by the host (as are convolution kernels: [`layers::ConvKernels`]).
 //! - [`quant`]: int8 inference (TensorFlow Lite's arithmetic, every rounding rule written
-//!   out), bit-identical on the host and a Cortex-M4; [`format`] and [`qformat`]: the float
-//!   and int8 weights files, read in place.
+//!   out), bit-identical on the host and a Cortex-M4; [`weights`]: the weights file, one
+//!   header for both precisions ([`weights::Precision::of`]), float and int8 tensors, read
+//!   in place.
 //!
 //! Features: `micromath` (fast approximate `exp`/`ln`), `dsp` (the int8 convolution's
 //! `SMLAD`/`SXTB16` through inline assembly on Armv7E-M and later; the crate's only
@@ -57,12 +58,12 @@
 #![no_std]
 #![deny(missing_docs)]
 // No unsafe code, with one exception: the Cortex-M DSP instructions of the int8
-// convolution (`quant::dsp`, feature `dsp`, Arm only), each block justified in place.
+// convolution (`layers::conv2d::int8::dsp`, feature `dsp`, Arm only), each block justified in place.
 #![deny(unsafe_code)]
 // Input-dependent paths return errors, never panic: no unwrap/expect/panic! outside
 // tests. Indexing stays, as a documented exception (README, Reliability): the kernels
 // index buffers whose lengths were checked on entry, and the weights-file readers
-// (format.rs, qformat.rs) index after explicit length checks and are fuzzed (fuzz/).
+// (weights/) index after explicit length checks and are fuzzed (fuzz/).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -76,9 +77,9 @@ compile_error!(
      results bit for bit."
 );
 
+pub mod arch;
 pub mod crc32;
 pub mod error;
-pub mod format;
 pub mod gemm;
 pub mod init;
 pub mod layers;
@@ -86,18 +87,32 @@ pub mod loss;
 pub mod math;
 pub mod net;
 pub mod optim;
-pub mod qformat;
 pub mod quant;
+pub mod rng;
 pub mod shape;
+pub mod weights;
 
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
 mod testutil;
 
+pub use arch::Arch;
 pub use error::Error;
-pub use net::{Arch, Layer};
+pub use layers::Layer;
 pub use shape::{Padding, Shape};
+
+/// The float weights file under its old path: [`weights::float`] and the shared
+/// [`weights`] items (kept so that code written against `microconv::format` still builds).
+pub mod format {
+    pub use crate::weights::float::*;
+    pub use crate::weights::{Aligned, FormatError, MAGIC, MAX_LAYERS};
+}
+
+/// The int8 weights file under its old path: [`weights::int8`].
+pub mod qformat {
+    pub use crate::weights::int8::*;
+}
 
 /// Architectures that ship with microconv.
 pub mod archs;

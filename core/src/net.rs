@@ -1,5 +1,6 @@
-//! A network: a `const` layer list, the sizes of every buffer it needs, and the
-//! forward pass, backward pass and training step over those buffers.
+//! A network's passes: the forward pass, backward pass and training step over the
+//! buffers whose sizes [`Arch`] gives (the architecture and its sizes are in
+//! [`crate::arch`], what each layer kind does in [`crate::layers`]).
 //!
 //! Memory, all from the caller (sizes from the `const fn`s of [`Arch`]):
 //!
@@ -13,334 +14,39 @@
 //! | `Workspace::scratch` | [`Arch::im2col_len`]`(images)` | im2col patches (0 with [`ConvAlgo::Direct`]) |
 //! | inference buffer | [`Arch::inference_len`]`(batch)` | two ping-pong activation buffers |
 
-use core::ops::Range;
-
-use crate::error::{check_len, Error, ShapeError};
-use crate::gemm::{Gemm, PortableGemm};
-use crate::init::mix64;
-use crate::layers::{flatten, relu, Conv2d, ConvAlgo, ConvKernels, Dense, Dropout, MaxPool};
+use crate::error::{check_len, Error};
+#[cfg(doc)]
+use crate::layers::ConvAlgo;
+use crate::layers::Site;
 use crate::loss::{batch_loss, BatchLoss, Loss, Reduction};
 use crate::optim::Optimizer;
 use crate::shape::Shape;
 
-/// One layer of a network.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Layer {
-    /// 2-D convolution with bias ([`crate::layers::conv2d`]).
-    Conv2d(Conv2d),
-    /// Max-pooling ([`crate::layers::maxpool`]).
-    MaxPool(MaxPool),
-    /// Fully connected layer with bias ([`crate::layers::dense`]).
-    Dense(Dense),
-    /// ReLU ([`crate::layers::relu`]).
-    Relu,
-    /// Inverted dropout, identity outside training ([`crate::layers::dropout`]).
-    Dropout(Dropout),
-    /// `[h, w, c] -> [h*w*c]` ([`crate::layers::flatten`]).
-    Flatten,
+/// [`Arch`] lives in [`crate::arch`]; [`Layer`], [`Exec`] and [`Mode`] in
+/// [`crate::layers`]. Re-exported here, where they were first.
+pub use crate::arch::Arch;
+pub use crate::layers::{Exec, Layer, Mode};
+
+/// Splits layer `i`'s parameters into (weights, biases).
+fn layer_params<'p>(
+    arch: &Arch<'_>,
+    params: &'p [f32],
+    i: usize,
+    ins: Shape,
+) -> (&'p [f32], &'p [f32]) {
+    let r = arch.param_offset(i)..arch.param_offset(i + 1);
+    params[r].split_at(arch.layers[i].weight_len(ins))
 }
 
-impl Layer {
-    /// Output shape of this layer for `input`.
-    pub const fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError> {
-        if input.is_empty() {
-            return Err(ShapeError::Zero);
-        }
-        match self {
-            Layer::Conv2d(c) => c.output_shape(input),
-            Layer::MaxPool(p) => p.output_shape(input),
-            Layer::Dense(d) => d.output_shape(input),
-            Layer::Relu | Layer::Dropout(_) => Ok(input),
-            Layer::Flatten => Ok(Shape::flat(input.len())),
-        }
-    }
-
-    /// Number of parameters this layer owns for `input`.
-    pub const fn param_len(&self, input: Shape) -> usize {
-        match self {
-            Layer::Conv2d(c) => c.param_len(input),
-            Layer::Dense(d) => d.param_len(input),
-            _ => 0,
-        }
-    }
-
-    /// Short lower-case name (`"conv2d"`, `"maxpool"`, ...).
-    pub const fn name(&self) -> &'static str {
-        match self {
-            Layer::Conv2d(_) => "conv2d",
-            Layer::MaxPool(_) => "maxpool",
-            Layer::Dense(_) => "dense",
-            Layer::Relu => "relu",
-            Layer::Dropout(_) => "dropout",
-            Layer::Flatten => "flatten",
-        }
-    }
-}
-
-/// A network architecture: the shape of one input sample and the layer list. Build it
-/// in a `const` and size every buffer with its `const fn`s:
-///
-/// ```
-/// use microconv::archs::SMALL;
-/// static mut PARAMS: [f32; SMALL.param_count()] = [0.0; SMALL.param_count()];
-/// const _: () = assert!(SMALL.is_valid());
-/// assert_eq!(SMALL.classes(), 10);
-/// ```
-///
-/// The size functions never panic: for an invalid architecture (see [`Arch::validate`])
-/// they return 0, and every runtime entry point reports the error.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Arch<'a> {
-    /// Shape of one input sample.
-    pub input: Shape,
-    /// The layers, first to last. The last must output a flat vector of class scores.
-    pub layers: &'a [Layer],
-}
-
-const fn shape_err(layer: usize, reason: ShapeError) -> Error {
-    Error::Shape { layer, reason }
-}
-
-impl<'a> Arch<'a> {
-    /// An architecture taking samples of shape `input` through `layers`.
-    pub const fn new(input: Shape, layers: &'a [Layer]) -> Self {
-        Arch { input, layers }
-    }
-
-    /// Input and output shapes of layer `i`.
-    pub const fn layer_io(&self, i: usize) -> Result<(Shape, Shape), Error> {
-        if i >= self.layers.len() {
-            return Err(shape_err(i, ShapeError::NoLayers));
-        }
-        if self.input.is_empty() {
-            return Err(shape_err(0, ShapeError::Zero));
-        }
-        if self.input.checked_len().is_none() {
-            return Err(shape_err(0, ShapeError::Overflow));
-        }
-        let mut s = self.input;
-        let mut j = 0;
-        loop {
-            let out = match self.layers[j].output_shape(s) {
-                Ok(o) => o,
-                Err(e) => return Err(shape_err(j, e)),
-            };
-            if out.checked_len().is_none() {
-                return Err(shape_err(j, ShapeError::Overflow));
-            }
-            if let Layer::Dropout(d) = &self.layers[j] {
-                if let Err(e) = d.validate() {
-                    return Err(e);
-                }
-            }
-            if j == i {
-                return Ok((s, out));
-            }
-            s = out;
-            j += 1;
-        }
-    }
-
-    /// Checks the whole architecture: every layer accepts its input, sizes fit in
-    /// `usize`, hyper-parameters are in range, and the last layer is flat.
-    pub const fn validate(&self) -> Result<(), Error> {
-        if self.layers.is_empty() {
-            return Err(shape_err(0, ShapeError::NoLayers));
-        }
-        let last = self.layers.len() - 1;
-        let mut total: usize = 0;
-        let mut i = 0;
-        while i < self.layers.len() {
-            let (ins, outs) = match self.layer_io(i) {
-                Ok(io) => io,
-                Err(e) => return Err(e),
-            };
-            let p = self.layers[i].param_len(ins);
-            total = match total.checked_add(p) {
-                Some(t) if p != usize::MAX => t,
-                _ => return Err(shape_err(i, ShapeError::Overflow)),
-            };
-            if i == last && !outs.is_flat() {
-                return Err(shape_err(i, ShapeError::OutputNotFlat));
-            }
-            i += 1;
-        }
-        Ok(())
-    }
-
-    /// `validate().is_ok()`, usable in `const _: () = assert!(ARCH.is_valid());`.
-    pub const fn is_valid(&self) -> bool {
-        self.validate().is_ok()
-    }
-
-    /// Output shape of the whole network (`(1, 1, classes)`).
-    pub const fn output(&self) -> Shape {
-        if !self.is_valid() {
-            return Shape::new(0, 0, 0);
-        }
-        match self.layer_io(self.layers.len() - 1) {
-            Ok((_, o)) => o,
-            Err(_) => Shape::new(0, 0, 0),
-        }
-    }
-
-    /// Number of classes (the last layer's width).
-    pub const fn classes(&self) -> usize {
-        self.output().c
-    }
-
-    /// Offset of layer `i`'s parameters in the parameter buffer (or the total when
-    /// `i == layers.len()`).
-    pub const fn param_offset(&self, i: usize) -> usize {
-        if !self.is_valid() {
-            return 0;
-        }
-        let mut off = 0;
-        let mut j = 0;
-        while j < i && j < self.layers.len() {
-            if let Ok((ins, _)) = self.layer_io(j) {
-                off += self.layers[j].param_len(ins);
-            }
-            j += 1;
-        }
-        off
-    }
-
-    /// Total number of parameters (weights and biases).
-    pub const fn param_count(&self) -> usize {
-        self.param_offset(self.layers.len())
-    }
-
-    /// The range of layer `i`'s parameters (weights then biases) in the parameter buffer.
-    pub fn param_range(&self, i: usize) -> Result<Range<usize>, Error> {
-        self.validate()?;
-        let start = self.param_offset(i);
-        Ok(start..self.param_offset(i + 1))
-    }
-
-    /// Index of the last layer with parameters, if any.
-    pub fn last_param_layer(&self) -> Option<usize> {
-        (0..self.layers.len())
-            .rev()
-            .find(|&i| matches!(self.layers[i], Layer::Conv2d(_) | Layer::Dense(_)))
-    }
-
-    /// Largest per-sample length among the input and every layer's output.
-    pub const fn max_len(&self) -> usize {
-        if !self.is_valid() {
-            return 0;
-        }
-        let mut m = self.input.len();
-        let mut i = 0;
-        while i < self.layers.len() {
-            if let Ok((_, o)) = self.layer_io(i) {
-                if o.len() > m {
-                    m = o.len();
-                }
-            }
-            i += 1;
-        }
-        m
-    }
-
-    /// Per-sample length of every layer output, summed.
-    const fn outputs_len(&self) -> usize {
-        if !self.is_valid() {
-            return 0;
-        }
-        let mut s: usize = 0;
-        let mut i = 0;
-        while i < self.layers.len() {
-            if let Ok((_, o)) = self.layer_io(i) {
-                s = s.saturating_add(o.len());
-            }
-            i += 1;
-        }
-        s
-    }
-
-    /// Elements of `Workspace::acts` for a batch of `batch`: every layer's output is
-    /// kept for the backward pass.
-    pub const fn activations_len(&self, batch: usize) -> usize {
-        self.outputs_len().saturating_mul(batch)
-    }
-
-    /// Elements of `Workspace::grad` for a batch of `batch`: two ping-pong buffers of
-    /// [`Arch::max_len`] per sample, then one row of scratch for the loss.
-    pub const fn grad_buffer_len(&self, batch: usize) -> usize {
-        self.max_len()
-            .saturating_mul(batch)
-            .saturating_mul(2)
-            .saturating_add(self.classes())
-    }
-
-    /// Elements of the buffer [`infer`] needs for a batch of `batch`: two ping-pong
-    /// buffers (only the live activations, not every layer's).
-    pub const fn inference_len(&self, batch: usize) -> usize {
-        self.max_len().saturating_mul(batch).saturating_mul(2)
-    }
-
-    /// Elements of scratch for [`ConvAlgo::Im2col`] to process `images` images per
-    /// matrix product in every conv layer (at least 1 image's worth is required).
-    pub const fn im2col_len(&self, images: usize) -> usize {
-        if !self.is_valid() {
-            return 0;
-        }
-        let mut m = 0;
-        let mut i = 0;
-        while i < self.layers.len() {
-            if let (Layer::Conv2d(c), Ok((ins, _))) = (&self.layers[i], self.layer_io(i)) {
-                let l = c.im2col_len(ins);
-                if l > m {
-                    m = l;
-                }
-            }
-            i += 1;
-        }
-        m.saturating_mul(images)
-    }
-
-    /// Per-sample length of layer `i`'s output.
-    fn out_len(&self, i: usize) -> Result<usize, Error> {
-        Ok(self.layer_io(i)?.1.len())
-    }
-}
-
-/// How the layers compute: which matrix-multiply kernel, which convolution algorithm.
-#[derive(Clone, Copy)]
-pub struct Exec<'g> {
-    /// Matrix multiply used by dense layers and im2col convolutions.
-    pub gemm: &'g dyn Gemm,
-    /// Convolution algorithm.
-    pub conv: ConvAlgo,
-    /// Platform convolution kernels tried first (see [`ConvKernels`]); `None` runs
-    /// the core's own.
-    pub kernels: Option<&'g dyn ConvKernels>,
-}
-
-impl Exec<'static> {
-    /// The readable reference: [`PortableGemm`] and direct convolution; needs no scratch.
-    pub const REFERENCE: Exec<'static> = Exec {
-        gemm: &PortableGemm,
-        conv: ConvAlgo::Direct,
-        kernels: None,
-    };
-}
-
-/// Training or inference (only dropout cares).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Inference: dropout is the identity.
-    Eval,
-    /// Training: dropout draws its masks from `seed` (one per step); `first_sample` is
-    /// the index of this call's first sample within the whole batch, so that a batch
-    /// split across threads draws the same masks as a single pass.
-    Train {
-        /// Per-step seed.
-        seed: u64,
-        /// Index of the first sample of this call within the batch.
-        first_sample: u64,
-    },
+/// Layer `i` of `arch` on `n` samples.
+fn site(arch: &Arch<'_>, i: usize, n: usize) -> Result<Site, Error> {
+    let (input, output) = arch.layer_io(i)?;
+    Ok(Site {
+        index: i,
+        input,
+        output,
+        n,
+    })
 }
 
 /// Scratch memory of a training pass (see the module table for sizes).
@@ -351,22 +57,6 @@ pub struct Workspace<'w> {
     pub grad: &'w mut [f32],
     /// im2col scratch (may be empty with [`ConvAlgo::Direct`]).
     pub scratch: &'w mut [f32],
-}
-
-/// Splits layer `i`'s parameters into (weights, biases).
-fn layer_params<'p>(
-    arch: &Arch<'_>,
-    params: &'p [f32],
-    i: usize,
-    ins: Shape,
-) -> (&'p [f32], &'p [f32]) {
-    let r = arch.param_offset(i)..arch.param_offset(i + 1);
-    let wlen = match arch.layers[i] {
-        Layer::Conv2d(c) => c.weight_len(ins),
-        Layer::Dense(d) => d.weight_len(ins),
-        _ => 0,
-    };
-    params[r].split_at(wlen)
 }
 
 /// Runs layer `i` forward on `n` samples (`x`: its input, `y`: its output). [`forward`]
@@ -384,32 +74,9 @@ pub fn layer_forward(
     exec: &Exec<'_>,
     scratch: &mut [f32],
 ) -> Result<(), Error> {
-    let (ins, outs) = arch.layer_io(i)?;
-    let (w, b) = layer_params(arch, params, i, ins);
-    let at = |e: Error| match e {
-        Error::Shape { reason, .. } => Error::Shape { layer: i, reason },
-        e => e,
-    };
-    match arch.layers[i] {
-        Layer::Conv2d(c) => match exec.kernels {
-            Some(k) if k.forward(&c, ins, n, x, w, b, y, scratch).map_err(at)? => Ok(()),
-            _ => c.forward(ins, n, x, w, b, y, exec.conv, scratch, exec.gemm),
-        },
-        Layer::MaxPool(p) => p.forward(ins, n, x, y),
-        Layer::Dense(d) => d.forward(ins, n, x, w, b, y, exec.gemm),
-        Layer::Relu => relu::forward(x, y),
-        Layer::Flatten => flatten::forward(x, y),
-        Layer::Dropout(d) => match mode {
-            Mode::Eval => flatten::forward(x, y),
-            Mode::Train { seed, first_sample } => d.forward_train(
-                mix64(seed ^ i as u64),
-                first_sample.wrapping_mul(outs.len() as u64),
-                x,
-                y,
-            ),
-        },
-    }
-    .map_err(at)
+    let site = site(arch, i, n)?;
+    let wb = layer_params(arch, params, i, site.input);
+    arch.layers[i].forward(&site, x, wb, y, mode, exec, scratch)
 }
 
 /// Forward pass over a batch of `n` samples `x` (`[n, input]`), keeping every layer's
@@ -617,53 +284,13 @@ pub fn layer_backward(
     exec: &Exec<'_>,
     scratch: &mut [f32],
 ) -> Result<(), Error> {
-    let (ins, outs) = arch.layer_io(i)?;
+    let site = site(arch, i, n)?;
     check_len("params", params, arch.param_count())?;
     check_len("grads", grads, arch.param_count())?;
     let r = arch.param_offset(i)..arch.param_offset(i + 1);
-    let (w, _) = layer_params(arch, params, i, ins);
-    let (dw, db) = grads[r].split_at_mut(w.len());
-    let at = |e: Error| match e {
-        Error::Shape { reason, .. } => Error::Shape { layer: i, reason },
-        e => e,
-    };
-    match (arch.layers[i], dx) {
-        (Layer::Conv2d(c), mut dx) => {
-            let done = match exec.kernels {
-                Some(k) => {
-                    check_len("conv2d output gradient", dy, n * outs.len())?;
-                    check_len("conv2d input", x, n * ins.len())?;
-                    check_len("conv2d weight gradient", dw, w.len())?;
-                    if let Some(d) = &dx {
-                        check_len("conv2d input gradient", d, n * ins.len())?;
-                    }
-                    k.backward(&c, ins, n, x, w, dy, dx.as_deref_mut(), dw, db, scratch)
-                        .map_err(at)?
-                }
-                None => false,
-            };
-            if done {
-                Ok(())
-            } else {
-                c.backward(ins, n, x, w, dy, dx, dw, db, exec.conv, scratch, exec.gemm)
-            }
-        }
-        (Layer::Dense(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db, exec.gemm),
-        (_, None) => Ok(()),
-        (Layer::MaxPool(p), Some(dx)) => p.backward(ins, n, x, dy, dx),
-        (Layer::Relu, Some(dx)) => relu::backward(y, dy, dx),
-        (Layer::Flatten, Some(dx)) => flatten::backward(dy, dx),
-        (Layer::Dropout(d), Some(dx)) => match mode {
-            Mode::Eval => flatten::backward(dy, dx),
-            Mode::Train { seed, first_sample } => d.backward(
-                mix64(seed ^ i as u64),
-                first_sample.wrapping_mul(outs.len() as u64),
-                dy,
-                dx,
-            ),
-        },
-    }
-    .map_err(at)
+    let (w, _) = layer_params(arch, params, i, site.input);
+    let dwb = grads[r].split_at_mut(w.len());
+    arch.layers[i].backward(&site, (x, y, dy), w, dx, dwb, mode, exec, scratch)
 }
 
 /// Forward, loss and backward for `labels.len()` samples: accumulates the gradients
@@ -745,8 +372,11 @@ pub fn train_step(
 mod tests {
     extern crate std;
     use super::*;
+    use crate::error::ShapeError;
+    use crate::gemm::PortableGemm;
     use crate::init::{init_params, Init};
     use crate::layers::Dropout;
+    use crate::layers::{Conv2d, ConvAlgo, Dense, MaxPool};
     use crate::optim::Adam;
     use crate::shape::Padding;
     use crate::testutil::{check_grad, rand_vec};

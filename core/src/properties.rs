@@ -273,7 +273,7 @@ proptest! {
         // Distinct values 0.05 apart: a step of 1e-2 never changes which one is largest.
         let len = n * input.len();
         let mut x: Vec<f32> = (0..len).map(|i| i as f32 * 0.05).collect();
-        let mut rng = crate::init::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         rng.shuffle(&mut x);
         let r = rand_vec(seed ^ 3, n * out.len(), 1.0);
         let loss = |x: &[f32]| {

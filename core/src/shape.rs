@@ -64,6 +64,33 @@ pub enum Padding {
     Valid,
 }
 
+impl Padding {
+    /// The padding's code in the weights file: 0 SAME, 1 VALID.
+    pub const fn code(self) -> u8 {
+        match self {
+            Padding::Same => 0,
+            Padding::Valid => 1,
+        }
+    }
+
+    /// The padding of a weights-file code, if it is one.
+    pub const fn from_code(code: u8) -> Option<Padding> {
+        match code {
+            0 => Some(Padding::Same),
+            1 => Some(Padding::Valid),
+            _ => None,
+        }
+    }
+
+    /// The Rust path of this padding from the crate root (for generated code).
+    pub const fn rust_path(self) -> &'static str {
+        match self {
+            Padding::Same => "microconv::Padding::Same",
+            Padding::Valid => "microconv::Padding::Valid",
+        }
+    }
+}
+
 /// Output length and padding-before along one axis for a window of size `k`.
 ///
 /// Returns `(out, pad_before)`.

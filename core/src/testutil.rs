@@ -2,7 +2,7 @@
 extern crate std;
 use std::vec::Vec;
 
-use crate::init::Rng;
+use crate::rng::Rng;
 
 /// `n` values uniform in `[-scale, scale)`.
 pub fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {

@@ -23,10 +23,17 @@
 //! - `LAYERS: [microconv::Layer; N]` and `ARCH: microconv::Arch<'static>`: the
 //!   architecture, as `const`s, so every buffer can be a `static` sized by the core's
 //!   `const fn`s (`ARCH.inference_len(1)`, `ARCH.param_count()`, ...);
-//! - `MODEL: &microconv::format::Aligned<[u8]>`: the file itself, 16-byte aligned in
-//!   flash, for `microconv::format::Model::parse` (float) or
-//!   `microconv::qformat::QModel::parse` (int8) to read in place;
-//! - `INT8: bool`: whether it is an int8 (version 2) file.
+//! - `MODEL: &microconv::weights::Aligned<[u8]>`: the file itself, 16-byte aligned in
+//!   flash, for `microconv::weights::float::Model::parse` (float) or
+//!   `microconv::weights::int8::QModel::parse` (int8) to read in place;
+//! - `INT8: bool`: whether it is an int8 (version 2) file;
+//! - `INPUT_LEN: usize` (values in one input sample) and `CLASSES: usize` (scores out);
+//! - `F32_BUF_LEN`, `F32_INPUT_LEN`, `I8_BUF_LEN`, `I8_INPUT_LEN: usize`: the inference and
+//!   input buffers of one sample for the model's precision (0 for the other one), so
+//!   that a firmware declares both kinds as `static`s and only one takes memory.
+//!
+//! Each layer's line is the core's own description of it (`microconv::Layer::rust_code`),
+//! so a new layer kind needs nothing here.
 //!
 //! The generated code refers to the core as `microconv::...`: depend on it under that
 //! name (`microconv = { version = "0.1", features = ["dsp"] }` on a Cortex-M4/M7/M33).
@@ -49,32 +56,15 @@ use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::{env, fs, io, process};
 
-use microconv::format::{FormatError, Model};
-use microconv::qformat::QModel;
-use microconv::{Layer, Padding};
+use microconv::weights::{AnyModel, FormatError};
 
 /// The core's shape type, for [`Embed::expect_input`] (re-exported so that a build
 /// script needs no other dependency).
 pub use microconv::Shape;
 
-/// The precision of a weights file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Precision {
-    /// A float model: a version 1 file, written by `host-trainer export`.
-    Float,
-    /// An int8 model: a version 2 file, written by `host-trainer quantize --out`.
-    Int8,
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Precision::Float => "float (version 1, `host-trainer export`)",
-            Precision::Int8 => "int8 (version 2, `host-trainer quantize --out`)",
-        })
-    }
-}
+/// The precision of a weights file: the core's own ([`Precision::of`] reads it from a
+/// file), re-exported for [`Embed::expect_precision`].
+pub use microconv::weights::Precision;
 
 /// What a weights file holds, as [`render`] and [`Embed::write`] found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,43 +358,8 @@ pub fn fail(e: &dyn fmt::Display) -> ! {
     process::exit(1)
 }
 
-fn padding(p: Padding) -> &'static str {
-    match p {
-        Padding::Same => "microconv::Padding::Same",
-        Padding::Valid => "microconv::Padding::Valid",
-    }
-}
-
-fn layer_code(l: &Layer) -> String {
-    match *l {
-        Layer::Conv2d(c) => format!(
-            "microconv::Layer::Conv2d(microconv::layers::Conv2d::with({}, {}, {}, {}))",
-            c.kernel,
-            c.stride,
-            padding(c.padding),
-            c.filters
-        ),
-        Layer::MaxPool(p) => format!(
-            "microconv::Layer::MaxPool(microconv::layers::MaxPool::new({}, {}, {}))",
-            p.size,
-            p.stride,
-            padding(p.padding)
-        ),
-        Layer::Dense(d) => format!(
-            "microconv::Layer::Dense(microconv::layers::Dense::new({}))",
-            d.units
-        ),
-        Layer::Relu => "microconv::Layer::Relu".into(),
-        Layer::Flatten => "microconv::Layer::Flatten".into(),
-        Layer::Dropout(d) => format!(
-            "microconv::Layer::Dropout(microconv::layers::Dropout::new(f32::from_bits({:#x})))",
-            d.keep.to_bits()
-        ),
-    }
-}
-
 /// Parses the weights file `bytes` (float or int8) and returns the Rust code that
-/// declares `LAYERS`, `ARCH`, `MODEL` and `INT8` (see the [crate] docs), with `MODEL`
+/// declares `LAYERS`, `ARCH`, `MODEL`, `INT8` and the sizes (see the [crate] docs), with `MODEL`
 /// reading the file from `include_path` through `include_bytes!`; `source` names the
 /// file in the code's header comment.
 ///
@@ -438,22 +393,11 @@ pub fn render(
     let aligned: &[u8] = bytemuck::cast_slice(&words)
         .get(..bytes.len())
         .unwrap_or_default();
-    // Version 2 files hold int8 models (`host-trainer quantize --out`).
-    let int8 = aligned.get(8..12) == Some(&2u32.to_le_bytes()[..]);
-    let (qmodel, model);
-    let arch = if int8 {
-        qmodel = QModel::parse(aligned)?;
-        qmodel.arch()
-    } else {
-        model = Model::parse(aligned)?;
-        model.arch()
-    };
+    let model = AnyModel::parse(aligned)?;
+    let (precision, arch) = (model.precision(), model.arch());
+    let int8 = precision == Precision::Int8;
     let summary = Summary {
-        precision: if int8 {
-            Precision::Int8
-        } else {
-            Precision::Float
-        },
+        precision,
         input: arch.input,
         classes: arch.classes(),
         layers: arch.layers.len(),
@@ -466,8 +410,9 @@ pub fn render(
         "/// The layers of the embedded model.\npub const LAYERS: [microconv::Layer; {}] = [",
         arch.layers.len()
     );
+    // Each layer writes its own constructor (`Layer::rust_code`, in its file in the core).
     for l in arch.layers {
-        let _ = writeln!(code, "    {},", layer_code(l));
+        let _ = writeln!(code, "    {},", l.rust_code());
     }
     let _ = writeln!(code, "];");
     let _ = writeln!(
@@ -477,11 +422,38 @@ pub fn render(
     );
     let _ = writeln!(
         code,
-        "/// The weights file, 16-byte aligned in flash.\npub static MODEL: &microconv::format::Aligned<[u8]> = &microconv::format::Aligned(*include_bytes!({include_path:?}));",
+        "/// The weights file, 16-byte aligned in flash.\npub static MODEL: &microconv::weights::Aligned<[u8]> = &microconv::weights::Aligned(*include_bytes!({include_path:?}));",
     );
     let _ = writeln!(
         code,
         "/// Whether the embedded model is int8 (a version 2 file) rather than float.\npub const INT8: bool = {int8};"
+    );
+    let (input_len, classes, buf) = (arch.input.len(), arch.classes(), arch.inference_len(1));
+    let _ = write!(
+        code,
+        "\
+/// Values in one input sample ({h}x{w}x{c} = {input_len}).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const INPUT_LEN: usize = ARCH.input.len();
+/// Class scores the model outputs ({classes}).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const CLASSES: usize = ARCH.classes();
+/// Elements of the float inference buffer for one sample (`ARCH.inference_len(1)`, {buf}), 0 for an int8 model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const F32_BUF_LEN: usize = if INT8 {{ 0 }} else {{ ARCH.inference_len(1) }};
+/// Elements of the float input buffer (`INPUT_LEN`), 0 for an int8 model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const F32_INPUT_LEN: usize = if INT8 {{ 0 }} else {{ INPUT_LEN }};
+/// Bytes of the int8 inference buffer for one sample (`ARCH.inference_len(1)`, {buf}), 0 for a float model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const I8_BUF_LEN: usize = if INT8 {{ ARCH.inference_len(1) }} else {{ 0 }};
+/// Bytes of the int8 input buffer (`INPUT_LEN`), 0 for a float model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const I8_INPUT_LEN: usize = if INT8 {{ INPUT_LEN }} else {{ 0 }};
+",
+        h = arch.input.h,
+        w = arch.input.w,
+        c = arch.input.c,
     );
     Ok((code, summary))
 }
@@ -531,14 +503,28 @@ mod tests {
             .chunks(4)
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        let m = Model::parse(bytemuck::cast_slice(&words)).unwrap();
-        let expected: Vec<String> = m.arch().layers.iter().map(layer_code).collect();
+        let m = microconv::weights::float::Model::parse(bytemuck::cast_slice(&words)).unwrap();
+        let expected: Vec<String> = m
+            .arch()
+            .layers
+            .iter()
+            .map(|l| l.rust_code().to_string())
+            .collect();
         let got: Vec<&str> = code
             .lines()
             .filter_map(|l| l.strip_prefix("    ")?.strip_suffix(','))
             .collect();
         assert_eq!(got, expected);
         assert!(code.contains("microconv::Shape::new(28, 28, 1)"));
+        assert!(code.contains("pub const INPUT_LEN: usize = ARCH.input.len();"));
+        assert!(code.contains("pub const CLASSES: usize = ARCH.classes();"));
+        assert!(code.contains("(28x28x1 = 784)"));
+        for name in ["F32_BUF_LEN", "F32_INPUT_LEN", "I8_BUF_LEN", "I8_INPUT_LEN"] {
+            assert!(
+                code.contains(&format!("pub const {name}: usize = if INT8")),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,16 @@
 //! y  [n, out]        y = x · w + b
 //! ```
 
+use core::fmt;
+
+use super::{ParamShapes, Record, Site};
 use crate::error::{check_len, Error, ShapeError};
 use crate::gemm::{add_bias, Gemm, MatMut, MatRef};
+use crate::quant::{clamp_i8, params_of, requantize, QLayer, QTensors};
 use crate::shape::Shape;
+
+/// The kind code of dense in the weights file; its record is `(a = units)`, the rest 0.
+pub const KIND: u8 = 3;
 
 /// A dense layer's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +26,64 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// This layer's record in the weights file.
+    pub(crate) fn record(&self) -> Record {
+        Record {
+            a: self.units as u32,
+            ..Record::of(KIND)
+        }
+    }
+
+    /// The layer a record of [`KIND`] describes.
+    pub(crate) fn from_record(r: &Record) -> Result<Self, &'static str> {
+        Record::unused_zero(&[r.padding as u32, r.b, r.c])?;
+        Ok(Dense::new(r.a as usize))
+    }
+
+    /// The Rust expression that builds this layer.
+    pub(crate) fn write_rust(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "microconv::Layer::Dense(microconv::layers::Dense::new({}))",
+            self.units
+        )
+    }
+
+    /// The weights' and biases' shapes for `input`: `[in, out]` weights (`[out, in]` in
+    /// int8), `units` biases.
+    pub const fn param_shapes(&self, input: Shape) -> ParamShapes {
+        let (n_in, n_out) = (input.len(), self.units);
+        ParamShapes {
+            weights: (2, [n_in, n_out, 0, 0]),
+            weights_i8: (2, [n_out, n_in, 0, 0]),
+            bias: n_out,
+            fan_in: n_in,
+            fan_out: n_out,
+        }
+    }
+
+    /// Int8 forward pass (weights `[out, in]`, see [`crate::quant`]).
+    pub(crate) fn forward_i8(
+        &self,
+        site: &Site,
+        l: &QLayer<'_>,
+        z_in: i32,
+        x: &[i8],
+        y: &mut [i8],
+    ) -> Result<(), Error> {
+        let (ins, outs) = (site.input, site.output);
+        let p = params_of(l, "int8 dense parameters")?;
+        check_len("int8 dense weights", p.weights, ins.len() * outs.len())?;
+        check_len("int8 dense bias", p.bias, outs.len())?;
+        check_len("int8 dense multipliers", p.multiplier, outs.len())?;
+        check_len("int8 dense shifts", p.shift, outs.len())?;
+        let xs = x.chunks_exact(ins.len()).take(site.n);
+        for (xi, yi) in xs.zip(y.chunks_exact_mut(outs.len())) {
+            dense_sample_i8(z_in, l, &p, xi, yi);
+        }
+        Ok(())
+    }
+
     /// A dense layer with `units` outputs.
     pub const fn new(units: usize) -> Self {
         Dense { units }
@@ -200,6 +265,20 @@ impl Dense {
             f(k * u + j, acc);
         }
         Ok(())
+    }
+}
+
+/// Int8 dense layer over one sample (weights `[out, in]`).
+fn dense_sample_i8(z_in: i32, l: &QLayer<'_>, p: &QTensors<'_>, x: &[i8], y: &mut [i8]) {
+    let n_in = x.len();
+    for (u, o) in y.iter_mut().enumerate() {
+        let w = &p.weights[u * n_in..][..n_in];
+        let mut acc = p.bias[u];
+        for (&a, &b) in x.iter().zip(w) {
+            acc = acc.wrapping_add((a as i32 - z_in) * b as i32);
+        }
+        let r = requantize(acc, p.multiplier[u], p.shift[u]);
+        *o = clamp_i8(l.output.zero.saturating_add(r), l.act_min, l.act_max);
     }
 }
 

@@ -8,8 +8,15 @@
 //! is a pure function of `(seed, global element index)`. The backward pass recomputes it
 //! (no mask buffer), and splitting a batch across threads gives the same masks.
 
+use core::fmt;
+
+use super::{flatten, Mode, Record, Site};
 use crate::error::{check_len, Error};
-use crate::init::hash32;
+use crate::rng::{hash32, mix64};
+
+/// The kind code of dropout in the weights file; its record is `(a = keep as f32 bits)`,
+/// the rest 0.
+pub const KIND: u8 = 5;
 
 /// A dropout layer's configuration.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,6 +26,69 @@ pub struct Dropout {
 }
 
 impl Dropout {
+    /// This layer's record in the weights file.
+    pub(crate) fn record(&self) -> Record {
+        Record {
+            a: self.keep.to_bits(),
+            ..Record::of(KIND)
+        }
+    }
+
+    /// The layer a record of [`KIND`] describes.
+    pub(crate) fn from_record(r: &Record) -> Result<Self, &'static str> {
+        Record::unused_zero(&[r.padding as u32, r.b, r.c])?;
+        Ok(Dropout::new(f32::from_bits(r.a)))
+    }
+
+    /// The Rust expression that builds this layer (`keep` bit for bit).
+    pub(crate) fn write_rust(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "microconv::Layer::Dropout(microconv::layers::Dropout::new(f32::from_bits({:#x})))",
+            self.keep.to_bits()
+        )
+    }
+
+    /// The forward pass in a network: the identity in [`Mode::Eval`]; in training, the
+    /// masks of layer `site.index` drawn from the step's seed, counted from the call's
+    /// first sample.
+    pub(crate) fn forward_pass(
+        &self,
+        mode: Mode,
+        site: &Site,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), Error> {
+        match mode {
+            Mode::Eval => flatten::forward(x, y),
+            Mode::Train { seed, first_sample } => self.forward_train(
+                mix64(seed ^ site.index as u64),
+                first_sample.wrapping_mul(site.output.len() as u64),
+                x,
+                y,
+            ),
+        }
+    }
+
+    /// The backward pass of [`Dropout::forward_pass`], with the same masks.
+    pub(crate) fn backward_pass(
+        &self,
+        mode: Mode,
+        site: &Site,
+        dy: &[f32],
+        dx: &mut [f32],
+    ) -> Result<(), Error> {
+        match mode {
+            Mode::Eval => flatten::backward(dy, dx),
+            Mode::Train { seed, first_sample } => self.backward(
+                mix64(seed ^ site.index as u64),
+                first_sample.wrapping_mul(site.output.len() as u64),
+                dy,
+                dx,
+            ),
+        }
+    }
+
     /// Dropout keeping each unit with probability `keep`.
     pub const fn new(keep: f32) -> Self {
         Dropout { keep }

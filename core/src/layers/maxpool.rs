@@ -9,8 +9,15 @@
 //! order (TensorFlow and PyTorch do the same); it recomputes that position from `x`
 //! instead of storing indices, so training needs no extra buffer.
 
+use core::fmt;
+
+use super::{Record, Site};
 use crate::error::{check_len, Error, ShapeError};
 use crate::shape::{window_axis, window_output, Padding, Shape};
+
+/// The kind code of max-pooling in the weights file; its record is `(padding, a = size,
+/// b = stride)`, `c` 0.
+pub const KIND: u8 = 2;
 
 /// Channels whose running maxima are kept on the stack at once.
 const CHANNEL_BLOCK: usize = 64;
@@ -27,6 +34,76 @@ pub struct MaxPool {
 }
 
 impl MaxPool {
+    /// This layer's record in the weights file.
+    pub(crate) fn record(&self) -> Record {
+        Record {
+            kind: KIND,
+            padding: self.padding.code(),
+            a: self.size as u32,
+            b: self.stride as u32,
+            c: 0,
+        }
+    }
+
+    /// The layer a record of [`KIND`] describes.
+    pub(crate) fn from_record(r: &Record) -> Result<Self, &'static str> {
+        Record::unused_zero(&[r.c])?;
+        Ok(MaxPool::new(r.a as usize, r.b as usize, r.padding()?))
+    }
+
+    /// The Rust expression that builds this layer.
+    pub(crate) fn write_rust(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "microconv::Layer::MaxPool(microconv::layers::MaxPool::new({}, {}, {}))",
+            self.size,
+            self.stride,
+            self.padding.rust_path()
+        )
+    }
+
+    /// Int8 forward pass: the largest `q` of each window (padding ignored; the same
+    /// scale and zero point in and out).
+    pub(crate) fn forward_i8(&self, site: &Site, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+        let (ins, outs) = (site.input, site.output);
+        let xs = x.chunks_exact(ins.len()).take(site.n);
+        for (xi, yi) in xs.zip(y.chunks_exact_mut(outs.len())) {
+            self.pool_image_i8(ins, outs, xi, yi);
+        }
+        Ok(())
+    }
+
+    /// Int8 max-pool of one image.
+    fn pool_image_i8(&self, input: Shape, output: Shape, x: &[i8], y: &mut [i8]) {
+        let pool = self;
+        let c = input.c;
+        // The same windows as the float max-pool (`window_axis`); the shape was checked.
+        let before =
+            |len| window_axis(len, pool.size, pool.stride, pool.padding).map_or(0, |(_, p)| p);
+        let (pt, pl) = (before(input.h), before(input.w));
+        for oy in 0..output.h {
+            let y0 = (oy * pool.stride).saturating_sub(pt);
+            let y1 = (oy * pool.stride + pool.size)
+                .saturating_sub(pt)
+                .min(input.h);
+            for ox in 0..output.w {
+                let x0 = (ox * pool.stride).saturating_sub(pl);
+                let x1 = (ox * pool.stride + pool.size)
+                    .saturating_sub(pl)
+                    .min(input.w);
+                let out = &mut y[(oy * output.w + ox) * c..][..c];
+                out.fill(i8::MIN);
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        for (o, &v) in out.iter_mut().zip(&x[(iy * input.w + ix) * c..][..c]) {
+                            *o = (*o).max(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A `size x size` window with the given stride and padding.
     pub const fn new(size: usize, stride: usize, padding: Padding) -> Self {
         MaxPool {
@@ -558,7 +635,7 @@ mod tests {
 
     #[test]
     fn vectorised_passes_equal_the_reference() {
-        use crate::init::Rng;
+        use crate::rng::Rng;
         let mut rng = Rng::new(3);
         for (pool, input) in [
             (MaxPool::new(2, 2, Padding::Same), Shape::new(7, 7, 16)),

@@ -5,7 +5,29 @@
 //! ```
 //! (`dx` at exactly `x = 0` is 0, as in TensorFlow and PyTorch. NaN inputs propagate.)
 
+use super::{Record, Site};
 use crate::error::{check_len, Error};
+
+/// The kind code of ReLU in the weights file; its record's fields are all 0.
+pub const KIND: u8 = 4;
+/// The Rust expression of the layer.
+pub(crate) const RUST: &str = "microconv::Layer::Relu";
+
+/// Checks a record of [`KIND`].
+pub(crate) fn from_record(r: &Record) -> Result<(), &'static str> {
+    Record::unused_zero(&[r.padding as u32, r.a, r.b, r.c])
+}
+
+/// Int8 forward pass: `max(q, z_in)` (the quantized real zero).
+pub(crate) fn forward_i8(site: &Site, z_in: i32, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+    let xs = x.chunks_exact(site.input.len()).take(site.n);
+    for (xi, yi) in xs.zip(y.chunks_exact_mut(site.output.len())) {
+        for (o, &v) in yi.iter_mut().zip(xi) {
+            *o = (v as i32).max(z_in) as i8;
+        }
+    }
+    Ok(())
+}
 
 /// Forward pass: `y = max(x, 0)`.
 pub fn forward(x: &[f32], y: &mut [f32]) -> Result<(), Error> {

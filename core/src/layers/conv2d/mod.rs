@@ -11,9 +11,19 @@
 //! that needs no scratch memory (what a microcontroller runs), and [`ConvAlgo::Im2col`],
 //! which copies patches into a scratch matrix and calls a [`Gemm`] (fast on the host).
 
+use core::fmt;
+
+use super::{ParamShapes, Record};
 use crate::error::{check_len, Error, ShapeError};
 use crate::gemm::{add_bias, Gemm, MatMut, MatRef};
 use crate::shape::{window_axis, window_output, Padding, Shape};
+
+pub(crate) mod int8;
+pub use int8::MAX_PATCH;
+
+/// The kind code of conv2d in the weights file; its record is `(padding, a = kernel,
+/// b = stride, c = filters)`.
+pub const KIND: u8 = 1;
 
 /// A convolution layer's configuration: a square `kernel x kernel` window, `filters`
 /// output channels.
@@ -88,6 +98,53 @@ struct Geom {
 }
 
 impl Conv2d {
+    /// This layer's record in the weights file.
+    pub(crate) fn record(&self) -> Record {
+        Record {
+            kind: KIND,
+            padding: self.padding.code(),
+            a: self.kernel as u32,
+            b: self.stride as u32,
+            c: self.filters as u32,
+        }
+    }
+
+    /// The layer a record of [`KIND`] describes.
+    pub(crate) fn from_record(r: &Record) -> Result<Self, &'static str> {
+        let padding = r.padding()?;
+        Ok(Conv2d::with(
+            r.a as usize,
+            r.b as usize,
+            padding,
+            r.c as usize,
+        ))
+    }
+
+    /// The Rust expression that builds this layer.
+    pub(crate) fn write_rust(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "microconv::Layer::Conv2d(microconv::layers::Conv2d::with({}, {}, {}, {}))",
+            self.kernel,
+            self.stride,
+            self.padding.rust_path(),
+            self.filters
+        )
+    }
+
+    /// The weights' and biases' shapes for `input`: HWIO weights (`[cout, k, k, cin]` in
+    /// int8), `filters` biases.
+    pub const fn param_shapes(&self, input: Shape) -> ParamShapes {
+        let (k, cin, cout) = (self.kernel, input.c, self.filters);
+        ParamShapes {
+            weights: (4, [k, k, cin, cout]),
+            weights_i8: (4, [cout, k, k, cin]),
+            bias: cout,
+            fan_in: k * k * cin,
+            fan_out: k * k * cout,
+        }
+    }
+
     /// A `kernel x kernel` convolution with `filters` outputs, stride 1, SAME padding.
     pub const fn new(kernel: usize, filters: usize) -> Self {
         Conv2d {

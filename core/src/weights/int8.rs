@@ -2,8 +2,8 @@
 //! records of version 1, then int8 weights and int32 biases, multipliers and shifts per
 //! convolution and dense layer, and one quantization record per layer output plus one
 //! for the input. Read in place (no copy) by [`QModel::parse`]; a float file (version 1)
-//! given to it, or an int8 file given to [`crate::format::Model::parse`], is a
-//! [`FormatError::WrongPrecision`].
+//! given to it, or an int8 file given to [`crate::weights::float::Model::parse`], is a
+//! [`Error::WrongPrecision`].
 //!
 //! Tensors, in file order (`L` layers):
 //!
@@ -18,17 +18,20 @@
 //! Each tensor's data starts at the next multiple of 4 bytes after the previous one (the
 //! first at the 16-aligned data offset), padding bytes zero.
 
-use crate::crc32::crc32;
-use crate::format::{
-    header_len, parse_header, put_u32, u32_at, write_header, FormatError, HEADER, LAYER_RECORD,
+use super::field::tensor as T;
+use super::{
+    header_len, parse_header, put_u32, u32_at, write_header, Precision, HEADER, LAYER_RECORD,
     MAX_LAYERS, SIZE_OVERFLOW, TENSOR_RECORD,
 };
-use crate::net::{Arch, Layer};
+use crate::arch::Arch;
+use crate::crc32::crc32;
+use crate::error::Error;
+use crate::layers::Layer;
 use crate::quant::{QLayer, QNet, QParams, QTensors};
 use crate::shape::Shape;
 
-/// The version of int8 files.
-pub const VERSION_INT8: u32 = 2;
+/// The version of int8 files (re-exported from [`super::VERSION_INT8`]).
+pub use super::VERSION_INT8;
 
 const ROLE_WEIGHTS: u8 = 0;
 const ROLE_BIAS: u8 = 1;
@@ -51,43 +54,25 @@ pub struct QModel<'a> {
 type Slot = (usize, u8, u8, u8, [u32; 4]);
 
 /// Every tensor of `arch`'s int8 file, in order.
-fn slots(
-    arch: &Arch<'_>,
-    mut f: impl FnMut(Slot) -> Result<(), FormatError>,
-) -> Result<(), FormatError> {
+fn slots(arch: &Arch<'_>, mut f: impl FnMut(Slot) -> Result<(), Error>) -> Result<(), Error> {
     for (i, l) in arch.layers.iter().enumerate() {
-        let (ins, outs) = arch.layer_io(i).map_err(FormatError::Arch)?;
+        let (ins, _) = arch.layer_io(i)?;
         // Every dimension is a u32 in the file: one that does not fit cannot be written,
         // and truncating it would describe fewer weights than the layer needs.
         let dim = |v: usize| {
-            u32::try_from(v).map_err(|_| FormatError::BadLayer {
+            u32::try_from(v).map_err(|_| Error::BadLayer {
                 index: i,
                 reason: "a tensor dimension does not fit in 32 bits",
             })
         };
-        let cout = match l {
-            Layer::Conv2d(c) => {
-                let k = dim(c.kernel)?;
-                f((
-                    i,
-                    ROLE_WEIGHTS,
-                    DTYPE_I8,
-                    4,
-                    [dim(c.filters)?, k, k, dim(ins.c)?],
-                ))?;
-                Some(dim(c.filters)?)
+        let cout = match l.param_shapes(ins) {
+            Some(p) => {
+                let (rank, w) = p.weights_i8;
+                let dims = [dim(w[0])?, dim(w[1])?, dim(w[2])?, dim(w[3])?];
+                f((i, ROLE_WEIGHTS, DTYPE_I8, rank, dims))?;
+                Some(dim(p.bias)?)
             }
-            Layer::Dense(d) => {
-                f((
-                    i,
-                    ROLE_WEIGHTS,
-                    DTYPE_I8,
-                    2,
-                    [dim(d.units)?, dim(ins.len())?, 0, 0],
-                ))?;
-                Some(dim(outs.len())?)
-            }
-            _ => None,
+            None => None,
         };
         if let Some(c) = cout {
             for role in [ROLE_BIAS, ROLE_MULTIPLIER, ROLE_SHIFT] {
@@ -108,9 +93,9 @@ fn slot_bytes(s: &Slot) -> usize {
 
 /// Tensor count and data bytes (with alignment padding) of `arch`'s int8 file; an error
 /// if the data would not fit in `usize` bytes (no file could hold it).
-fn layout(arch: &Arch<'_>) -> Result<(usize, usize), FormatError> {
+fn layout(arch: &Arch<'_>) -> Result<(usize, usize), Error> {
     let (mut n, mut bytes) = (0usize, 0usize);
-    let overflow = FormatError::Arch(SIZE_OVERFLOW);
+    let overflow = SIZE_OVERFLOW;
     slots(arch, |s| {
         let elems = s.4[..s.3 as usize]
             .iter()
@@ -128,12 +113,12 @@ fn layout(arch: &Arch<'_>) -> Result<(usize, usize), FormatError> {
 }
 
 /// Size in bytes of `arch`'s int8 weights file.
-pub fn file_len(arch: &Arch<'_>) -> Result<usize, FormatError> {
-    arch.validate().map_err(FormatError::Arch)?;
+pub fn file_len(arch: &Arch<'_>) -> Result<usize, Error> {
+    arch.validate()?;
     let (tensors, data) = layout(arch)?;
     (header_len(arch.layers.len(), tensors) + 4)
         .checked_add(data)
-        .ok_or(FormatError::Arch(SIZE_OVERFLOW))
+        .ok_or(SIZE_OVERFLOW)
 }
 
 fn quant_words(q: QParams, lo: i8, hi: i8) -> [u32; 4] {
@@ -152,20 +137,20 @@ pub fn write(
     input: QParams,
     layers: &[QLayer<'_>],
     out: &mut [u8],
-) -> Result<usize, FormatError> {
+) -> Result<usize, Error> {
     let len = file_len(arch)?;
     if len > u32::MAX as usize {
         // The header's length field is a u32.
-        return Err(FormatError::Arch(SIZE_OVERFLOW));
+        return Err(SIZE_OVERFLOW);
     }
     if layers.len() != arch.layers.len() {
-        return Err(FormatError::TensorCount {
+        return Err(Error::TensorCount {
             expected: arch.layers.len(),
             found: layers.len(),
         });
     }
     let (tensors, _) = layout(arch)?;
-    let out = write_header(arch, VERSION_INT8, len, tensors, out)?;
+    let out = write_header(arch, Precision::Int8, len, tensors, out)?;
     let put = put_u32;
     let toff = HEADER + arch.layers.len() * LAYER_RECORD;
     let mut at = header_len(arch.layers.len(), tensors);
@@ -174,16 +159,16 @@ pub fn write(
         let (layer, role, dtype, rank, dims) = s;
         let n = slot_bytes(&s);
         let r = toff + 4 + t * TENSOR_RECORD;
-        put(out, r, layer as u32);
-        out[r + 4] = role;
-        out[r + 5] = dtype;
-        out[r + 6] = rank;
+        put(out, r + T::LAYER.start, layer as u32);
+        out[r + T::ROLE] = role;
+        out[r + T::DTYPE] = dtype;
+        out[r + T::RANK] = rank;
         for (k, d) in dims.iter().enumerate() {
-            put(out, r + 8 + 4 * k, *d);
+            put(out, r + T::DIMS.start + 4 * k, *d);
         }
-        put(out, r + 24, at as u32);
-        put(out, r + 28, n as u32);
-        let bad = |reason| FormatError::BadTensor { index: t, reason };
+        put(out, r + T::OFFSET.start, at as u32);
+        put(out, r + T::BYTES.start, n as u32);
+        let bad = |reason| Error::BadTensor { index: t, reason };
         let dst = &mut out[at..at + n];
         let words = |dst: &mut [u8], v: &[u32]| {
             for (d, w) in dst.chunks_exact_mut(4).zip(v) {
@@ -232,8 +217,8 @@ pub fn write(
     Ok(len)
 }
 
-fn parse_quant(w: &[i32], index: usize) -> Result<(QParams, i8, i8), FormatError> {
-    let bad = |reason| FormatError::BadTensor { index, reason };
+fn parse_quant(w: &[i32], index: usize) -> Result<(QParams, i8, i8), Error> {
+    let bad = |reason| Error::BadTensor { index, reason };
     let scale = f32::from_bits(w[0] as u32);
     if !(scale.is_finite() && scale > 0.0) {
         return Err(bad("quantization scale is not a positive finite number"));
@@ -249,47 +234,46 @@ fn parse_quant(w: &[i32], index: usize) -> Result<(QParams, i8, i8), FormatError
 
 impl<'a> QModel<'a> {
     /// Parses and checks an int8 weights file, borrowing the data from `bytes` (which
-    /// must be 4-byte aligned: embed it in [`crate::format::Aligned`]).
+    /// must be 4-byte aligned: embed it in [`crate::weights::Aligned`]).
     ///
     /// In firmware, `microconv-build` embeds a file from `host-trainer quantize --out` and
     /// this reads it in place (`QModel::parse(&MODEL.0)`, then [`QModel::net`] for
     /// [`crate::quant::infer_i8`]). A float file is refused with the reason:
     ///
     /// ```
-    /// use microconv::format::{self, Aligned, FormatError};
-    /// use microconv::qformat::QModel;
+    /// use microconv::weights::{float, Aligned};
+    /// use microconv::Error;
+    /// use microconv::weights::int8::QModel;
     /// use microconv::{Arch, Layer, Shape, layers::Dense};
     ///
     /// const ARCH: Arch = Arch::new(Shape::flat(4), &[Layer::Dense(Dense::new(3))]);
     /// let mut file = Aligned([0u8; 256]);
-    /// let len = format::write(&ARCH, &[0.5; ARCH.param_count()], &mut file.0).unwrap();
+    /// let len = float::write(&ARCH, &[0.5; ARCH.param_count()], &mut file.0).unwrap();
     /// let e = QModel::parse(&file.0[..len]).unwrap_err();
-    /// assert!(matches!(e, FormatError::WrongPrecision { found: 1 }));
+    /// assert!(matches!(e, Error::WrongPrecision { found: 1 }));
     /// ```
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        let (body, input, layers) = parse_header(bytes, VERSION_INT8)?;
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        let (body, input, layers) = parse_header(bytes, Precision::Int8)?;
         let arch = Arch::new(input, &layers);
         let toff = HEADER + layers.len() * LAYER_RECORD;
         let tensors = u32_at(body, toff)? as usize;
         let (expected, data) = layout(&arch)?;
         if tensors != expected {
-            return Err(FormatError::TensorCount {
+            return Err(Error::TensorCount {
                 expected,
                 found: tensors,
             });
         }
         let data_start = header_len(layers.len(), tensors);
-        let data_end = (data_start + 4)
-            .checked_add(data)
-            .ok_or(FormatError::Arch(SIZE_OVERFLOW))?;
+        let data_end = (data_start + 4).checked_add(data).ok_or(SIZE_OVERFLOW)?;
         if data_end - 4 != body.len() {
-            return Err(FormatError::LengthMismatch {
+            return Err(Error::LengthMismatch {
                 header: data_end,
                 actual: bytes.len(),
             });
         }
         let ints: &'a [i32] =
-            bytemuck::try_cast_slice(&body[data_start..]).map_err(|_| FormatError::Misaligned)?;
+            bytemuck::try_cast_slice(&body[data_start..]).map_err(|_| Error::Misaligned)?;
         let bytes_i8: &'a [i8] = bytemuck::cast_slice(&body[data_start..]);
         let mut q: heapless::Vec<QLayer<'a>, MAX_LAYERS> = heapless::Vec::new();
         let mut input_q = QParams {
@@ -303,22 +287,27 @@ impl<'a> QModel<'a> {
             let (layer, role, dtype, rank, dims) = s;
             let n = slot_bytes(&s);
             let r = &body[toff + 4 + t * TENSOR_RECORD..toff + 4 + (t + 1) * TENSOR_RECORD];
-            let bad = |reason| FormatError::BadTensor { index: t, reason };
+            let bad = |reason| Error::BadTensor { index: t, reason };
             let file_dims = [
-                u32_at(r, 8)?,
-                u32_at(r, 12)?,
-                u32_at(r, 16)?,
-                u32_at(r, 20)?,
+                u32_at(r, T::DIMS.start)?,
+                u32_at(r, T::DIMS.start + 4)?,
+                u32_at(r, T::DIMS.start + 8)?,
+                u32_at(r, T::DIMS.start + 12)?,
             ];
-            if u32_at(r, 0)? as usize != layer || r[4] != role || r[5] != dtype {
+            if u32_at(r, T::LAYER.start)? as usize != layer
+                || r[T::ROLE] != role
+                || r[T::DTYPE] != dtype
+            {
                 return Err(bad(
                     "tensors are not in the int8 layout's order, roles and types",
                 ));
             }
-            if r[6] != rank || r[7] != 0 || file_dims != dims {
+            if r[T::RANK] != rank || r[T::RESERVED] != 0 || file_dims != dims {
                 return Err(bad("shape does not match the architecture"));
             }
-            if u32_at(r, 24)? as usize != at || u32_at(r, 28)? as usize != n {
+            if u32_at(r, T::OFFSET.start)? as usize != at
+                || u32_at(r, T::BYTES.start)? as usize != n
+            {
                 return Err(bad("offset or length is not where the layout puts it"));
             }
             let rel = at - data_start;
@@ -352,7 +341,7 @@ impl<'a> QModel<'a> {
                     if layer == layers.len() {
                         input_q = output;
                     } else {
-                        let has = matches!(arch.layers[layer], Layer::Conv2d(_) | Layer::Dense(_));
+                        let has = arch.layers[layer].has_params();
                         let params = if has { cur.take() } else { None };
                         cur = None;
                         // Cannot fail: at most MAX_LAYERS layers.
@@ -396,8 +385,8 @@ impl<'a> QModel<'a> {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::format::Aligned;
     use crate::layers::{Conv2d, Dense, MaxPool};
+    use crate::weights::Aligned;
     use crate::Padding;
     use std::vec;
     use std::vec::Vec;
@@ -502,8 +491,8 @@ mod tests {
         );
         // The float reader refuses it with the right reason, and the other way round.
         assert_eq!(
-            crate::format::Model::parse(&a.0[..bytes.len()]).unwrap_err(),
-            FormatError::WrongPrecision { found: 2 }
+            crate::weights::float::Model::parse(&a.0[..bytes.len()]).unwrap_err(),
+            Error::WrongPrecision { found: 2 }
         );
     }
 
@@ -539,31 +528,31 @@ mod tests {
         b[n - 4..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             QModel::parse(&aligned(&b).0[..n]),
-            Err(FormatError::BadTensor { .. })
+            Err(Error::BadTensor { .. })
         ));
         // Misaligned bytes are an error, not a copy.
         let mut off = std::boxed::Box::new(Aligned([0u8; 1025]));
         off.0[1..1 + bytes.len()].copy_from_slice(&bytes);
         assert_eq!(
             QModel::parse(&off.0[1..1 + bytes.len()]).unwrap_err(),
-            FormatError::Misaligned
+            Error::Misaligned
         );
     }
 
     #[test]
     fn dimensions_over_32_bits_and_oversized_files_are_errors() {
-        use crate::format::tests::header_only;
+        use crate::weights::float::tests::header_only;
         // 2^32 inputs to a dense layer: the weights' dimension does not fit in the
         // file's u32 (it was truncated to 0, and a file without the layer's weights
         // was accepted).
         let layers = [Layer::Flatten, Layer::Dense(Dense::new(1))];
         let arch = Arch::new(Shape::new(1 << 16, 1 << 16, 1), &layers);
-        let too_wide = FormatError::BadLayer {
+        let too_wide = Error::BadLayer {
             index: 1,
             reason: "a tensor dimension does not fit in 32 bits",
         };
         assert_eq!(file_len(&arch), Err(too_wide));
-        let store = header_only(&arch, VERSION_INT8, 7);
+        let store = header_only(&arch, Precision::Int8, 7);
         let len = header_len(2, 7) + 4;
         let r = QModel::parse(&bytemuck::cast_slice(&store)[..len]).map(|_| ());
         assert_eq!(r, Err(too_wide));
@@ -571,6 +560,6 @@ mod tests {
         let layers = [Layer::Dense(Dense::new(u32::MAX as usize))];
         let arch = Arch::new(Shape::flat(u32::MAX as usize), &layers);
         assert!(arch.is_valid());
-        assert_eq!(file_len(&arch), Err(FormatError::Arch(SIZE_OVERFLOW)));
+        assert_eq!(file_len(&arch), Err(SIZE_OVERFLOW));
     }
 }
