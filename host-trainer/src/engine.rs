@@ -40,13 +40,11 @@ struct Worker {
 
 /// `layer 3 (conv2d 5x5, 16 filters)`: a layer as messages name it (counted from 0).
 pub fn layer_label(arch: &Arch<'_>, i: usize) -> String {
+    // The core names every kind (`Layer::name`); the two with sizes get them added.
     let what = match arch.layers.get(i) {
         Some(Layer::Conv2d(c)) => format!("conv2d {k}x{k}, {} filters", c.filters, k = c.kernel),
         Some(Layer::Dense(d)) => format!("dense, {} units", d.units),
-        Some(Layer::MaxPool(_)) => "max-pool".into(),
-        Some(Layer::Relu) => "ReLU".into(),
-        Some(Layer::Dropout(_)) => "dropout".into(),
-        Some(Layer::Flatten) => "flatten".into(),
+        Some(l) => l.name().into(),
         None => "?".into(),
     };
     format!("layer {i} ({what})")

@@ -13,9 +13,9 @@ use microconv::qformat::QModel;
 pub const MAX_BYTES: u64 = crate::params_file::MAX_BYTES + (1 << 20);
 
 /// Whether `bytes` (a whole file or its first 12 bytes) start an int8 weights file
-/// (version 2) by its header: the host's one reading of the version field.
+/// (version 2), as the core's [`microconv::weights::Precision::of`] reads the header.
 pub fn is_int8(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"MCONVNET") && bytes.get(8..12) == Some(&2u32.to_le_bytes()[..])
+    microconv::weights::Precision::of(bytes) == Ok(microconv::weights::Precision::Int8)
 }
 
 /// Whether the file at `path` is an int8 weights file (false if it cannot be read).

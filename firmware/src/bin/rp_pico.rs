@@ -23,7 +23,7 @@ use rp2040_hal::{pac, Sio, Timer, Watchdog};
 #[path = "shared/model.rs"]
 mod model;
 
-use model::{ARCH, F32_BUF, F32_IN, I8_BUF, I8_IN, INT8, MODEL};
+use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, first 256 bytes of flash
 /// (the `.boot2` section of build.rs's memory.x).
@@ -93,8 +93,8 @@ fn main() -> ! {
             &MODEL.0,
             ARCH,
             cortex_m::singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
-            cortex_m::singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| taken()),
-            cortex_m::singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| taken()),
+            cortex_m::singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| taken()),
+            cortex_m::singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN]).unwrap_or_else(|| taken()),
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(serial, led, timer, watch, runner))
@@ -102,8 +102,8 @@ fn main() -> ! {
     let runner = embedded::float(
         &MODEL.0,
         ARCH,
-        cortex_m::singleton!(: [f32; F32_BUF] = [0.0; F32_BUF]).unwrap_or_else(|| taken()),
-        cortex_m::singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| taken()),
+        cortex_m::singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN]).unwrap_or_else(|| taken()),
+        cortex_m::singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN]).unwrap_or_else(|| taken()),
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(serial, led, timer, watch, runner))

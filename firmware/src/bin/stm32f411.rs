@@ -25,7 +25,7 @@ use stm32f4xx_hal::serial::{RxISR, Serial};
 #[path = "shared/model.rs"]
 mod model;
 
-use model::{ARCH, F32_BUF, F32_IN, I8_BUF, I8_IN, INT8, MODEL};
+use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
 struct Port(Serial<pac::USART1>);
@@ -133,8 +133,8 @@ fn main() -> ! {
             &MODEL.0,
             ARCH,
             singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
-            singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| taken()),
-            singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| taken()),
+            singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| taken()),
+            singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN]).unwrap_or_else(|| taken()),
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(port, led, delay, Cycles(0), runner))
@@ -142,8 +142,8 @@ fn main() -> ! {
     let runner = embedded::float(
         &MODEL.0,
         ARCH,
-        singleton!(: [f32; F32_BUF] = [0.0; F32_BUF]).unwrap_or_else(|| taken()),
-        singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| taken()),
+        singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN]).unwrap_or_else(|| taken()),
+        singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN]).unwrap_or_else(|| taken()),
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(port, led, delay, Cycles(0), runner))

@@ -23,7 +23,7 @@ use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded::{self, EmbeddedError};
 use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
 
-use crate::model::{ARCH, F32_BUF, F32_IN, I8_BUF, I8_IN, INT8, MODEL};
+use crate::model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
 
 /// Training on the device (feature `train`, float models only): the arena and marks of
 /// the largest selection this build accepts, every layer with plain SGD (smaller ones,
@@ -239,7 +239,7 @@ where
         B::name(),
         ARCH.param_count(),
         MODEL.0.len(),
-        4 * F32_BUF + I8_BUF,
+        4 * F32_BUF_LEN + I8_BUF_LEN,
         top - bottom
     );
     let watch = SysTickWatch::<B> {
@@ -253,16 +253,16 @@ where
             ARCH,
             singleton!(: Option<QModel<'static>> = None)
                 .unwrap_or_else(|| fail("buffers taken twice")),
-            singleton!(: [i8; I8_BUF] = [0; I8_BUF]).unwrap_or_else(|| fail("buffers taken twice")),
-            singleton!(: [i8; I8_IN] = [0; I8_IN]).unwrap_or_else(|| fail("buffers taken twice")),
+            singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| fail("buffers taken twice")),
+            singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN]).unwrap_or_else(|| fail("buffers taken twice")),
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(make_serial(), led, delay, watch, runner)
     }
-    let buf = singleton!(: [f32; F32_BUF] = [0.0; F32_BUF])
+    let buf = singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN])
         .unwrap_or_else(|| fail("buffers taken twice"));
     let input =
-        singleton!(: [f32; F32_IN] = [0.0; F32_IN]).unwrap_or_else(|| fail("buffers taken twice"));
+        singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN]).unwrap_or_else(|| fail("buffers taken twice"));
     if TRAIN {
         let model = microconv::format::Model::parse(&MODEL.0).unwrap_or_else(|e| format_failed(e));
         let buffers = Buffers {
