@@ -8,6 +8,7 @@ use core::fmt;
 /// Everything that can go wrong in the core. Each variant says what was wrong and,
 /// where it helps, where; nothing in the core panics on bad input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
     /// A caller-provided buffer has the wrong length.
@@ -135,6 +136,7 @@ pub enum Error {
 
 /// Why a shape is not accepted by a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum ShapeError {
     /// A dimension, kernel, stride or unit count is zero.

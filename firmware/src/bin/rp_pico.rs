@@ -13,7 +13,6 @@ use embedded_hal::digital::OutputPin;
 use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded::{self, EmbeddedError};
-use panic_probe as _;
 use rp2040_hal::clocks::Clock;
 use rp2040_hal::fugit::RateExtU32;
 use rp2040_hal::gpio::{FunctionUart, Pins};
@@ -22,6 +21,8 @@ use rp2040_hal::{pac, Sio, Timer, Watchdog};
 
 #[path = "shared/model.rs"]
 mod model;
+#[path = "shared/probe_panic.rs"]
+mod probe_panic;
 
 use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
 
@@ -94,7 +95,8 @@ fn main() -> ! {
             ARCH,
             cortex_m::singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
             cortex_m::singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| taken()),
-            cortex_m::singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN]).unwrap_or_else(|| taken()),
+            cortex_m::singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN])
+                .unwrap_or_else(|| taken()),
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(serial, led, timer, watch, runner))
@@ -103,7 +105,8 @@ fn main() -> ! {
         &MODEL.0,
         ARCH,
         cortex_m::singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN]).unwrap_or_else(|| taken()),
-        cortex_m::singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN]).unwrap_or_else(|| taken()),
+        cortex_m::singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN])
+            .unwrap_or_else(|| taken()),
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(serial, led, timer, watch, runner))
@@ -143,7 +146,7 @@ fn taken() -> ! {
 fn embedded_failed(e: EmbeddedError) -> ! {
     match e {
         EmbeddedError::Format(e) => {
-            defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e))
+            defmt::panic!("invalid embedded weights: {}", e)
         }
         EmbeddedError::ArchMismatch => {
             defmt::panic!("embedded weights do not match the compiled architecture")

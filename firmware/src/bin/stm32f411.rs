@@ -16,7 +16,6 @@ use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write};
 use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded::{self, EmbeddedError};
-use panic_probe as _;
 use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::rcc::Config;
@@ -24,6 +23,8 @@ use stm32f4xx_hal::serial::{RxISR, Serial};
 
 #[path = "shared/model.rs"]
 mod model;
+#[path = "shared/probe_panic.rs"]
+mod probe_panic;
 
 use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
 
@@ -175,7 +176,7 @@ fn taken() -> ! {
 fn embedded_failed(e: EmbeddedError) -> ! {
     match e {
         EmbeddedError::Format(e) => {
-            defmt::panic!("invalid embedded weights: {}", defmt::Debug2Format(&e))
+            defmt::panic!("invalid embedded weights: {}", e)
         }
         EmbeddedError::ArchMismatch => {
             defmt::panic!("embedded weights do not match the compiled architecture")

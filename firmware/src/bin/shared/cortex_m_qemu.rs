@@ -253,16 +253,18 @@ where
             ARCH,
             singleton!(: Option<QModel<'static>> = None)
                 .unwrap_or_else(|| fail("buffers taken twice")),
-            singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| fail("buffers taken twice")),
-            singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN]).unwrap_or_else(|| fail("buffers taken twice")),
+            singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN])
+                .unwrap_or_else(|| fail("buffers taken twice")),
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(make_serial(), led, delay, watch, runner)
     }
     let buf = singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN])
         .unwrap_or_else(|| fail("buffers taken twice"));
-    let input =
-        singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN]).unwrap_or_else(|| fail("buffers taken twice"));
+    let input = singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN])
+        .unwrap_or_else(|| fail("buffers taken twice"));
     if TRAIN {
         let model = microconv::format::Model::parse(&MODEL.0).unwrap_or_else(|e| format_failed(e));
         let buffers = Buffers {
@@ -329,7 +331,7 @@ where
 }
 
 fn format_failed(e: FormatError) -> ! {
-    defmt::error!("embedded weights: {}", defmt::Debug2Format(&e));
+    defmt::error!("embedded weights: {}", e);
     fail("invalid embedded weights")
 }
 
@@ -354,6 +356,12 @@ pub fn fail(msg: &str) -> ! {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    defmt::error!("panic: {}", defmt::Display2Format(info));
+    // Where, not what: formatting the message through `core::fmt` would link its
+    // machinery (about 13 KB of flash) into every build for a path that the library's
+    // no-panic rule keeps unreachable; the location finds the line.
+    match info.location() {
+        Some(at) => defmt::error!("panic at {=str}:{=u32}", at.file(), at.line()),
+        None => defmt::error!("panic"),
+    }
     fail("panicked")
 }

@@ -1,0 +1,17 @@
+//! The panic handler of the boards run under a debug probe (probe-rs with defmt over
+//! RTT): the panic's location through defmt, then `udf`, the permanently undefined
+//! instruction, whose HardFault probe-rs reports and stops on (what `panic-probe` does).
+//! Only the location is logged: formatting the message through `core::fmt` would link
+//! its machinery (about 13 KB of flash) for a path the library's no-panic rule keeps
+//! unreachable, and `defmt::panic!` has already logged its own message.
+//! (Not a Cargo target: only `src/bin/*.rs` and `src/bin/*/main.rs` are.)
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    cortex_m::interrupt::disable();
+    match info.location() {
+        Some(at) => defmt::error!("panic at {=str}:{=u32}", at.file(), at.line()),
+        None => defmt::error!("panic"),
+    }
+    cortex_m::asm::udf()
+}
