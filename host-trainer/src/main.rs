@@ -195,9 +195,21 @@ enum Command {
         /// Training examples sent to the device (the first of the training set)
         #[arg(long, default_value_t = 400)]
         samples: usize,
-        /// SGD's learning rate
-        #[arg(long, default_value_t = 0.003)]
-        lr: f32,
+        /// SGD's learning rate, or auto: the best of --lr-grid on held-out folds of the
+        /// training examples (host replica, before the board sees any)
+        #[arg(long, default_value = "0.003")]
+        lr: host_trainer::finetune::Rate,
+        /// The rates --lr auto tries
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0.003,0.004,0.005,0.006,0.007"
+        )]
+        lr_grid: Vec<f32>,
+        /// Training examples held out at a time by --lr auto: --samples / this folds,
+        /// split by --seed
+        #[arg(long, default_value_t = 100)]
+        validation: usize,
         /// Learning rate of the last step: linear decay from --lr (default: constant)
         #[arg(long)]
         lr_end: Option<f32>,
@@ -632,6 +644,8 @@ fn run(cli: Cli) -> Result<()> {
             task,
             samples,
             lr,
+            lr_grid,
+            validation,
             lr_end,
             passes,
             rehearse,
@@ -658,6 +672,10 @@ fn run(cli: Cli) -> Result<()> {
                 lr,
                 lr_end,
                 held_out,
+                lr_grid,
+                validation,
+                seed: common.seed,
+                threads: common.threads(),
             };
             println!(
                 "training layers {layers} on the device: {samples} {} training images{}{}, SGD lr {lr}{}, momentum {momentum}, {accumulate} sample(s) per update",
@@ -721,6 +739,12 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     "DIFFERENT from the host's"
                 }
+            );
+            println!(
+                "learning rate {}{}; requests sent again after the device dropped them in transit: {}",
+                r.lr,
+                if r.selection.is_some() { " (chosen by --lr auto)" } else { "" },
+                r.retries
             );
             println!("took {:.1} s", r.seconds);
             if !r.weights_equal || r.agree.0 != r.agree.1 {
