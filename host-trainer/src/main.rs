@@ -203,7 +203,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "0.003,0.004,0.005,0.006,0.007"
+            default_value = "0.003,0.005,0.007,0.01,0.014,0.02,0.03,0.05"
         )]
         lr_grid: Vec<f32>,
         /// Training examples held out at a time by --lr auto: --samples / this folds,
