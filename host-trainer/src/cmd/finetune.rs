@@ -25,9 +25,21 @@ pub struct Args {
     /// Training examples sent to the device (the first of the training set)
     #[arg(long, default_value_t = 400)]
     pub samples: usize,
-    /// SGD's learning rate
-    #[arg(long, default_value_t = 0.003)]
-    pub lr: f32,
+    /// SGD's learning rate, or auto: the best of --lr-grid on held-out folds of the
+    /// training examples (host replica, before the board sees any)
+    #[arg(long, default_value = "0.003")]
+    pub lr: finetune::Rate,
+    /// The rates --lr auto tries
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.003,0.005,0.007,0.01,0.014,0.02,0.03,0.05"
+    )]
+    pub lr_grid: Vec<f32>,
+    /// Training examples held out at a time by --lr auto: --samples / this folds,
+    /// split by --seed
+    #[arg(long, default_value_t = 100)]
+    pub validation: usize,
     /// Learning rate of the last step: linear decay from --lr (default: constant)
     #[arg(long)]
     pub lr_end: Option<f32>,
@@ -78,6 +90,8 @@ pub fn run(args: Args) -> Result<()> {
         lr,
         lr_end,
         held_out,
+        ref lr_grid,
+        validation,
         ..
     } = args;
     let cfg = finetune::Config {
@@ -91,6 +105,10 @@ pub fn run(args: Args) -> Result<()> {
         lr,
         lr_end,
         held_out,
+        lr_grid: lr_grid.clone(),
+        validation,
+        seed: args.common.seed,
+        threads: args.common.threads(),
     };
     println!(
         "training layers {layers} on the device: {samples} {} training images{}{}, SGD lr {lr}{}, momentum {momentum}, {accumulate} sample(s) per update",
@@ -154,6 +172,12 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             "DIFFERENT from the host's"
         }
+    );
+    println!(
+        "learning rate {}{}; requests sent again after the device dropped them in transit: {}",
+        r.lr,
+        if r.selection.is_some() { " (chosen by --lr auto)" } else { "" },
+        r.retries
     );
     println!("took {:.1} s", r.seconds);
     if !r.weights_equal || r.agree.0 != r.agree.1 {
