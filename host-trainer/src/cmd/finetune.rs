@@ -176,7 +176,11 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "learning rate {}{}; requests sent again after the device dropped them in transit: {}",
         r.lr,
-        if r.selection.is_some() { " (chosen by --lr auto)" } else { "" },
+        if r.selection.is_some() {
+            " (chosen by --lr auto)"
+        } else {
+            ""
+        },
         r.retries
     );
     println!("took {:.1} s", r.seconds);
