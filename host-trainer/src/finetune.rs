@@ -610,17 +610,8 @@ fn evaluate(
     ))
 }
 
-/// Runs the demonstration on `target`, or on the host replica alone when `target` is
-/// `None` (then the accuracies are the host's and no instruction counts are measured).
-pub fn run(
-    target: Option<&Target>,
-    weights: &Path,
-    train: &Dataset,
-    test: &Dataset,
-    cfg: &Config,
-    log: &dyn Fn(&str),
-) -> Result<Report> {
-    let start = Instant::now();
+/// The options `run` refuses before any work.
+fn check(cfg: &Config, train: &Dataset, test: &Dataset) -> Result<()> {
     if cfg.samples == 0
         || cfg.samples > train.len()
         || cfg.held_out == 0
@@ -642,18 +633,25 @@ pub fn run(
             bail!("--lr-end must be a positive number, got {end}");
         }
     }
-    let wf = WeightsFile::read(weights)?;
-    let model = wf
-        .model()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
-    let arch = model.arch();
-    let tc = cfg.layers.config(&arch, cfg.momentum, cfg.accumulate)?;
-    let default = last_layer(&arch);
+    Ok(())
+}
+
+/// The learning rate: `--lr`'s, or the one `--lr auto` chooses on held-out folds of the
+/// training examples (logged with its grid).
+fn select_rate(
+    arch: &Arch<'_>,
+    params: &[f32],
+    tc: &TrainConfig,
+    train: &Dataset,
+    cfg: &Config,
+    weights: &Path,
+    log: &dyn Fn(&str),
+) -> Result<(Option<Selection>, f32)> {
     let selection = match cfg.lr {
         Rate::Fixed(_) => None,
         Rate::Auto => {
             let t = Instant::now();
-            let sel = choose_lr(&arch, model.params(), &tc, train, cfg)
+            let sel = choose_lr(arch, params, tc, train, cfg)
                 .with_context(|| format!("--lr auto with {}", weights.display()))?;
             let folds = cfg.samples / cfg.validation;
             log(&format!(
@@ -688,6 +686,114 @@ pub fn run(
         (Rate::Auto, Some(s)) => s.lr,
         (Rate::Auto, None) => bail!("--lr auto chose no rate"),
     };
+    Ok((selection, lr0))
+}
+
+/// Before training: the device runs these weights (PING), learns the chosen layers
+/// (CONFIGURE, unless the firmware's default), holds the host's parameters and has not
+/// trained (DIGEST). Returns the device's training capacity in bytes (0 for the default).
+#[allow(clippy::too_many_arguments)] // one call site; the facts the checks compare
+fn handshake(
+    link: &mut Link,
+    arch: &Arch<'_>,
+    tc: &TrainConfig,
+    host: &FineTune<'_>,
+    cfg: &Config,
+    weights: &Path,
+    ram_needed: usize,
+    trainable: usize,
+    retries: &mut usize,
+) -> Result<usize> {
+    let mut capacity = 0;
+    let pong = ask(link, kind::PING, &[], kind::PONG, retries)?;
+    if pong.len() != PONG_LEN || word(&pong, 0) as usize != arch.param_count() {
+        bail!(
+            "the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
+            word(&pong, 0),
+            weights.display(),
+            arch.param_count()
+        );
+    }
+    if *tc != last_layer(arch) {
+        link.send(kind::CONFIGURE, &tc.to_bytes())?;
+        let (got, p) = link.recv(Duration::from_secs(30))?;
+        if got == kind::ERROR {
+            let code = p.first().copied().and_then(ErrorCode::from_u8);
+            match code {
+                Some(ErrorCode::NoMemory) => bail!(
+                    "{}: the firmware has not the RAM for --layers {} with momentum {} and {} samples per update ({} B needed)",
+                    link.what, cfg.layers, cfg.momentum, cfg.accumulate, ram_needed
+                ),
+                Some(ErrorCode::Unsupported) => bail!("{}: the firmware cannot train (build it with --features mps2-an386,train and a float model)", link.what),
+                _ => bail!("{}: CONFIGURE refused: {code:?}", link.what),
+            }
+        }
+        let c = (got == kind::CONFIGURED)
+            .then(|| Configured::from_bytes(&p))
+            .flatten()
+            .with_context(|| format!("{}: answer of kind {got:#04x} to CONFIGURE", link.what))?;
+        if c.crc != host.digest() || c.trainable as usize != trainable {
+            bail!(
+                "{}: the device's trainable parameters differ from the host's after CONFIGURE",
+                link.what
+            );
+        }
+        capacity = c.capacity as usize;
+    }
+    let d0 = Digest::from_bytes(&ask(link, kind::DIGEST, &[], kind::DIGEST_RESULT, retries)?)
+        .context("malformed DIGEST_RESULT")?;
+    if d0.steps != 0 || d0.crc != host.digest() {
+        bail!(
+            "{}: the device has trained already or holds other weights (restart it)",
+            link.what
+        );
+    }
+    Ok(capacity)
+}
+
+/// Little-endian word `i` of a payload (0 past its end).
+fn word(p: &[u8], i: usize) -> u32 {
+    p.get(4 * i..4 * i + 4)
+        .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+}
+
+/// The first `n` images of `set` with their labels, through `t` (or as they are).
+fn pick_images(set: &Dataset, n: usize, t: Option<Task>) -> Vec<([u8; IMAGE_LEN], u8)> {
+    (0..n)
+        .map(|i| {
+            let img = set.image(i);
+            let x = match t {
+                Some(t) => t.apply(img),
+                None => {
+                    let mut a = [0u8; IMAGE_LEN];
+                    a.copy_from_slice(img);
+                    a
+                }
+            };
+            (x, set.labels[i])
+        })
+        .collect()
+}
+
+/// Runs the demonstration on `target`, or on the host replica alone when `target` is
+/// `None` (then the accuracies are the host's and no instruction counts are measured).
+pub fn run(
+    target: Option<&Target>,
+    weights: &Path,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &Config,
+    log: &dyn Fn(&str),
+) -> Result<Report> {
+    let start = Instant::now();
+    check(cfg, train, test)?;
+    let wf = WeightsFile::read(weights)?;
+    let model = wf
+        .model()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
+    let arch = model.arch();
+    let tc = cfg.layers.config(&arch, cfg.momentum, cfg.accumulate)?;
+    let (selection, lr0) = select_rate(&arch, model.params(), &tc, train, cfg, weights, log)?;
     let mut replica = Replica::new(&arch, &tc);
     let mut host = replica
         .start(arch, model.params(), tc, lr0)
@@ -705,81 +811,21 @@ pub fn run(
         None => None,
     };
     let mut retries = 0usize;
-    let word = |p: &[u8], i: usize| {
-        p.get(4 * i..4 * i + 4)
-            .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-    };
     if let Some(link) = link.as_mut() {
-        let pong = ask(link, kind::PING, &[], kind::PONG, &mut retries)?;
-        if pong.len() != PONG_LEN || word(&pong, 0) as usize != arch.param_count() {
-            bail!(
-                "the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
-                word(&pong, 0),
-                weights.display(),
-                arch.param_count()
-            );
-        }
-        if tc != default {
-            link.send(kind::CONFIGURE, &tc.to_bytes())?;
-            let (got, p) = link.recv(Duration::from_secs(30))?;
-            if got == kind::ERROR {
-                let code = p.first().copied().and_then(ErrorCode::from_u8);
-                match code {
-                    Some(ErrorCode::NoMemory) => bail!(
-                        "{}: the firmware has not the RAM for --layers {} with momentum {} and {} samples per update ({} B needed)",
-                        link.what, cfg.layers, cfg.momentum, cfg.accumulate, r.ram.0
-                    ),
-                    Some(ErrorCode::Unsupported) => bail!("{}: the firmware cannot train (build it with --features mps2-an386,train and a float model)", link.what),
-                    _ => bail!("{}: CONFIGURE refused: {code:?}", link.what),
-                }
-            }
-            let c = (got == kind::CONFIGURED)
-                .then(|| Configured::from_bytes(&p))
-                .flatten()
-                .with_context(|| {
-                    format!("{}: answer of kind {got:#04x} to CONFIGURE", link.what)
-                })?;
-            if c.crc != host.digest() || c.trainable as usize != r.trainable {
-                bail!(
-                    "{}: the device's trainable parameters differ from the host's after CONFIGURE",
-                    link.what
-                );
-            }
-            r.ram.1 = c.capacity as usize;
-        }
-        let d0 = Digest::from_bytes(&ask(
+        r.ram.1 = handshake(
             link,
-            kind::DIGEST,
-            &[],
-            kind::DIGEST_RESULT,
+            &arch,
+            &tc,
+            &host,
+            cfg,
+            weights,
+            r.ram.0,
+            r.trainable,
             &mut retries,
-        )?)
-        .context("malformed DIGEST_RESULT")?;
-        if d0.steps != 0 || d0.crc != host.digest() {
-            bail!(
-                "{}: the device has trained already or holds other weights (restart it)",
-                link.what
-            );
-        }
+        )?;
     }
-    let pick = |set: &Dataset, n: usize, t: Option<Task>| -> Vec<([u8; IMAGE_LEN], u8)> {
-        (0..n)
-            .map(|i| {
-                let img = set.image(i);
-                let x = match t {
-                    Some(t) => t.apply(img),
-                    None => {
-                        let mut a = [0u8; IMAGE_LEN];
-                        a.copy_from_slice(img);
-                        a
-                    }
-                };
-                (x, set.labels[i])
-            })
-            .collect()
-    };
-    let task_set = pick(test, cfg.held_out, Some(cfg.task));
-    let mnist_set = pick(test, cfg.held_out, None);
+    let task_set = pick_images(test, cfg.held_out, Some(cfg.task));
+    let mnist_set = pick_images(test, cfg.held_out, None);
     let n = cfg.held_out as f64;
     let mut agree = (0, 0);
     let mut inference_ticks = Vec::new();
@@ -803,8 +849,8 @@ pub fn run(
         before.1,
         cfg.held_out
     ));
-    let task_examples = pick(train, cfg.samples, Some(cfg.task));
-    let plain_examples = pick(train, cfg.samples, None);
+    let task_examples = pick_images(train, cfg.samples, Some(cfg.task));
+    let plain_examples = pick_images(train, cfg.samples, None);
     let examples = recipe(&task_examples, &plain_examples, cfg.passes, cfg.rehearse);
     let (mut losses, mut ticks) = (Vec::new(), 0u64);
     let steps = examples.len();
