@@ -80,24 +80,30 @@ def strip(text):
     return "".join(out)
 
 
+def block_end(lines, i):
+    """The last line (0-based) of the item starting at line `i`: where its braces close,
+    or the `;` that ends it before any brace; and whether it had a `{` body."""
+    depth, seen, j = 0, False, i
+    while j < len(lines):
+        depth += lines[j].count("{") - lines[j].count("}")
+        if "{" in lines[j]:
+            seen = True
+        if seen and depth <= 0:
+            break
+        if not seen and lines[j].rstrip().endswith(";"):
+            break
+        j += 1
+    return j, seen
+
+
 def test_blocks(lines):
     """Line ranges (0-based, inclusive) of `#[cfg(test)]` items."""
     ranges = []
     i = 0
     while i < len(lines):
         if re.match(r"\s*#\[cfg\(test\)\]", lines[i]):
-            start = i
-            depth, seen, j = 0, False, i
-            while j < len(lines):
-                depth += lines[j].count("{") - lines[j].count("}")
-                if "{" in lines[j]:
-                    seen = True
-                if seen and depth <= 0:
-                    break
-                if not seen and lines[j].rstrip().endswith(";") and j > i:
-                    break
-                j += 1
-            ranges.append((start, j))
+            j, _ = block_end(lines, i)
+            ranges.append((i, j))
             i = j + 1
         else:
             i += 1
@@ -119,16 +125,7 @@ def functions(lines, tests):
         m = re.match(r"\s*(pub(\([^)]*\))?\s+)?(const\s+)?(unsafe\s+)?(extern\s+\"C\"\s+)?fn\s+(\w+)", line)
         if not m or in_test(i):
             continue
-        depth, seen, j = 0, False, i
-        while j < len(lines):
-            depth += lines[j].count("{") - lines[j].count("}")
-            if "{" in lines[j]:
-                seen = True
-            if seen and depth <= 0:
-                break
-            if not seen and lines[j].rstrip().endswith(";"):
-                break
-            j += 1
+        j, seen = block_end(lines, i)
         if seen:
             exempt = i > 0 and "layout: long because" in lines[i - 1]
             found.append((m.group(6), i + 1, j - i + 1, exempt))
