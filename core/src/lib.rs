@@ -24,7 +24,8 @@
 //!
 //! Features: `micromath` (fast approximate `exp`/`ln`), `dsp` (the int8 convolution's
 //! `SMLAD`/`SXTB16` through inline assembly on Armv7E-M and later; the crate's only
-//! `unsafe` code, each block justified where it stands).
+//! `unsafe` code, each block justified where it stands), `defmt` (`defmt::Format` for the
+//! error types, so that firmware logs them without `core::fmt`).
 //!
 //! ## Example: one training step, every buffer declared statically
 //! ```
