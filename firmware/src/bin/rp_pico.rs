@@ -12,7 +12,7 @@ use defmt_rtt as _;
 use embedded_hal::digital::OutputPin;
 use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
-use microconv_firmware::embedded::{self, EmbeddedError};
+use microconv_firmware::embedded;
 use rp2040_hal::clocks::Clock;
 use rp2040_hal::fugit::RateExtU32;
 use rp2040_hal::gpio::{FunctionUart, Pins};
@@ -21,8 +21,10 @@ use rp2040_hal::{pac, Sio, Timer, Watchdog};
 
 #[path = "shared/model.rs"]
 mod model;
-#[path = "shared/probe_panic.rs"]
-mod probe_panic;
+#[path = "shared/probe.rs"]
+mod probe;
+
+use probe::{embedded_failed, taken};
 
 use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
 
@@ -136,21 +138,5 @@ where
                 )
             }
         }
-    }
-}
-
-fn taken() -> ! {
-    defmt::panic!("buffers taken twice")
-}
-
-fn embedded_failed(e: EmbeddedError) -> ! {
-    match e {
-        EmbeddedError::Format(e) => {
-            defmt::panic!("invalid embedded weights: {}", e)
-        }
-        EmbeddedError::ArchMismatch => {
-            defmt::panic!("embedded weights do not match the compiled architecture")
-        }
-        EmbeddedError::Classifier(_) => defmt::panic!("model does not fit the classifier"),
     }
 }

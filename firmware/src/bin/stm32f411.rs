@@ -15,7 +15,7 @@ use embedded_hal_nb::serial::{Read as NbRead, Write as NbWrite};
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write};
 use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
-use microconv_firmware::embedded::{self, EmbeddedError};
+use microconv_firmware::embedded;
 use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::rcc::Config;
@@ -23,8 +23,10 @@ use stm32f4xx_hal::serial::{RxISR, Serial};
 
 #[path = "shared/model.rs"]
 mod model;
-#[path = "shared/probe_panic.rs"]
-mod probe_panic;
+#[path = "shared/probe.rs"]
+mod probe;
+
+use probe::{embedded_failed, taken};
 
 use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
 
@@ -166,21 +168,5 @@ fn serve<P: OutputPin, D: embedded_hal::delay::DelayNs, M: Runner<'static>>(
                 defmt::warn!("serial line error (framing, noise or overrun); resynchronising")
             }
         }
-    }
-}
-
-fn taken() -> ! {
-    defmt::panic!("buffers taken twice")
-}
-
-fn embedded_failed(e: EmbeddedError) -> ! {
-    match e {
-        EmbeddedError::Format(e) => {
-            defmt::panic!("invalid embedded weights: {}", e)
-        }
-        EmbeddedError::ArchMismatch => {
-            defmt::panic!("embedded weights do not match the compiled architecture")
-        }
-        EmbeddedError::Classifier(_) => defmt::panic!("model does not fit the classifier"),
     }
 }
