@@ -571,16 +571,16 @@ mod tests {
         assert_eq!(y, [-1.0, -3.0, -7.0, -9.0]);
     }
 
+    /// Window 2 stride 2, an overlapping window 3 stride 2, and stride 1 without padding.
+    const POOLS: [MaxPool; 3] = [
+        MaxPool::new(2, 2, Padding::Same),
+        MaxPool::new(3, 2, Padding::Same),
+        MaxPool::new(2, 1, Padding::Valid),
+    ];
+
     #[test]
     fn recorded_positions_give_the_reference_backward() {
-        for (i, pool) in [
-            MaxPool::new(2, 2, Padding::Same),
-            MaxPool::new(3, 2, Padding::Same),
-            MaxPool::new(2, 1, Padding::Valid),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, pool) in POOLS.iter().enumerate() {
             let input = Shape::new(7, 5, 3);
             let out = pool.output_shape(input).unwrap();
             let n = 2;
@@ -610,14 +610,7 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        for (i, pool) in [
-            MaxPool::new(2, 2, Padding::Same),
-            MaxPool::new(3, 2, Padding::Same),
-            MaxPool::new(2, 1, Padding::Valid),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, pool) in POOLS.iter().enumerate() {
             let input = Shape::new(5, 5, 2);
             let out = pool.output_shape(input).unwrap();
             let n = 2;
