@@ -23,12 +23,6 @@ use crate::shape::Shape;
 /// The version of float files (the same as [`super::VERSION_FLOAT`]).
 pub const VERSION: u32 = super::VERSION_FLOAT;
 
-/// Tensor roles.
-const ROLE_WEIGHTS: u8 = 0;
-const ROLE_BIAS: u8 = 1;
-/// Tensor data types.
-const DTYPE_F32: u8 = 1;
-
 /// A parsed weights file: the architecture and the parameters, borrowed from the bytes.
 #[derive(Clone, Debug)]
 pub struct Model<'a> {
@@ -71,7 +65,7 @@ fn expected_dims(arch: &Arch<'_>, i: usize, role: u8) -> Result<(u8, [u32; 4]), 
     let (ins, _) = arch.layer_io(i)?;
     let d = |v: usize| v as u32;
     Ok(match arch.layers[i].param_shapes(ins) {
-        Some(p) if role == ROLE_WEIGHTS => {
+        Some(p) if role == T::role::WEIGHTS => {
             let (rank, w) = p.weights;
             (rank, [d(w[0]), d(w[1]), d(w[2]), d(w[3])])
         }
@@ -86,7 +80,7 @@ fn tensor_slots<'x>(arch: &'x Arch<'_>) -> impl Iterator<Item = (usize, u8)> + '
         .iter()
         .enumerate()
         .filter(|(_, l)| l.has_params())
-        .flat_map(|(i, _)| [(i, ROLE_WEIGHTS), (i, ROLE_BIAS)])
+        .flat_map(|(i, _)| [(i, T::role::WEIGHTS), (i, T::role::BIAS)])
 }
 
 impl<'a> Model<'a> {
@@ -156,7 +150,7 @@ impl<'a> Model<'a> {
                     "tensors are not in layer order (weights, then bias, per conv2d/dense layer)",
                 ));
             }
-            if r[T::DTYPE] != DTYPE_F32 {
+            if r[T::DTYPE] != T::dtype::F32 {
                 return Err(bad("data type is not f32 (code 1)"));
             }
             let (rank, dims) = expected_dims(&arch, layer, role)?;
@@ -228,7 +222,7 @@ pub fn write(arch: &Arch<'_>, params: &[f32], out: &mut [u8]) -> Result<usize, E
         let elems: usize = dims[..rank as usize].iter().map(|&d| d as usize).product();
         put(out, r + T::LAYER.start, layer as u32);
         out[r + T::ROLE] = role;
-        out[r + T::DTYPE] = DTYPE_F32;
+        out[r + T::DTYPE] = T::dtype::F32;
         out[r + T::RANK] = rank;
         for (k, d) in dims.iter().enumerate() {
             put(out, r + T::DIMS.start + 4 * k, *d);

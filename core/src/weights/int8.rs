@@ -33,14 +33,6 @@ use crate::shape::Shape;
 /// The version of int8 files (re-exported from [`super::VERSION_INT8`]).
 pub use super::VERSION_INT8;
 
-const ROLE_WEIGHTS: u8 = 0;
-const ROLE_BIAS: u8 = 1;
-const ROLE_MULTIPLIER: u8 = 2;
-const ROLE_SHIFT: u8 = 3;
-const ROLE_QUANT: u8 = 4;
-const DTYPE_I8: u8 = 2;
-const DTYPE_I32: u8 = 3;
-
 /// A parsed int8 weights file: the layers, borrowed int8 data and quantization records.
 #[derive(Clone, Debug)]
 pub struct QModel<'a> {
@@ -69,26 +61,32 @@ fn slots(arch: &Arch<'_>, mut f: impl FnMut(Slot) -> Result<(), Error>) -> Resul
             Some(p) => {
                 let (rank, w) = p.weights_i8;
                 let dims = [dim(w[0])?, dim(w[1])?, dim(w[2])?, dim(w[3])?];
-                f((i, ROLE_WEIGHTS, DTYPE_I8, rank, dims))?;
+                f((i, T::role::WEIGHTS, T::dtype::I8, rank, dims))?;
                 Some(dim(p.bias)?)
             }
             None => None,
         };
         if let Some(c) = cout {
-            for role in [ROLE_BIAS, ROLE_MULTIPLIER, ROLE_SHIFT] {
-                f((i, role, DTYPE_I32, 1, [c, 0, 0, 0]))?;
+            for role in [T::role::BIAS, T::role::MULTIPLIER, T::role::SHIFT] {
+                f((i, role, T::dtype::I32, 1, [c, 0, 0, 0]))?;
             }
         }
-        f((i, ROLE_QUANT, DTYPE_I32, 1, [4, 0, 0, 0]))?;
+        f((i, T::role::QUANT, T::dtype::I32, 1, [4, 0, 0, 0]))?;
     }
-    f((arch.layers.len(), ROLE_QUANT, DTYPE_I32, 1, [4, 0, 0, 0]))
+    f((
+        arch.layers.len(),
+        T::role::QUANT,
+        T::dtype::I32,
+        1,
+        [4, 0, 0, 0],
+    ))
 }
 
 /// Data bytes of one tensor (without padding). Only called on slots that [`layout`]
 /// has checked, so it cannot overflow.
 fn slot_bytes(s: &Slot) -> usize {
     let elems: usize = s.4[..s.3 as usize].iter().map(|&d| d as usize).product();
-    elems * if s.2 == DTYPE_I8 { 1 } else { 4 }
+    elems * if s.2 == T::dtype::I8 { 1 } else { 4 }
 }
 
 /// Tensor count and data bytes (with alignment padding) of `arch`'s int8 file; an error
@@ -102,7 +100,7 @@ fn layout(arch: &Arch<'_>) -> Result<(usize, usize), Error> {
             .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
             .ok_or(overflow)?;
         let size = elems
-            .checked_mul(if s.2 == DTYPE_I8 { 1 } else { 4 })
+            .checked_mul(if s.2 == T::dtype::I8 { 1 } else { 4 })
             .and_then(|b| b.checked_next_multiple_of(4))
             .ok_or(overflow)?;
         n += 1;
@@ -175,7 +173,7 @@ pub fn write(
                 d.copy_from_slice(&w.to_le_bytes());
             }
         };
-        if role == ROLE_QUANT {
+        if role == T::role::QUANT {
             let w = match layers.get(layer) {
                 Some(l) => quant_words(l.output, l.act_min, l.act_max),
                 None => quant_words(input, i8::MIN, i8::MAX),
@@ -186,7 +184,7 @@ pub fn write(
                 .params
                 .ok_or(bad("a conv2d or dense layer has no int8 parameters"))?;
             let src: &[i32] = match role {
-                ROLE_WEIGHTS => {
+                T::role::WEIGHTS => {
                     if p.weights.len() != n {
                         return Err(bad("weights have the wrong length"));
                     }
@@ -195,11 +193,11 @@ pub fn write(
                     }
                     &[]
                 }
-                ROLE_BIAS => p.bias,
-                ROLE_MULTIPLIER => p.multiplier,
+                T::role::BIAS => p.bias,
+                T::role::MULTIPLIER => p.multiplier,
                 _ => p.shift,
             };
-            if role != ROLE_WEIGHTS {
+            if role != T::role::WEIGHTS {
                 if src.len() * 4 != n {
                     return Err(bad("biases, multipliers or shifts have the wrong length"));
                 }
@@ -322,15 +320,15 @@ impl<'a> QModel<'a> {
                 shift: &[],
             });
             match role {
-                ROLE_WEIGHTS => c.weights = &bytes_i8[rel..rel + n],
-                ROLE_BIAS => c.bias = words,
-                ROLE_MULTIPLIER => {
+                T::role::WEIGHTS => c.weights = &bytes_i8[rel..rel + n],
+                T::role::BIAS => c.bias = words,
+                T::role::MULTIPLIER => {
                     if words.iter().any(|&m| m != 0 && m < (1 << 30)) {
                         return Err(bad("a multiplier is outside [2^30, 2^31) (and not 0)"));
                     }
                     c.multiplier = words
                 }
-                ROLE_SHIFT => {
+                T::role::SHIFT => {
                     if words.iter().any(|&v| !(-31..=30).contains(&v)) {
                         return Err(bad("a shift is outside [-31, 30]"));
                     }

@@ -109,6 +109,30 @@ pub mod field {
         pub const OFFSET: Range<usize> = 24..28;
         /// Length of its data in bytes (u32).
         pub const BYTES: Range<usize> = 28..32;
+
+        /// The values of the [`ROLE`] byte.
+        pub mod role {
+            /// Weights (float or int8).
+            pub const WEIGHTS: u8 = 0;
+            /// Biases (f32 or i32).
+            pub const BIAS: u8 = 1;
+            /// int8 files: each output channel's requantization multiplier (i32).
+            pub const MULTIPLIER: u8 = 2;
+            /// int8 files: each output channel's requantization shift (i32).
+            pub const SHIFT: u8 = 3;
+            /// int8 files: the layer's quantization record.
+            pub const QUANT: u8 = 4;
+        }
+
+        /// The values of the [`DTYPE`] byte.
+        pub mod dtype {
+            /// `f32`, little-endian.
+            pub const F32: u8 = 1;
+            /// `i8`.
+            pub const I8: u8 = 2;
+            /// `i32`, little-endian.
+            pub const I32: u8 = 3;
+        }
     }
 
     /// The data of every tensor starts at a multiple of this.
