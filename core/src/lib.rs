@@ -88,6 +88,7 @@ pub mod loss;
 pub mod math;
 pub mod net;
 pub mod optim;
+pub mod plan;
 pub mod quant;
 pub mod rng;
 pub mod shape;

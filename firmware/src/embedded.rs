@@ -21,36 +21,34 @@ pub enum EmbeddedError {
 }
 
 /// Parses the embedded float weights file (`bytes`, 16-byte aligned in flash), checks
-/// it against the compiled `arch` and builds its classifier over `buf`
-/// ([`Arch::inference_len`]`(1)`) and `input` (`arch.input.len()`).
+/// it against the compiled `arch` and builds its classifier over `arena`
+/// ([`Arch::planned_len`]`(1)`).
 #[inline(always)]
 pub fn float(
     bytes: &'static [u8],
     arch: Arch<'static>,
-    buf: &'static mut [f32],
-    input: &'static mut [f32],
+    arena: &'static mut [f32],
 ) -> Result<FloatClassifier<'static>, EmbeddedError> {
     let m = Model::parse(bytes).map_err(EmbeddedError::Format)?;
     if m.arch() != arch {
         return Err(EmbeddedError::ArchMismatch);
     }
-    FloatClassifier::new(arch, m.params(), buf, input).map_err(EmbeddedError::Classifier)
+    FloatClassifier::new(arch, m.params(), arena).map_err(EmbeddedError::Classifier)
 }
 
 /// Parses the embedded int8 weights file into `model` (where the parsed layer table
-/// lives), checks it against the compiled `arch` and builds its classifier over `buf`
-/// ([`Arch::inference_len`]`(1)` bytes) and `input` (`arch.input.len()`).
+/// lives), checks it against the compiled `arch` and builds its classifier over `arena`
+/// ([`Arch::planned_len`]`(1)` bytes).
 #[inline(always)]
 pub fn int8(
     bytes: &'static [u8],
     arch: Arch<'static>,
     model: &'static mut Option<QModel<'static>>,
-    buf: &'static mut [i8],
-    input: &'static mut [i8],
+    arena: &'static mut [i8],
 ) -> Result<Int8Classifier<'static>, EmbeddedError> {
     let m = model.insert(QModel::parse(bytes).map_err(EmbeddedError::Format)?);
     if m.arch() != arch {
         return Err(EmbeddedError::ArchMismatch);
     }
-    Int8Classifier::new(m.net(), buf, input).map_err(EmbeddedError::Classifier)
+    Int8Classifier::new(m.net(), arena).map_err(EmbeddedError::Classifier)
 }

@@ -57,24 +57,22 @@ fn expected(model: &Model<'_>, img: &[u8]) -> Classification {
     }
 }
 
-/// The float runner's two buffers, sized for the model.
+/// The float runner's arena, sized for the model.
 struct Rig {
-    buf: Vec<f32>,
-    input: Vec<f32>,
+    arena: Vec<f32>,
 }
 
 impl Rig {
     fn new(model: &Model<'_>) -> Self {
         Rig {
-            buf: vec![0.0; model.arch().inference_len(1)],
-            input: vec![0.0; model.arch().input.len()],
+            arena: vec![0.0; model.arch().planned_len(1)],
         }
     }
 }
 
 fn run<'m>(model: &'m Model<'m>, rig: &'m mut Rig) -> MockApp<'m, FloatClassifier<'m>> {
     let arch = model.arch();
-    let clf = FloatClassifier::new(arch, model.params(), &mut rig.buf, &mut rig.input).unwrap();
+    let clf = FloatClassifier::new(arch, model.params(), &mut rig.arena).unwrap();
     mock::app(clf, TICKS)
 }
 
@@ -468,13 +466,10 @@ fn the_int8_runner_answers_the_cores_dequantized_logits() {
     let m = QModel::parse(&INT8.0).unwrap();
     let net = m.net();
     let a = m.arch();
-    let (mut buf, mut input) = (vec![0i8; a.inference_len(1)], vec![0i8; a.input.len()]);
-    let mut app = mock::app(
-        Int8Classifier::new(m.net(), &mut buf, &mut input).unwrap(),
-        TICKS,
-    );
-    let (mut buf2, mut input2) = (vec![0i8; a.inference_len(1)], vec![0i8; a.input.len()]);
-    let mut either = Classifier::new_int8(m.net(), &mut buf2, &mut input2).unwrap();
+    let mut arena = vec![0i8; a.planned_len(1)];
+    let mut app = mock::app(Int8Classifier::new(m.net(), &mut arena).unwrap(), TICKS);
+    let mut arena2 = vec![0i8; a.planned_len(1)];
+    let mut either = Classifier::new_int8(m.net(), &mut arena2).unwrap();
     assert!(either.is_int8());
     let mut rx = Vec::new();
     let mut wanted = Vec::new();
@@ -519,8 +514,8 @@ fn runners_take_their_sizes_from_the_model() {
     let params: Vec<f32> = (0..arch.param_count())
         .map(|_| r.below(1000) as f32 / 1000.0 - 0.5)
         .collect();
-    let (mut buf, mut input) = (vec![0.0; arch.inference_len(1)], vec![0.0; IMAGE_LEN]);
-    let clf = FloatClassifier::new(arch, &params, &mut buf, &mut input).unwrap();
+    let mut arena = vec![0.0; arch.planned_len(1)];
+    let clf = FloatClassifier::new(arch, &params, &mut arena).unwrap();
     let mut app = mock::app(clf, TICKS);
     let img = image(11);
     app_feed(&mut app, &frame(kind::CLASSIFY, &img));
@@ -537,12 +532,12 @@ fn runners_take_their_sizes_from_the_model() {
     assert_eq!(&got[0].scores[..3], logits);
     assert_eq!(got[0].scores[3..], [0.0; 7]);
     assert_eq!(got[0].digit as usize, microconv::loss::argmax(logits));
-    // An 8x8 model: its input buffer is 64 values, and a 784-pixel frame is refused
+    // An 8x8 model: its input is 64 values, and a 784-pixel frame is refused
     // (a model error answer, not a panic) since the protocol carries 28x28 images.
     let small = Arch::new(Shape::new(8, 8, 1), &layers);
     let params = vec![0.01; small.param_count()];
-    let (mut buf, mut input) = (vec![0.0; small.inference_len(1)], vec![0.0; 64]);
-    let mut clf = FloatClassifier::new(small, &params, &mut buf, &mut input).unwrap();
+    let mut arena = vec![0.0; small.planned_len(1)];
+    let mut clf = FloatClassifier::new(small, &params, &mut arena).unwrap();
     assert!(clf.classify(&[0; 64]).is_ok());
     assert!(
         clf.classify(&[0; 63]).is_err(),
@@ -556,13 +551,13 @@ fn runners_take_their_sizes_from_the_model() {
         vec![(kind::ERROR, vec![ErrorCode::Model as u8])]
     );
     // Buffers of the wrong size are refused when the runner is built.
-    let (mut buf, mut input) = (vec![0.0; small.inference_len(1)], vec![0.0; IMAGE_LEN]);
-    assert!(FloatClassifier::new(small, &params, &mut buf, &mut input).is_err());
+    let mut arena = vec![0.0; small.inference_len(1)];
+    assert!(FloatClassifier::new(small, &params, &mut arena).is_err());
     // More classes than a RESULT carries: an error, not a panic.
     let wide = [Layer::Flatten, Layer::Dense(Dense::new(11))];
     let wide = Arch::new(Shape::new(8, 8, 1), &wide);
     let params = vec![0.01; wide.param_count()];
-    let (mut buf, mut input) = (vec![0.0; wide.inference_len(1)], vec![0.0; 64]);
-    let mut clf = FloatClassifier::new(wide, &params, &mut buf, &mut input).unwrap();
+    let mut arena = vec![0.0; wide.planned_len(1)];
+    let mut clf = FloatClassifier::new(wide, &params, &mut arena).unwrap();
     assert!(clf.classify(&[0; 64]).is_err(), "11 classes, 10 scores");
 }

@@ -196,16 +196,14 @@ pub fn run_app(data: &[u8]) {
         play(t, rest);
     } else if which % 3 == 0 {
         let m = Model::parse(&FLOAT.0).expect("the shipped float model parses");
-        let mut buf = vec![0.0; m.arch().inference_len(1)];
-        let mut input = vec![0.0; m.arch().input.len()];
-        let c = FloatClassifier::new(m.arch(), m.params(), &mut buf, &mut input)
+        let mut arena = vec![0.0; m.arch().planned_len(1)];
+        let c = FloatClassifier::new(m.arch(), m.params(), &mut arena)
             .expect("the shipped float model classifies digits");
         play(c, rest);
     } else {
         let m = QModel::parse(&INT8.0).expect("the shipped int8 model parses");
-        let mut buf = vec![0i8; m.arch().inference_len(1)];
-        let mut input = vec![0i8; m.arch().input.len()];
-        let c = Int8Classifier::new(m.net(), &mut buf, &mut input)
+        let mut arena = vec![0i8; m.arch().planned_len(1)];
+        let c = Int8Classifier::new(m.net(), &mut arena)
             .expect("the shipped int8 model classifies digits");
         play(c, rest);
     }

@@ -359,15 +359,11 @@ pub fn host_scores(
             rest = tail;
             let arch = &arch;
             handles.push(s.spawn(move || -> Result<(), microconv::Error> {
-                let mut buf = vec![0.0; arch.inference_len(1)];
-                let mut input = vec![0.0; IMAGE_LEN];
-                let mut qbuf = vec![0i8; arch.inference_len(1)];
-                let mut qinput = vec![0i8; IMAGE_LEN];
+                let mut arena = vec![0.0; arch.planned_len(1)];
+                let mut qarena = vec![0i8; arch.planned_len(1)];
                 let mut clf = match model {
-                    HostModel::Float(m) => {
-                        Classifier::new(*arch, m.params(), &mut buf, &mut input)?
-                    }
-                    HostModel::Int8(m) => Classifier::new_int8(m.net(), &mut qbuf, &mut qinput)?,
+                    HostModel::Float(m) => Classifier::new(*arch, m.params(), &mut arena)?,
+                    HostModel::Int8(m) => Classifier::new_int8(m.net(), &mut qarena)?,
                 };
                 for (o, i) in mine.iter_mut().zip(r) {
                     *o = clf.classify(&pixels(test, i))?.1;

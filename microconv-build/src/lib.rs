@@ -30,7 +30,10 @@
 //! - `INPUT_LEN: usize` (values in one input sample) and `CLASSES: usize` (scores out);
 //! - `F32_BUF_LEN`, `F32_INPUT_LEN`, `I8_BUF_LEN`, `I8_INPUT_LEN: usize`: the inference and
 //!   input buffers of one sample for the model's precision (0 for the other one), so
-//!   that a firmware declares both kinds as `static`s and only one takes memory.
+//!   that a firmware declares both kinds as `static`s and only one takes memory;
+//! - `F32_ARENA_LEN`, `I8_ARENA_LEN: usize`: the one arena of planned inference
+//!   (`ARCH.planned_len(1)`, input included; `microconv::plan`), far smaller than the
+//!   buffers above, for the model's precision (0 for the other one).
 //!
 //! Each layer's line is the core's own description of it (`microconv::Layer::rust_code`),
 //! so a new layer kind needs nothing here.
@@ -429,6 +432,7 @@ pub fn render(
         "/// Whether the embedded model is int8 (a version 2 file) rather than float.\npub const INT8: bool = {int8};"
     );
     let (input_len, classes, buf) = (arch.input.len(), arch.classes(), arch.inference_len(1));
+    let arena = arch.planned_len(1);
     let _ = write!(
         code,
         "\
@@ -450,6 +454,14 @@ pub const I8_BUF_LEN: usize = if INT8 {{ ARCH.inference_len(1) }} else {{ 0 }};
 /// Bytes of the int8 input buffer (`INPUT_LEN`), 0 for a float model.
 #[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const I8_INPUT_LEN: usize = if INT8 {{ INPUT_LEN }} else {{ 0 }};
+/// Elements of the float arena of planned inference for one sample, input included
+/// (`ARCH.planned_len(1)`, {arena}; `microconv::plan::infer_planned`), 0 for an int8 model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const F32_ARENA_LEN: usize = if INT8 {{ 0 }} else {{ ARCH.planned_len(1) }};
+/// Bytes of the int8 arena of planned inference for one sample, input included
+/// (`ARCH.planned_len(1)`, {arena}; `microconv::plan::infer_planned_i8`), 0 for a float model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const I8_ARENA_LEN: usize = if INT8 {{ ARCH.planned_len(1) }} else {{ 0 }};
 ",
         h = arch.input.h,
         w = arch.input.w,
@@ -519,7 +531,8 @@ mod tests {
         assert!(code.contains("pub const INPUT_LEN: usize = ARCH.input.len();"));
         assert!(code.contains("pub const CLASSES: usize = ARCH.classes();"));
         assert!(code.contains("(28x28x1 = 784)"));
-        for name in ["F32_BUF_LEN", "F32_INPUT_LEN", "I8_BUF_LEN", "I8_INPUT_LEN"] {
+        let names = ["F32_BUF_LEN", "F32_INPUT_LEN", "I8_BUF_LEN", "I8_INPUT_LEN"];
+        for name in names.into_iter().chain(["F32_ARENA_LEN", "I8_ARENA_LEN"]) {
             assert!(
                 code.contains(&format!("pub const {name}: usize = if INT8")),
                 "{name}"

@@ -75,33 +75,109 @@ impl MaxPool {
 
     /// Int8 max-pool of one image.
     fn pool_image_i8(&self, input: Shape, output: Shape, x: &[i8], y: &mut [i8]) {
+        let (pt, pl) = self.pads(input);
+        let row = output.w * output.c;
+        for (oy, yr) in y.chunks_exact_mut(row).enumerate().take(output.h) {
+            self.pool_row_i8(input, output, (pt, pl), oy, (x, 0), yr);
+        }
+    }
+
+    /// Padding before the input's rows and columns (the same windows as the float
+    /// max-pool's, `window_axis`; 0 for a shape the caller has not checked).
+    fn pads(&self, input: Shape) -> (usize, usize) {
+        let before =
+            |len| window_axis(len, self.size, self.stride, self.padding).map_or(0, |(_, p)| p);
+        (before(input.h), before(input.w))
+    }
+
+    /// The input rows `[y0, y1)` that output row `oy`'s windows read (clipped to the
+    /// input): what a row-band pass must have computed before pooling row `oy`.
+    pub(crate) fn input_rows(&self, input: Shape, oy: usize) -> core::ops::Range<usize> {
+        let (pt, _) = self.pads(input);
+        let y0 = (oy * self.stride).saturating_sub(pt).min(input.h);
+        let y1 = (oy * self.stride + self.size)
+            .saturating_sub(pt)
+            .min(input.h);
+        y0..y1.max(y0)
+    }
+
+    /// Int8 output row `oy` into `y` (`ow * c` bytes) from `x`, which holds the input
+    /// rows from `first` on (at least [`MaxPool::input_rows`] of `oy`).
+    fn pool_row_i8(
+        &self,
+        input: Shape,
+        output: Shape,
+        (pt, pl): (usize, usize),
+        oy: usize,
+        (x, first): (&[i8], usize),
+        y: &mut [i8],
+    ) {
         let pool = self;
         let c = input.c;
-        // The same windows as the float max-pool (`window_axis`); the shape was checked.
-        let before =
-            |len| window_axis(len, pool.size, pool.stride, pool.padding).map_or(0, |(_, p)| p);
-        let (pt, pl) = (before(input.h), before(input.w));
-        for oy in 0..output.h {
-            let y0 = (oy * pool.stride).saturating_sub(pt);
-            let y1 = (oy * pool.stride + pool.size)
-                .saturating_sub(pt)
-                .min(input.h);
-            for ox in 0..output.w {
-                let x0 = (ox * pool.stride).saturating_sub(pl);
-                let x1 = (ox * pool.stride + pool.size)
-                    .saturating_sub(pl)
-                    .min(input.w);
-                let out = &mut y[(oy * output.w + ox) * c..][..c];
-                out.fill(i8::MIN);
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        for (o, &v) in out.iter_mut().zip(&x[(iy * input.w + ix) * c..][..c]) {
-                            *o = (*o).max(v);
-                        }
+        let y0 = (oy * pool.stride).saturating_sub(pt);
+        let y1 = (oy * pool.stride + pool.size)
+            .saturating_sub(pt)
+            .min(input.h);
+        for ox in 0..output.w {
+            let x0 = (ox * pool.stride).saturating_sub(pl);
+            let x1 = (ox * pool.stride + pool.size)
+                .saturating_sub(pl)
+                .min(input.w);
+            let out = &mut y[ox * c..][..c];
+            out.fill(i8::MIN);
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let at = ((iy - first) * input.w + ix) * c;
+                    for (o, &v) in out.iter_mut().zip(&x[at..][..c]) {
+                        *o = (*o).max(v);
                     }
                 }
             }
         }
+    }
+
+    /// Int8 output row `oy` (`ow * c` bytes into `y`) from `band`, the input rows
+    /// [`MaxPool::input_rows`] of `oy`: the values [`MaxPool::forward_i8`] gives that row.
+    pub(crate) fn forward_row_i8(
+        &self,
+        input: Shape,
+        oy: usize,
+        band: &[i8],
+        y: &mut [i8],
+    ) -> Result<(), Error> {
+        let (output, pt, pl) = self.geom(input)?;
+        let rows = self.input_rows(input, oy);
+        check_len("maxpool row band", band, rows.len() * input.w * input.c)?;
+        check_len("maxpool output row", y, output.w * output.c)?;
+        if oy >= output.h {
+            return Err(Error::InvalidParameter {
+                name: "maxpool row (past the last output row)",
+            });
+        }
+        self.pool_row_i8(input, output, (pt, pl), oy, (band, rows.start), y);
+        Ok(())
+    }
+
+    /// Float output row `oy` (`ow * c` values into `y`) from `band`, the input rows
+    /// [`MaxPool::input_rows`] of `oy`: the values [`MaxPool::forward`] gives that row.
+    pub(crate) fn forward_row(
+        &self,
+        input: Shape,
+        oy: usize,
+        band: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), Error> {
+        let (output, pt, pl) = self.geom(input)?;
+        let rows = self.input_rows(input, oy);
+        check_len("maxpool row band", band, rows.len() * input.w * input.c)?;
+        check_len("maxpool output row", y, output.w * output.c)?;
+        if oy >= output.h {
+            return Err(Error::InvalidParameter {
+                name: "maxpool row (past the last output row)",
+            });
+        }
+        self.max_row(input, output, (pt, pl), oy, (band, rows.start), y);
+        Ok(())
     }
 
     /// A `size x size` window with the given stride and padding.
@@ -277,10 +353,7 @@ impl MaxPool {
         (y0, y1, x0, x1)
     }
 
-    /// One image's forward pass, channels innermost so that the comparisons run on
-    /// whole vectors: each output row starts as the window's first pixel and takes
-    /// every later value that is `>` (the same first-maximum and NaN rules as
-    /// [`MaxPool::each_argmax`]).
+    /// One image's forward pass, one output row after the other ([`MaxPool::max_row`]).
     fn max_image(
         &self,
         input: Shape,
@@ -290,48 +363,67 @@ impl MaxPool {
         x: &[f32],
         y: &mut [f32],
     ) {
+        let row = output.w * output.c;
+        for (oy, yr) in y.chunks_exact_mut(row).enumerate().take(output.h) {
+            self.max_row(input, output, (pt, pl), oy, (x, 0), yr);
+        }
+    }
+
+    /// Output row `oy` into `y` (`ow * c` values) from `x`, which holds the input rows
+    /// from `first` on. Channels innermost so that the comparisons run on whole vectors:
+    /// each output starts as the window's first pixel and takes every later value that is
+    /// `>` (the same first-maximum and NaN rules as [`MaxPool::each_argmax`]).
+    #[inline]
+    fn max_row(
+        &self,
+        input: Shape,
+        output: Shape,
+        (pt, pl): (usize, usize),
+        oy: usize,
+        (x, first): (&[f32], usize),
+        y: &mut [f32],
+    ) {
         let c = input.c;
-        for oy in 0..output.h {
-            for ox in 0..output.w {
-                let (y0, y1, x0, x1) = self.window(input, pt, pl, oy, ox);
-                let out = &mut y[(oy * output.w + ox) * c..][..c];
-                if y1 - y0 == 2 && x1 - x0 == 2 {
-                    // The common whole 2x2 window: branch-free selects (see `route_image`).
-                    let top = (y0 * input.w + x0) * c;
-                    let (v0, v1) = x[top..][..2 * c].split_at(c);
-                    let (v2, v3) = x[top + input.w * c..][..2 * c].split_at(c);
-                    let vals = v0.iter().zip(v1).zip(v2.iter().zip(v3));
-                    for (o, ((&a, &b), (&c2, &e))) in out.iter_mut().zip(vals) {
-                        let m = if b > a { b } else { a };
-                        let m = if c2 > m { c2 } else { m };
-                        *o = if e > m { e } else { m };
-                    }
-                    continue;
+        for ox in 0..output.w {
+            let (y0, y1, x0, x1) = self.window(input, pt, pl, oy, ox);
+            let (y0, y1) = (y0 - first, y1 - first);
+            let out = &mut y[ox * c..][..c];
+            if y1 - y0 == 2 && x1 - x0 == 2 {
+                // The common whole 2x2 window: branch-free selects (see `route_image`).
+                let top = (y0 * input.w + x0) * c;
+                let (v0, v1) = x[top..][..2 * c].split_at(c);
+                let (v2, v3) = x[top + input.w * c..][..2 * c].split_at(c);
+                let vals = v0.iter().zip(v1).zip(v2.iter().zip(v3));
+                for (o, ((&a, &b), (&c2, &e))) in out.iter_mut().zip(vals) {
+                    let m = if b > a { b } else { a };
+                    let m = if c2 > m { c2 } else { m };
+                    *o = if e > m { e } else { m };
                 }
-                let first = &x[(y0 * input.w + x0) * c..][..c];
-                // The first two positions combine into `out` with one select per value
-                // (a copy of `first` would be a `memcpy` call per output pixel).
-                let mut seen = 0;
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let v = &x[(iy * input.w + ix) * c..][..c];
-                        if seen == 1 {
-                            for ((b, &a), &v) in out.iter_mut().zip(first).zip(v) {
-                                *b = if v > a { v } else { a };
-                            }
-                        } else if seen > 1 {
-                            for (b, &v) in out.iter_mut().zip(v) {
-                                if v > *b {
-                                    *b = v;
-                                }
+                continue;
+            }
+            let first = &x[(y0 * input.w + x0) * c..][..c];
+            // The first two positions combine into `out` with one select per value
+            // (a copy of `first` would be a `memcpy` call per output pixel).
+            let mut seen = 0;
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let v = &x[(iy * input.w + ix) * c..][..c];
+                    if seen == 1 {
+                        for ((b, &a), &v) in out.iter_mut().zip(first).zip(v) {
+                            *b = if v > a { v } else { a };
+                        }
+                    } else if seen > 1 {
+                        for (b, &v) in out.iter_mut().zip(v) {
+                            if v > *b {
+                                *b = v;
                             }
                         }
-                        seen += 1;
                     }
+                    seen += 1;
                 }
-                if seen == 1 {
-                    out.copy_from_slice(first);
-                }
+            }
+            if seen == 1 {
+                out.copy_from_slice(first);
             }
         }
     }

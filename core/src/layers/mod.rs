@@ -113,6 +113,33 @@ pub struct ParamShapes {
     pub fan_out: usize,
 }
 
+/// A run of layers that planned inference ([`crate::plan`]) computes as one step, row
+/// band by row band: a convolution, optionally a ReLU, then a max-pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fusion {
+    /// The convolution.
+    pub conv: Conv2d,
+    /// Whether a ReLU follows the convolution.
+    pub relu: bool,
+    /// The max-pool that ends the run.
+    pub pool: MaxPool,
+    /// Layers in the run: 2 (conv, pool) or 3 (conv, ReLU, pool).
+    pub len: usize,
+}
+
+/// How planned inference ([`crate::plan`]) runs the layer(s) starting at an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// conv2d [+ ReLU] + max-pool, row band by row band: the convolution's whole output
+    /// never exists.
+    Fused(Fusion),
+    /// A layer whose inference output is its input, unchanged (flatten, dropout): it
+    /// runs in place, taking no memory and no time.
+    Alias,
+    /// One layer, from an input buffer into an output buffer.
+    Single,
+}
+
 /// How the layers compute: which matrix-multiply kernel, which convolution algorithm.
 #[derive(Clone, Copy)]
 pub struct Exec<'g> {
@@ -395,6 +422,35 @@ impl Layer {
             Layer::MaxPool(p) => p.forward_i8(site, x, y),
             Layer::Relu => relu::forward_i8(site, z_in, x, y),
             Layer::Flatten | Layer::Dropout(_) => flatten::forward_i8(site, x, y),
+        }
+    }
+
+    /// How planned inference runs `layers[i..]`'s first step (see [`Step`]); `Single`
+    /// past the end.
+    pub const fn step_at(layers: &[Layer], i: usize) -> Step {
+        if i >= layers.len() {
+            return Step::Single;
+        }
+        match layers[i] {
+            Layer::Flatten | Layer::Dropout(_) => Step::Alias,
+            Layer::Conv2d(conv) => {
+                let relu = i + 1 < layers.len() && matches!(layers[i + 1], Layer::Relu);
+                let p = i + 1 + relu as usize;
+                match if p < layers.len() {
+                    Some(layers[p])
+                } else {
+                    None
+                } {
+                    Some(Layer::MaxPool(pool)) => Step::Fused(Fusion {
+                        conv,
+                        relu,
+                        pool,
+                        len: 2 + relu as usize,
+                    }),
+                    _ => Step::Single,
+                }
+            }
+            _ => Step::Single,
         }
     }
 

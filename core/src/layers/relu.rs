@@ -38,6 +38,20 @@ pub fn forward(x: &[f32], y: &mut [f32]) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`forward`] in place: `x = max(x, 0)` (the same values).
+pub(crate) fn forward_in_place(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = if *v > 0.0 || v.is_nan() { *v } else { 0.0 };
+    }
+}
+
+/// The int8 pass in place: `x = max(x, z_in)` (the same values as `forward_i8`).
+pub(crate) fn forward_in_place_i8(z_in: i32, x: &mut [i8]) {
+    for v in x.iter_mut() {
+        *v = (*v as i32).max(z_in) as i8;
+    }
+}
+
 /// Backward pass from the forward output `y`: `dx = dy * (y > 0)`.
 pub fn backward(y: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<(), Error> {
     check_len("relu output gradient", dy, y.len())?;

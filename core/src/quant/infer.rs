@@ -19,7 +19,13 @@ pub struct QNet<'a> {
 }
 
 /// Runs layer `i` of `net` on `n` samples.
-fn layer_i8(net: &QNet<'_>, i: usize, n: usize, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+pub(crate) fn layer_i8(
+    net: &QNet<'_>,
+    i: usize,
+    n: usize,
+    x: &[i8],
+    y: &mut [i8],
+) -> Result<(), Error> {
     let arch = &net.arch;
     let (input, output) = arch.layer_io(i)?;
     let z_in = if i == 0 {

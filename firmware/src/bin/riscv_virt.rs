@@ -26,7 +26,7 @@ use riscv::singleton;
 #[path = "shared/model.rs"]
 mod model;
 
-use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
+use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
 
 /// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`).
 static QEMU_MACHINE: &[u8] = b"microconv-qemu:qemu-system-riscv32;virt;rv32;-bios none;";
@@ -198,8 +198,7 @@ fn main() -> ! {
             &MODEL.0,
             ARCH,
             singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| fail()),
-            singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| fail()),
-            singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN]).unwrap_or_else(|| fail()),
+            singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN]).unwrap_or_else(|| fail()),
         )
         .unwrap_or_else(|_| fail());
         serve(runner)
@@ -207,8 +206,7 @@ fn main() -> ! {
     let runner = embedded::float(
         &MODEL.0,
         ARCH,
-        singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN]).unwrap_or_else(|| fail()),
-        singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN]).unwrap_or_else(|| fail()),
+        singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN]).unwrap_or_else(|| fail()),
     )
     .unwrap_or_else(|_| fail());
     serve(runner)

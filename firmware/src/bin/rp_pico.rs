@@ -26,7 +26,7 @@ mod probe;
 
 use probe::{embedded_failed, taken};
 
-use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
+use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, first 256 bytes of flash
 /// (the `.boot2` section of build.rs's memory.x).
@@ -96,8 +96,7 @@ fn main() -> ! {
             &MODEL.0,
             ARCH,
             cortex_m::singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
-            cortex_m::singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| taken()),
-            cortex_m::singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN])
+            cortex_m::singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN])
                 .unwrap_or_else(|| taken()),
         )
         .unwrap_or_else(|e| embedded_failed(e));
@@ -106,8 +105,7 @@ fn main() -> ! {
     let runner = embedded::float(
         &MODEL.0,
         ARCH,
-        cortex_m::singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN]).unwrap_or_else(|| taken()),
-        cortex_m::singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN])
+        cortex_m::singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN])
             .unwrap_or_else(|| taken()),
     )
     .unwrap_or_else(|e| embedded_failed(e));

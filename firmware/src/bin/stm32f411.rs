@@ -28,7 +28,7 @@ mod probe;
 
 use probe::{embedded_failed, taken};
 
-use model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
+use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
 struct Port(Serial<pac::USART1>);
@@ -136,8 +136,7 @@ fn main() -> ! {
             &MODEL.0,
             ARCH,
             singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
-            singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN]).unwrap_or_else(|| taken()),
-            singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN]).unwrap_or_else(|| taken()),
+            singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN]).unwrap_or_else(|| taken()),
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(port, led, delay, Cycles(0), runner))
@@ -145,8 +144,7 @@ fn main() -> ! {
     let runner = embedded::float(
         &MODEL.0,
         ARCH,
-        singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN]).unwrap_or_else(|| taken()),
-        singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN]).unwrap_or_else(|| taken()),
+        singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN]).unwrap_or_else(|| taken()),
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(port, led, delay, Cycles(0), runner))

@@ -1,41 +1,34 @@
-//! Float inference: the core's reference kernels on pixels / 255, as in training.
+//! Float inference: the core's reference kernels on pixels / 255, as in training, run by
+//! the core's planned inference (`microconv::plan`) in one arena.
 
 use microconv::loss::argmax;
-use microconv::net::{infer, Exec};
+use microconv::plan::infer_planned;
 use microconv::{Arch, Error};
 
 use crate::protocol::SCORES;
 
 use super::{scores_for, Runner};
 
-/// A float network with its parameters and the two buffers inference needs (static on
-/// a board).
+/// A float network with its parameters and the one arena inference needs (static on a
+/// board).
 pub struct FloatClassifier<'m> {
     arch: Arch<'m>,
     params: &'m [f32],
-    buf: &'m mut [f32],
-    input: &'m mut [f32],
+    arena: &'m mut [f32],
 }
 
 impl<'m> FloatClassifier<'m> {
     /// Checks the architecture and the buffers against it: `params`
-    /// ([`Arch::param_count`]), `buf` ([`Arch::inference_len`]`(1)`) and `input` (one
-    /// image, `arch.input.len()`).
-    pub fn new(
-        arch: Arch<'m>,
-        params: &'m [f32],
-        buf: &'m mut [f32],
-        input: &'m mut [f32],
-    ) -> Result<Self, Error> {
+    /// ([`Arch::param_count`]) and `arena` ([`Arch::planned_len`]`(1)`, which holds the
+    /// image too).
+    pub fn new(arch: Arch<'m>, params: &'m [f32], arena: &'m mut [f32]) -> Result<Self, Error> {
         arch.validate()?;
         Error::expect_len("params", arch.param_count(), params.len())?;
-        Error::expect_len("inference buffer", arch.inference_len(1), buf.len())?;
-        Error::expect_len("input", arch.input.len(), input.len())?;
+        Error::expect_len("inference arena", arch.planned_len(1), arena.len())?;
         Ok(FloatClassifier {
             arch,
             params,
-            buf,
-            input,
+            arena,
         })
     }
 }
@@ -45,21 +38,15 @@ impl<'m> Runner<'m> for FloatClassifier<'m> {
         &self.arch
     }
 
-    /// The network sees pixels / 255; the scores are its logits.
+    /// The network sees pixels / 255 (written straight into the arena's input); the
+    /// scores are its logits, the same bits as `microconv::net::infer` gives.
     fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; SCORES]), Error> {
-        Error::expect_len("image", self.input.len(), pixels.len())?;
-        for (x, &p) in self.input.iter_mut().zip(pixels) {
+        let input_len = self.arch.planned_input_len(1);
+        Error::expect_len("image", input_len, pixels.len())?;
+        for (x, &p) in self.arena[..input_len].iter_mut().zip(pixels) {
             *x = p as f32 / 255.0;
         }
-        let logits = infer(
-            &self.arch,
-            self.params,
-            self.input,
-            1,
-            self.buf,
-            &Exec::REFERENCE,
-            &mut [],
-        )?;
+        let logits = infer_planned(&self.arch, self.params, 1, self.arena)?;
         let mut scores = [0.0; SCORES];
         scores_for(&mut scores, logits.len())?.copy_from_slice(logits);
         Ok((argmax(logits) as u8, scores))

@@ -63,22 +63,13 @@ pub enum Classifier<'m> {
 
 impl<'m> Classifier<'m> {
     /// A float classifier: see [`FloatClassifier::new`].
-    pub fn new(
-        arch: Arch<'m>,
-        params: &'m [f32],
-        buf: &'m mut [f32],
-        input: &'m mut [f32],
-    ) -> Result<Self, Error> {
-        FloatClassifier::new(arch, params, buf, input).map(Classifier::Float)
+    pub fn new(arch: Arch<'m>, params: &'m [f32], arena: &'m mut [f32]) -> Result<Self, Error> {
+        FloatClassifier::new(arch, params, arena).map(Classifier::Float)
     }
 
     /// An int8 classifier: see [`Int8Classifier::new`].
-    pub fn new_int8(
-        net: microconv::quant::QNet<'m>,
-        buf: &'m mut [i8],
-        input: &'m mut [i8],
-    ) -> Result<Self, Error> {
-        Int8Classifier::new(net, buf, input).map(Classifier::Int8)
+    pub fn new_int8(net: microconv::quant::QNet<'m>, arena: &'m mut [i8]) -> Result<Self, Error> {
+        Int8Classifier::new(net, arena).map(Classifier::Int8)
     }
 
     /// Whether this classifier runs int8.

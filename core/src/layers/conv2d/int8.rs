@@ -21,27 +21,55 @@ pub(crate) fn forward(
     let (ins, outs) = (site.input, site.output);
     let xs = x.chunks_exact(ins.len()).take(site.n);
     let ys = y.chunks_exact_mut(outs.len());
+    let mut scratch = Patches::new();
+    for (xi, yi) in xs.zip(ys) {
+        forward_rows(c, (ins, outs), l, z_in, xi, 0..outs.h, yi, &mut scratch)?;
+    }
+    Ok(())
+}
+
+/// Output rows `rows` of one image `x` into `band` (`rows.len() * ow * cout` bytes, row
+/// `rows.start` first): the fast kernel when the receptive field fits [`MAX_PATCH`] and
+/// `z_in` is an i8, else the reference (the same values, tested). [`forward`] runs it on
+/// every whole image, the row-band inference of [`crate::plan`] on the rows one pooled
+/// row needs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_rows(
+    c: &Conv2d,
+    (ins, outs): (Shape, Shape),
+    l: &QLayer<'_>,
+    z_in: i32,
+    x: &[i8],
+    rows: core::ops::Range<usize>,
+    band: &mut [i8],
+    scratch: &mut Patches,
+) -> Result<(), Error> {
     let p = params_of(l, "int8 conv2d parameters")?;
     let kk = c.kernel * c.kernel * ins.c;
     check_len("int8 conv2d weights", p.weights, kk * outs.c)?;
     check_len("int8 conv2d bias", p.bias, outs.c)?;
     check_len("int8 conv2d multipliers", p.multiplier, outs.c)?;
     check_len("int8 conv2d shifts", p.shift, outs.c)?;
+    check_len("int8 conv2d input", x, ins.len())?;
+    if rows.end > outs.h {
+        return Err(Error::InvalidParameter {
+            name: "int8 conv2d rows (past the last output row)",
+        });
+    }
+    let row = outs.w * outs.c;
+    check_len("int8 conv2d row band", band, rows.len() * row)?;
     let pads = c.padding_before(ins)?;
-    let mut scratch = Patches::new();
-    let z8 = i8::try_from(z_in).ok().filter(|_| kk <= MAX_PATCH);
-    for (xi, yi) in xs.zip(ys) {
-        if let Some(z8) = z8 {
-            conv_image(c, ins, outs, pads, z8, l, &p, xi, yi, &mut scratch);
-        } else {
-            conv_image_reference(c, ins, outs, pads, z_in, l, &p, xi, yi);
-        }
+    let pixels = rows.start * outs.w..rows.end * outs.w;
+    match i8::try_from(z_in).ok().filter(|_| kk <= MAX_PATCH) {
+        Some(z8) => conv_image(c, ins, outs, pads, z8, l, &p, x, pixels, band, scratch),
+        None => conv_image_reference(c, ins, outs, pads, z_in, l, &p, x, rows, band),
     }
     Ok(())
 }
 
-/// Int8 convolution of one image, the readable reference (see the module doc; weights
-/// `[cout, k, k, cin]`): one output value at a time.
+/// Int8 convolution of output rows `rows` of one image into `y` (row `rows.start`
+/// first), the readable reference (see the module doc; weights `[cout, k, k, cin]`):
+/// one output value at a time.
 #[allow(clippy::too_many_arguments)]
 fn conv_image_reference(
     conv: &Conv2d,
@@ -52,13 +80,15 @@ fn conv_image_reference(
     l: &QLayer<'_>,
     p: &QTensors<'_>,
     x: &[i8],
+    rows: core::ops::Range<usize>,
     y: &mut [i8],
 ) {
     let (k, s, cin) = (conv.kernel, conv.stride, input.c);
     let kk = k * k * cin;
-    for oy in 0..output.h {
+    let first = rows.start;
+    for oy in rows {
         for ox in 0..output.w {
-            let out = &mut y[(oy * output.w + ox) * output.c..][..output.c];
+            let out = &mut y[((oy - first) * output.w + ox) * output.c..][..output.c];
             for (co, o) in out.iter_mut().enumerate() {
                 let w = &p.weights[co * kk..][..kk];
                 let mut acc = p.bias[co];
@@ -316,14 +346,15 @@ use dsp::dot_4x1;
 
 /// Scratch of [`conv_image`]: one pixel's gathered bytes, [`PIXELS`] pixels' 16-bit pairs
 /// and the last `k * k * cin % 4` values of each as `x - z_in`.
-struct Patches {
+pub(crate) struct Patches {
     bytes: [i8; MAX_PATCH],
     pairs: [u32; PIXELS * MAX_PATCH / 2],
     tails: [[i32; 3]; PIXELS],
 }
 
 impl Patches {
-    const fn new() -> Self {
+    /// Zeroed scratch.
+    pub(crate) const fn new() -> Self {
         Patches {
             bytes: [0; MAX_PATCH],
             pairs: [0; PIXELS * MAX_PATCH / 2],
@@ -332,13 +363,15 @@ impl Patches {
     }
 }
 
-/// Int8 convolution of one image, the fast kernel (equal to [`conv_image_reference`],
-/// tested; needs `k * k * cin <= MAX_PATCH`), shaped like CMSIS-NN's: output pixels
+/// Int8 convolution of the output pixels `pixels` (row-major indices; whole rows) of one
+/// image into `y` (pixel `pixels.start` first), the fast kernel (equal to
+/// [`conv_image_reference`], tested; needs `k * k * cin <= MAX_PATCH`), shaped like
+/// CMSIS-NN's: output pixels
 /// [`PIXELS`] at a time, each one's receptive field gathered as bytes ([`gather`], padding
 /// = `z_in`) and widened once to 16-bit `x - z_in` pairs ([`widen`]), interleaved by
 /// pixel; then every output channel's weights are read once for all of them
 /// ([`dot_4x1`]). The last `k * k * cin % 4` products of each dot product are plain
-/// multiply-adds. At the end of the image the last pixel fills the group (computed and
+/// multiply-adds. At the end of the range the last pixel fills the group (computed and
 /// stored again, the same value).
 #[allow(clippy::too_many_arguments)]
 fn conv_image(
@@ -350,15 +383,16 @@ fn conv_image(
     l: &QLayer<'_>,
     p: &QTensors<'_>,
     x: &[i8],
+    pixels: core::ops::Range<usize>,
     y: &mut [i8],
     scratch: &mut Patches,
 ) {
     let kk = conv.kernel * conv.kernel * input.c;
     let (quads, cout, width) = (kk / 4, output.c, output.w);
     let zz = pack(z_in as i16, z_in as i16);
-    let pixels = output.h * width;
-    for first in (0..pixels).step_by(PIXELS) {
-        let group: [usize; PIXELS] = core::array::from_fn(|i| (first + i).min(pixels - 1));
+    let (p0, last) = (pixels.start, pixels.end.saturating_sub(1));
+    for first in pixels.step_by(PIXELS) {
+        let group: [usize; PIXELS] = core::array::from_fn(|i| (first + i).min(last));
         let xs = &mut scratch.pairs[..2 * PIXELS * quads];
         for (i, &px) in group.iter().enumerate() {
             let bytes = &mut scratch.bytes[..kk];
@@ -381,7 +415,8 @@ fn conv_image(
                     .map(|(&w, &v)| v * w as i32)
                     .sum();
                 let r = requantize(acc.wrapping_add(t), p.multiplier[co], p.shift[co]);
-                y[px * cout + co] = clamp_i8(l.output.zero.saturating_add(r), l.act_min, l.act_max);
+                y[(px - p0) * cout + co] =
+                    clamp_i8(l.output.zero.saturating_add(r), l.act_min, l.act_max);
             }
         }
     }
@@ -448,11 +483,36 @@ mod tests {
                     &l,
                     &p,
                     &x,
+                    0..out.h * out.w,
                     &mut y1,
                     &mut scratch,
                 );
-                conv_image_reference(&conv, input, out, pads, zi, &l, &p, &x, &mut y2);
+                let all = 0..out.h;
+                conv_image_reference(&conv, input, out, pads, zi, &l, &p, &x, all, &mut y2);
                 assert_eq!(y1, y2, "{h}x{w}x{cin} k{k} s{stride} -> {cout}, z_in {z}");
+                // Any band of rows is the same rows of the whole image.
+                let row = out.w * out.c;
+                for r0 in 0..out.h {
+                    for r1 in r0 + 1..=out.h {
+                        let mut band = std::vec![0i8; (r1 - r0) * row];
+                        let io = (input, out);
+                        forward_rows(&conv, io, &l, zi, &x, r0..r1, &mut band, &mut scratch)
+                            .unwrap();
+                        assert_eq!(band, y1[r0 * row..r1 * row], "rows {r0}..{r1}");
+                    }
+                }
+                let mut band = std::vec![0i8; row];
+                let past = forward_rows(
+                    &conv,
+                    (input, out),
+                    &l,
+                    zi,
+                    &x,
+                    out.h..out.h + 1,
+                    &mut band,
+                    &mut scratch,
+                );
+                assert!(past.is_err());
             }
         }
     }

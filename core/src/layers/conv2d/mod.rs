@@ -264,6 +264,33 @@ impl Conv2d {
         }
     }
 
+    /// Output rows `rows` of one image `x` (`input`) with the direct kernel (the same
+    /// values as [`Conv2d::forward`] with [`ConvAlgo::Direct`]) into `band`
+    /// (`rows.len() * ow * cout` values, row `rows.start` first). For the row-band
+    /// inference of [`crate::plan`]; the caller checked the shapes and lengths.
+    pub(crate) fn forward_rows(
+        &self,
+        input: Shape,
+        x: &[f32],
+        (w, b): (&[f32], &[f32]),
+        rows: core::ops::Range<usize>,
+        band: &mut [f32],
+    ) -> Result<(), Error> {
+        let g = self.geom(input)?;
+        self.check(&g, 1, x.len(), w.len(), b.len(), g.output.len())?;
+        if rows.end > g.output.h {
+            return Err(Error::InvalidParameter {
+                name: "conv2d rows (past the last output row)",
+            });
+        }
+        let row = g.output.w * g.output.c;
+        check_len("conv2d row band", band, rows.len().saturating_mul(row))?;
+        for (oy, yr) in rows.zip(band.chunks_exact_mut(row)) {
+            direct_row(&g, x, w, b, oy, yr);
+        }
+        Ok(())
+    }
+
     /// Backward pass: accumulates `dw += dL/dw`, `db += dL/db`, and, if `dx` is given,
     /// overwrites it with `dL/dx` (the first layer of a network does not need it).
     #[allow(clippy::too_many_arguments)]
@@ -449,53 +476,62 @@ fn valid_range(kk: usize, s: usize, pad: usize, len: usize, out: usize) -> (usiz
 const CO_BLOCK: usize = 8;
 
 fn forward_direct(g: &Geom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    let (cin, cout) = (g.input.c, g.output.c);
     let in_img = g.input.len();
+    let row = g.output.w * g.output.c;
     for (yi, yo) in y.chunks_exact_mut(g.output.len()).enumerate() {
         let xi = &x[yi * in_img..(yi + 1) * in_img];
-        for oy in 0..g.output.h {
-            for ox in 0..g.output.w {
-                let out = &mut yo[(oy * g.output.w + ox) * cout..][..cout];
-                // Blocks of CO_BLOCK output channels, each summed in registers in the
-                // order bias, then (ky, kx, ci): the same order for every block size,
-                // so results do not depend on the blocking.
-                let mut co0 = 0;
-                while co0 < cout {
-                    let cb = CO_BLOCK.min(cout - co0);
-                    let mut acc = [0.0f32; CO_BLOCK];
-                    acc[..cb].copy_from_slice(&b[co0..co0 + cb]);
-                    for ky in 0..g.k {
-                        let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
-                            continue;
-                        };
-                        for kx in 0..g.k {
-                            let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
-                                continue;
-                            };
-                            let xs = &xi[(iy * g.input.w + ix) * cin..][..cin];
-                            let wk = &w[(ky * g.k + kx) * cin * cout..][..cin * cout];
-                            for (xv, wrow) in xs.iter().zip(wk.chunks_exact(cout)) {
-                                let wb = &wrow[co0..co0 + cb];
-                                if let (Ok(a), Ok(wv)) = (
-                                    <&mut [f32; CO_BLOCK]>::try_from(&mut acc[..]),
-                                    <&[f32; CO_BLOCK]>::try_from(wb),
-                                ) {
-                                    // Full block: fixed trip count, unrolled, accumulators in registers.
-                                    for j in 0..CO_BLOCK {
-                                        a[j] += xv * wv[j];
-                                    }
-                                } else {
-                                    for (a, wv) in acc.iter_mut().zip(wb) {
-                                        *a += xv * wv;
-                                    }
-                                }
+        for (oy, yr) in yo.chunks_exact_mut(row).enumerate() {
+            direct_row(g, xi, w, b, oy, yr);
+        }
+    }
+}
+
+/// Output row `oy` of one image `xi` with the direct kernel into `yr` (`ow * cout`
+/// values): what [`forward_direct`] runs for every row, and the fused inference of
+/// [`crate::plan`] for the rows a pooled row needs.
+#[inline]
+fn direct_row(g: &Geom, xi: &[f32], w: &[f32], b: &[f32], oy: usize, yr: &mut [f32]) {
+    let (cin, cout) = (g.input.c, g.output.c);
+    for ox in 0..g.output.w {
+        let out = &mut yr[ox * cout..][..cout];
+        // Blocks of CO_BLOCK output channels, each summed in registers in the
+        // order bias, then (ky, kx, ci): the same order for every block size,
+        // so results do not depend on the blocking.
+        let mut co0 = 0;
+        while co0 < cout {
+            let cb = CO_BLOCK.min(cout - co0);
+            let mut acc = [0.0f32; CO_BLOCK];
+            acc[..cb].copy_from_slice(&b[co0..co0 + cb]);
+            for ky in 0..g.k {
+                let Some(iy) = src(oy, ky, g.s, g.pt, g.input.h) else {
+                    continue;
+                };
+                for kx in 0..g.k {
+                    let Some(ix) = src(ox, kx, g.s, g.pl, g.input.w) else {
+                        continue;
+                    };
+                    let xs = &xi[(iy * g.input.w + ix) * cin..][..cin];
+                    let wk = &w[(ky * g.k + kx) * cin * cout..][..cin * cout];
+                    for (xv, wrow) in xs.iter().zip(wk.chunks_exact(cout)) {
+                        let wb = &wrow[co0..co0 + cb];
+                        if let (Ok(a), Ok(wv)) = (
+                            <&mut [f32; CO_BLOCK]>::try_from(&mut acc[..]),
+                            <&[f32; CO_BLOCK]>::try_from(wb),
+                        ) {
+                            // Full block: fixed trip count, unrolled, accumulators in registers.
+                            for j in 0..CO_BLOCK {
+                                a[j] += xv * wv[j];
+                            }
+                        } else {
+                            for (a, wv) in acc.iter_mut().zip(wb) {
+                                *a += xv * wv;
                             }
                         }
                     }
-                    out[co0..co0 + cb].copy_from_slice(&acc[..cb]);
-                    co0 += cb;
                 }
             }
+            out[co0..co0 + cb].copy_from_slice(&acc[..cb]);
+            co0 += cb;
         }
     }
 }

@@ -23,7 +23,7 @@ use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded::{self, EmbeddedError};
 use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
 
-use crate::model::{ARCH, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN, INT8, MODEL};
+use crate::model::{ARCH, F32_ARENA_LEN, F32_BUF_LEN, F32_INPUT_LEN, I8_ARENA_LEN, INT8, MODEL};
 
 /// Training on the device (feature `train`, float models only): the arena and marks of
 /// the largest selection this build accepts, every layer with plain SGD (smaller ones,
@@ -39,6 +39,12 @@ const MARKS: usize = if TRAIN {
 } else {
     0
 };
+/// The training build's activation buffers (the backward pass needs every layer's
+/// output; `FineTune` takes them); classifying alone runs in the planned arena.
+const TRAIN_BUF_LEN: usize = if TRAIN { F32_BUF_LEN } else { 0 };
+const TRAIN_INPUT_LEN: usize = if TRAIN { F32_INPUT_LEN } else { 0 };
+/// The planned arena of a build that only classifies (0 in the training build).
+const RUN_ARENA_LEN: usize = if TRAIN { 0 } else { F32_ARENA_LEN };
 /// SGD's learning rate until a TRAIN frame sets its own.
 const DEFAULT_LR: f32 = 0.003;
 
@@ -239,7 +245,7 @@ where
         B::name(),
         ARCH.param_count(),
         MODEL.0.len(),
-        4 * F32_BUF_LEN + I8_BUF_LEN,
+        4 * (RUN_ARENA_LEN + TRAIN_BUF_LEN + TRAIN_INPUT_LEN) + I8_ARENA_LEN,
         top - bottom
     );
     let watch = SysTickWatch::<B> {
@@ -253,19 +259,17 @@ where
             ARCH,
             singleton!(: Option<QModel<'static>> = None)
                 .unwrap_or_else(|| fail("buffers taken twice")),
-            singleton!(: [i8; I8_BUF_LEN] = [0; I8_BUF_LEN])
-                .unwrap_or_else(|| fail("buffers taken twice")),
-            singleton!(: [i8; I8_INPUT_LEN] = [0; I8_INPUT_LEN])
+            singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN])
                 .unwrap_or_else(|| fail("buffers taken twice")),
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(make_serial(), led, delay, watch, runner)
     }
-    let buf = singleton!(: [f32; F32_BUF_LEN] = [0.0; F32_BUF_LEN])
-        .unwrap_or_else(|| fail("buffers taken twice"));
-    let input = singleton!(: [f32; F32_INPUT_LEN] = [0.0; F32_INPUT_LEN])
-        .unwrap_or_else(|| fail("buffers taken twice"));
     if TRAIN {
+        let buf = singleton!(: [f32; TRAIN_BUF_LEN] = [0.0; TRAIN_BUF_LEN])
+            .unwrap_or_else(|| fail("buffers taken twice"));
+        let input = singleton!(: [f32; TRAIN_INPUT_LEN] = [0.0; TRAIN_INPUT_LEN])
+            .unwrap_or_else(|| fail("buffers taken twice"));
         let model = microconv::format::Model::parse(&MODEL.0).unwrap_or_else(|e| format_failed(e));
         let buffers = Buffers {
             arena: singleton!(: [f32; ARENA] = [0.0; ARENA])
@@ -284,7 +288,9 @@ where
         );
         serve(make_serial(), led, delay, watch, tuner)
     }
-    let runner = embedded::float(&MODEL.0, ARCH, buf, input).unwrap_or_else(|e| embedded_failed(e));
+    let arena = singleton!(: [f32; RUN_ARENA_LEN] = [0.0; RUN_ARENA_LEN])
+        .unwrap_or_else(|| fail("buffers taken twice"));
+    let runner = embedded::float(&MODEL.0, ARCH, arena).unwrap_or_else(|e| embedded_failed(e));
     serve(make_serial(), led, delay, watch, runner)
 }
 

@@ -1,6 +1,7 @@
 //! The embedded model, as every board binary sees it: `$OUT_DIR/model.rs`, written by
 //! build.rs with microconv-build (LAYERS, ARCH, MODEL, INT8 and the sizes taken from the
-//! architecture: INPUT_LEN, CLASSES, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN),
+//! architecture: INPUT_LEN, CLASSES, F32_BUF_LEN, F32_INPUT_LEN, I8_BUF_LEN, I8_INPUT_LEN,
+//! F32_ARENA_LEN, I8_ARENA_LEN),
 //! and the compile-time check that the model fits the serial protocol's frames.
 //! (Not a Cargo target: only `src/bin/*.rs` and `src/bin/*/main.rs` are.)
 
