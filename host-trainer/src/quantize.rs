@@ -202,7 +202,7 @@ pub fn quantize(
             act_max: i8::MAX,
         };
         match arch.layers[i] {
-            Layer::Conv2d(_) | Layer::Dense(_) => {
+            Layer::Conv2d(_) | Layer::Dense(_) | Layer::DepthwiseConv2d(_) => {
                 let stat = if fused_relu { i + 1 } else { i };
                 l.output = qparams(lo[stat], hi[stat]);
                 if fused_relu {

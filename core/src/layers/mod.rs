@@ -25,6 +25,7 @@ use crate::shape::{Padding, Shape};
 
 pub mod conv2d;
 pub mod dense;
+pub mod depthwise;
 pub mod dropout;
 pub mod flatten;
 pub mod maxpool;
@@ -32,6 +33,7 @@ pub mod relu;
 
 pub use conv2d::{Conv2d, ConvAlgo, ConvKernels};
 pub use dense::Dense;
+pub use depthwise::DepthwiseConv2d;
 pub use dropout::Dropout;
 pub use maxpool::MaxPool;
 
@@ -50,6 +52,8 @@ pub enum Layer {
     Dropout(Dropout),
     /// `[h, w, c] -> [h*w*c]` ([`crate::layers::flatten`]).
     Flatten,
+    /// Depthwise 2-D convolution with bias ([`crate::layers::depthwise`]).
+    DepthwiseConv2d(DepthwiseConv2d),
 }
 
 /// A layer's record in the weights file (`docs/weights-format.md`): its kind code and
@@ -57,7 +61,7 @@ pub enum Layer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The kind code (`KIND` in each layer's file: conv2d 1, maxpool 2, dense 3, relu 4,
-    /// dropout 5, flatten 6).
+    /// dropout 5, flatten 6, depthwise conv2d 7).
     pub kind: u8,
     /// The padding code ([`Padding::code`]), 0 for kinds without padding.
     pub padding: u8,
@@ -187,6 +191,7 @@ impl fmt::Display for RustCode<'_> {
             Layer::Relu => f.write_str(relu::RUST),
             Layer::Dropout(d) => d.write_rust(f),
             Layer::Flatten => f.write_str(flatten::RUST),
+            Layer::DepthwiseConv2d(d) => d.write_rust(f),
         }
     }
 }
@@ -203,6 +208,7 @@ impl Layer {
             Layer::Dense(d) => d.output_shape(input),
             Layer::Relu | Layer::Dropout(_) => Ok(input),
             Layer::Flatten => Ok(Shape::flat(input.len())),
+            Layer::DepthwiseConv2d(d) => d.output_shape(input),
         }
     }
 
@@ -216,7 +222,10 @@ impl Layer {
 
     /// Whether this layer has parameters (weights then biases).
     pub const fn has_params(&self) -> bool {
-        matches!(self, Layer::Conv2d(_) | Layer::Dense(_))
+        matches!(
+            self,
+            Layer::Conv2d(_) | Layer::Dense(_) | Layer::DepthwiseConv2d(_)
+        )
     }
 
     /// Number of parameters this layer owns for `input`.
@@ -224,6 +233,7 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => c.param_len(input),
             Layer::Dense(d) => d.param_len(input),
+            Layer::DepthwiseConv2d(d) => d.param_len(input),
             _ => 0,
         }
     }
@@ -233,6 +243,7 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => c.weight_len(input),
             Layer::Dense(d) => d.weight_len(input),
+            Layer::DepthwiseConv2d(d) => d.weight_len(input),
             _ => 0,
         }
     }
@@ -242,6 +253,7 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => Some(c.param_shapes(input)),
             Layer::Dense(d) => Some(d.param_shapes(input)),
+            Layer::DepthwiseConv2d(d) => Some(d.param_shapes(input)),
             _ => None,
         }
     }
@@ -263,6 +275,7 @@ impl Layer {
             Layer::Relu => "relu",
             Layer::Dropout(_) => "dropout",
             Layer::Flatten => "flatten",
+            Layer::DepthwiseConv2d(_) => "depthwise",
         }
     }
 
@@ -275,6 +288,7 @@ impl Layer {
             Layer::Relu => Record::of(relu::KIND),
             Layer::Dropout(d) => d.record(),
             Layer::Flatten => Record::of(flatten::KIND),
+            Layer::DepthwiseConv2d(d) => d.record(),
         }
     }
 
@@ -293,6 +307,7 @@ impl Layer {
                 flatten::from_record(r)?;
                 Layer::Flatten
             }
+            depthwise::KIND => Layer::DepthwiseConv2d(DepthwiseConv2d::from_record(r)?),
             _ => return Err("unknown layer kind"),
         })
     }
@@ -328,6 +343,7 @@ impl Layer {
             Layer::Relu => relu::forward(x, y),
             Layer::Flatten => flatten::forward(x, y),
             Layer::Dropout(d) => d.forward_pass(mode, site, x, y),
+            Layer::DepthwiseConv2d(d) => d.forward(ins, n, x, w, b, y),
         }
         .map_err(at)
     }
@@ -370,6 +386,7 @@ impl Layer {
                 }
             }
             (Layer::Dense(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db, exec.gemm),
+            (Layer::DepthwiseConv2d(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db),
             (_, None) => Ok(()),
             (Layer::MaxPool(p), Some(dx)) => p.backward(ins, n, x, dy, dx),
             (Layer::Relu, Some(dx)) => relu::backward(y, dy, dx),
@@ -392,6 +409,7 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => conv2d::int8::forward(c, site, l, z_in, x, y),
             Layer::Dense(d) => d.forward_i8(site, l, z_in, x, y),
+            Layer::DepthwiseConv2d(d) => d.forward_i8(site, l, z_in, x, y),
             Layer::MaxPool(p) => p.forward_i8(site, x, y),
             Layer::Relu => relu::forward_i8(site, z_in, x, y),
             Layer::Flatten | Layer::Dropout(_) => flatten::forward_i8(site, x, y),
@@ -417,13 +435,14 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
-    const EVERY_KIND: [Layer; 6] = [
+    const EVERY_KIND: [Layer; 7] = [
         Layer::Conv2d(Conv2d::with(5, 2, Padding::Valid, 8)),
         Layer::MaxPool(MaxPool::new(2, 2, Padding::Same)),
         Layer::Dense(Dense::new(10)),
         Layer::Relu,
         Layer::Dropout(Dropout::new(0.75)),
         Layer::Flatten,
+        Layer::DepthwiseConv2d(DepthwiseConv2d::new(3, 2, Padding::Valid, 2)),
     ];
 
     #[test]
@@ -459,6 +478,7 @@ mod tests {
                 "microconv::Layer::Relu",
                 "microconv::Layer::Dropout(microconv::layers::Dropout::new(f32::from_bits(0x3f400000)))",
                 "microconv::Layer::Flatten",
+                "microconv::Layer::DepthwiseConv2d(microconv::layers::DepthwiseConv2d::new(3, 2, microconv::Padding::Valid, 2))",
             ]
         );
     }
