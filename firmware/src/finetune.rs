@@ -46,6 +46,20 @@ const fn has_params(l: &Layer) -> bool {
     matches!(l, Layer::Conv2d(_) | Layer::Dense(_))
 }
 
+/// Whether on-device training runs layer `l` (the kinds the shipped digit models are
+/// made of; the newer ones, such as depthwise convolution, train on the host only).
+const fn trains_on_device(l: &Layer) -> bool {
+    matches!(
+        l,
+        Layer::Conv2d(_)
+            | Layer::Dense(_)
+            | Layer::MaxPool(_)
+            | Layer::Relu
+            | Layer::Flatten
+            | Layer::Dropout(_)
+    )
+}
+
 const fn learns(c: &TrainConfig, i: usize) -> bool {
     i < MAX_LAYERS && (c.layers >> i) & 1 == 1
 }
@@ -285,6 +299,11 @@ impl<'m> FineTune<'m> {
                 name: "training needs at most 32 layers, the last dense with 10 outputs",
             });
         }
+        if !arch.layers.iter().all(trains_on_device) {
+            return Err(Error::InvalidParameter {
+                name: "on-device training runs conv2d, dense, max-pool, ReLU, flatten and dropout layers only (train this network on the host)",
+            });
+        }
         if !(lr.is_finite() && lr > 0.0) {
             return Err(Error::InvalidParameter {
                 name: "learning rate",
@@ -467,6 +486,12 @@ impl<'m> FineTune<'m> {
                     }
                 }
                 Layer::Flatten | Layer::Dropout(_) => flatten::forward(x, y)?,
+                // Refused by `FineTune::new` (`trains_on_device`).
+                _ => {
+                    return Err(Error::InvalidParameter {
+                        name: "layer kind not trained on the device",
+                    })
+                }
             }
             core::mem::swap(&mut cur, &mut next);
         }

@@ -394,6 +394,7 @@ pub fn layer_profile(
         let macs = match arch.layers[i] {
             Layer::Conv2d(c) => (n * o.len() * c.kernel * c.kernel * ins.c) as u64,
             Layer::Dense(_) => (n * ins.len() * o.len()) as u64,
+            Layer::DepthwiseConv2d(d) => (n * o.len() * d.kernel * d.kernel) as u64,
             _ => 0,
         };
         table.push(LayerTime {

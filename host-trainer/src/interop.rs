@@ -32,7 +32,7 @@ pub struct Tensor {
 
 /// The tensors of `arch`, in parameter order.
 pub fn tensors(arch: &Arch<'_>) -> Result<Vec<Tensor>> {
-    let (mut convs, mut denses) = (0, 0);
+    let (mut convs, mut depthwise, mut denses) = (0, 0, 0);
     let mut out = Vec::new();
     for (i, layer) in arch.layers.iter().enumerate() {
         let (ins, outs) = arch.layer_io(i).map_err(|e| anyhow!("{e}"))?;
@@ -42,6 +42,11 @@ pub fn tensors(arch: &Arch<'_>) -> Result<Vec<Tensor>> {
                 convs += 1;
                 let shape = vec![c.kernel, c.kernel, ins.c, outs.c];
                 (format!("conv{convs}"), shape, outs.c)
+            }
+            Layer::DepthwiseConv2d(d) => {
+                depthwise += 1;
+                let shape = vec![d.kernel, d.kernel, ins.c, d.multiplier];
+                (format!("depthwise{depthwise}"), shape, outs.c)
             }
             Layer::Dense(d) => {
                 denses += 1;

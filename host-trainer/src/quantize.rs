@@ -141,6 +141,11 @@ impl QuantModel {
     }
 }
 
+/// The quantized 6.0 of `q` (ReLU6's upper clamp), within the i8 range.
+fn q_six(q: QParams) -> i8 {
+    (q.zero as f64 + (6.0 / q.scale as f64).round()).clamp(-128.0, 127.0) as i8
+}
+
 /// Quantizes `params` of `arch`, calibrating the activations on `calib` (`[n, input]`,
 /// floats in [0, 1]).
 pub fn quantize(
@@ -190,7 +195,8 @@ pub fn quantize(
     let mut s_in = INPUT;
     for i in 0..nl {
         let (ins, outs) = arch.layer_io(i)?;
-        let fused_relu = matches!(arch.layers.get(i + 1), Some(Layer::Relu));
+        let fused_relu = matches!(arch.layers.get(i + 1), Some(Layer::Relu | Layer::Relu6));
+        let fused_relu6 = matches!(arch.layers.get(i + 1), Some(Layer::Relu6));
         let mut l = OwnedLayer {
             weights: Vec::new(),
             bias: Vec::new(),
@@ -202,11 +208,14 @@ pub fn quantize(
             act_max: i8::MAX,
         };
         match arch.layers[i] {
-            Layer::Conv2d(_) | Layer::Dense(_) => {
+            Layer::Conv2d(_) | Layer::Dense(_) | Layer::DepthwiseConv2d(_) => {
                 let stat = if fused_relu { i + 1 } else { i };
                 l.output = qparams(lo[stat], hi[stat]);
                 if fused_relu {
                     l.act_min = l.output.zero as i8;
+                }
+                if fused_relu6 {
+                    l.act_max = q_six(l.output);
                 }
                 let cout = if matches!(arch.layers[i], Layer::Dense(_)) {
                     outs.len()
@@ -236,7 +245,16 @@ pub fn quantize(
             Layer::Relu => {
                 l.act_min = s_in.zero as i8;
             }
-            Layer::MaxPool(_) | Layer::Flatten | Layer::Dropout(_) => {}
+            Layer::Relu6 => {
+                l.act_min = s_in.zero as i8;
+                l.act_max = q_six(s_in);
+            }
+            // Pools keep their input's scale and zero point (TensorFlow Lite's rule).
+            Layer::MaxPool(_)
+            | Layer::AvgPool(_)
+            | Layer::GlobalAvgPool
+            | Layer::Flatten
+            | Layer::Dropout(_) => {}
         }
         s_in = l.output;
         layers.push(l);

@@ -23,15 +23,21 @@ use crate::gemm::{Gemm, PortableGemm};
 use crate::quant::QLayer;
 use crate::shape::{Padding, Shape};
 
+pub mod avgpool;
 pub mod conv2d;
 pub mod dense;
+pub mod depthwise;
 pub mod dropout;
 pub mod flatten;
+pub mod global_avgpool;
 pub mod maxpool;
 pub mod relu;
+pub mod relu6;
 
+pub use avgpool::AvgPool;
 pub use conv2d::{Conv2d, ConvAlgo, ConvKernels};
 pub use dense::Dense;
+pub use depthwise::DepthwiseConv2d;
 pub use dropout::Dropout;
 pub use maxpool::MaxPool;
 
@@ -50,6 +56,14 @@ pub enum Layer {
     Dropout(Dropout),
     /// `[h, w, c] -> [h*w*c]` ([`crate::layers::flatten`]).
     Flatten,
+    /// Depthwise 2-D convolution with bias ([`crate::layers::depthwise`]).
+    DepthwiseConv2d(DepthwiseConv2d),
+    /// Average pooling ([`crate::layers::avgpool`]).
+    AvgPool(AvgPool),
+    /// `[h, w, c] -> [c]`, the mean of each channel ([`crate::layers::global_avgpool`]).
+    GlobalAvgPool,
+    /// `min(max(x, 0), 6)` ([`crate::layers::relu6`]).
+    Relu6,
 }
 
 /// A layer's record in the weights file (`docs/weights-format.md`): its kind code and
@@ -57,7 +71,8 @@ pub enum Layer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The kind code (`KIND` in each layer's file: conv2d 1, maxpool 2, dense 3, relu 4,
-    /// dropout 5, flatten 6).
+    /// dropout 5, flatten 6, depthwise conv2d 7,
+    /// average pool 8, global average pool 9, ReLU6 10).
     pub kind: u8,
     /// The padding code ([`Padding::code`]), 0 for kinds without padding.
     pub padding: u8,
@@ -214,6 +229,10 @@ impl fmt::Display for RustCode<'_> {
             Layer::Relu => f.write_str(relu::RUST),
             Layer::Dropout(d) => d.write_rust(f),
             Layer::Flatten => f.write_str(flatten::RUST),
+            Layer::DepthwiseConv2d(d) => d.write_rust(f),
+            Layer::AvgPool(p) => p.write_rust(f),
+            Layer::GlobalAvgPool => f.write_str(global_avgpool::RUST),
+            Layer::Relu6 => f.write_str(relu6::RUST),
         }
     }
 }
@@ -228,8 +247,11 @@ impl Layer {
             Layer::Conv2d(c) => c.output_shape(input),
             Layer::MaxPool(p) => p.output_shape(input),
             Layer::Dense(d) => d.output_shape(input),
-            Layer::Relu | Layer::Dropout(_) => Ok(input),
+            Layer::Relu | Layer::Relu6 | Layer::Dropout(_) => Ok(input),
             Layer::Flatten => Ok(Shape::flat(input.len())),
+            Layer::DepthwiseConv2d(d) => d.output_shape(input),
+            Layer::AvgPool(p) => p.output_shape(input),
+            Layer::GlobalAvgPool => global_avgpool::output_shape(input),
         }
     }
 
@@ -243,7 +265,10 @@ impl Layer {
 
     /// Whether this layer has parameters (weights then biases).
     pub const fn has_params(&self) -> bool {
-        matches!(self, Layer::Conv2d(_) | Layer::Dense(_))
+        matches!(
+            self,
+            Layer::Conv2d(_) | Layer::Dense(_) | Layer::DepthwiseConv2d(_)
+        )
     }
 
     /// Number of parameters this layer owns for `input`.
@@ -251,6 +276,7 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => c.param_len(input),
             Layer::Dense(d) => d.param_len(input),
+            Layer::DepthwiseConv2d(d) => d.param_len(input),
             _ => 0,
         }
     }
@@ -260,6 +286,7 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => c.weight_len(input),
             Layer::Dense(d) => d.weight_len(input),
+            Layer::DepthwiseConv2d(d) => d.weight_len(input),
             _ => 0,
         }
     }
@@ -269,6 +296,7 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => Some(c.param_shapes(input)),
             Layer::Dense(d) => Some(d.param_shapes(input)),
+            Layer::DepthwiseConv2d(d) => Some(d.param_shapes(input)),
             _ => None,
         }
     }
@@ -290,6 +318,10 @@ impl Layer {
             Layer::Relu => "relu",
             Layer::Dropout(_) => "dropout",
             Layer::Flatten => "flatten",
+            Layer::DepthwiseConv2d(_) => "depthwise",
+            Layer::AvgPool(_) => "avgpool",
+            Layer::GlobalAvgPool => "global_avgpool",
+            Layer::Relu6 => "relu6",
         }
     }
 
@@ -302,6 +334,10 @@ impl Layer {
             Layer::Relu => Record::of(relu::KIND),
             Layer::Dropout(d) => d.record(),
             Layer::Flatten => Record::of(flatten::KIND),
+            Layer::DepthwiseConv2d(d) => d.record(),
+            Layer::AvgPool(p) => p.record(),
+            Layer::GlobalAvgPool => Record::of(global_avgpool::KIND),
+            Layer::Relu6 => Record::of(relu6::KIND),
         }
     }
 
@@ -319,6 +355,16 @@ impl Layer {
             flatten::KIND => {
                 flatten::from_record(r)?;
                 Layer::Flatten
+            }
+            depthwise::KIND => Layer::DepthwiseConv2d(DepthwiseConv2d::from_record(r)?),
+            avgpool::KIND => Layer::AvgPool(AvgPool::from_record(r)?),
+            global_avgpool::KIND => {
+                global_avgpool::from_record(r)?;
+                Layer::GlobalAvgPool
+            }
+            relu6::KIND => {
+                relu6::from_record(r)?;
+                Layer::Relu6
             }
             _ => return Err("unknown layer kind"),
         })
@@ -355,6 +401,10 @@ impl Layer {
             Layer::Relu => relu::forward(x, y),
             Layer::Flatten => flatten::forward(x, y),
             Layer::Dropout(d) => d.forward_pass(mode, site, x, y),
+            Layer::DepthwiseConv2d(d) => d.forward(ins, n, x, w, b, y),
+            Layer::AvgPool(p) => p.forward(ins, n, x, y),
+            Layer::GlobalAvgPool => global_avgpool::forward(ins, n, x, y),
+            Layer::Relu6 => relu6::forward(x, y),
         }
         .map_err(at)
     }
@@ -397,11 +447,15 @@ impl Layer {
                 }
             }
             (Layer::Dense(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db, exec.gemm),
+            (Layer::DepthwiseConv2d(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db),
             (_, None) => Ok(()),
             (Layer::MaxPool(p), Some(dx)) => p.backward(ins, n, x, dy, dx),
             (Layer::Relu, Some(dx)) => relu::backward(y, dy, dx),
             (Layer::Flatten, Some(dx)) => flatten::backward(dy, dx),
             (Layer::Dropout(d), Some(dx)) => d.backward_pass(mode, site, dy, dx),
+            (Layer::AvgPool(p), Some(dx)) => p.backward(ins, n, dy, dx),
+            (Layer::GlobalAvgPool, Some(dx)) => global_avgpool::backward(ins, n, dy, dx),
+            (Layer::Relu6, Some(dx)) => relu6::backward(y, dy, dx),
         }
         .map_err(at)
     }
@@ -419,6 +473,10 @@ impl Layer {
         match self {
             Layer::Conv2d(c) => conv2d::int8::forward(c, site, l, z_in, x, y),
             Layer::Dense(d) => d.forward_i8(site, l, z_in, x, y),
+            Layer::DepthwiseConv2d(d) => d.forward_i8(site, l, z_in, x, y),
+            Layer::AvgPool(p) => p.forward_i8(site, l, x, y),
+            Layer::GlobalAvgPool => global_avgpool::forward_i8(site, l, x, y),
+            Layer::Relu6 => relu6::forward_i8(site, l, x, y),
             Layer::MaxPool(p) => p.forward_i8(site, x, y),
             Layer::Relu => relu::forward_i8(site, z_in, x, y),
             Layer::Flatten | Layer::Dropout(_) => flatten::forward_i8(site, x, y),
@@ -473,13 +531,17 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
-    const EVERY_KIND: [Layer; 6] = [
+    const EVERY_KIND: [Layer; 10] = [
         Layer::Conv2d(Conv2d::with(5, 2, Padding::Valid, 8)),
         Layer::MaxPool(MaxPool::new(2, 2, Padding::Same)),
         Layer::Dense(Dense::new(10)),
         Layer::Relu,
         Layer::Dropout(Dropout::new(0.75)),
         Layer::Flatten,
+        Layer::DepthwiseConv2d(DepthwiseConv2d::new(3, 2, Padding::Valid, 2)),
+        Layer::AvgPool(AvgPool::new(3, 2, Padding::Same)),
+        Layer::GlobalAvgPool,
+        Layer::Relu6,
     ];
 
     #[test]
@@ -515,6 +577,10 @@ mod tests {
                 "microconv::Layer::Relu",
                 "microconv::Layer::Dropout(microconv::layers::Dropout::new(f32::from_bits(0x3f400000)))",
                 "microconv::Layer::Flatten",
+                "microconv::Layer::DepthwiseConv2d(microconv::layers::DepthwiseConv2d::new(3, 2, microconv::Padding::Valid, 2))",
+                "microconv::Layer::AvgPool(microconv::layers::AvgPool::new(3, 2, microconv::Padding::Same))",
+                "microconv::Layer::GlobalAvgPool",
+                "microconv::Layer::Relu6",
             ]
         );
     }

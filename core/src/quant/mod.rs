@@ -19,6 +19,12 @@
 //!   and ReLU is the clamp act_min = z_out (the quantized real zero)
 //! max-pool: the largest q of the window (same s, z in and out; padding ignored)
 //! ReLU:     max(q, z)   (after a fused conv it changes nothing)
+//! average pool, global average pool: sum of the window's in-bounds q (i32) / count,
+//!           rounded half away from zero ((sum +- count/2) / count, truncating), then the
+//!           clamp (same s, z in and out)
+//! ReLU6:    clamp(q, act_min, act_max) = [z, z + round(6 / s)] (folded into a preceding
+//!           conv / depthwise / dense clamp by the quantizer, where it then changes nothing)
+//! depthwise conv: as conv, one input channel per output channel (weights [c*m, k, k, 1])
 //! flatten, dropout: copies
 //!
 //! mbqm(x, m, shift) = rdivpot(srdhm(x * 2^max(shift, 0), m), max(-shift, 0))
