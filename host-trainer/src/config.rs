@@ -186,11 +186,6 @@ impl ArchArg {
     }
 }
 
-/// clap's parser of `--arch` (the message is the whole error).
-pub fn parse_arch(s: &str) -> std::result::Result<ArchArg, String> {
-    ArchArg::parse(s).map_err(|e| format!("{e:#}"))
-}
-
 /// The losses, by their CLI names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

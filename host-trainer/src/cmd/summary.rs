@@ -8,15 +8,15 @@ use std::path::PathBuf;
 use anyhow::Result;
 use microconv::Arch;
 
-use crate::config::{parse_arch, ArchArg};
+use crate::config::ArchArg;
 
 // The command's options (no doc comment: the subcommand's help is its variant's).
 #[derive(clap::Args)]
 pub struct Args {
     /// Architecture: `small`, `seed`, or a network description file (TOML,
     /// docs/network-description.md)
-    #[arg(long, value_parser = parse_arch, default_value = "small")]
-    pub arch: ArchArg,
+    #[arg(long, default_value = "small")]
+    pub arch: String,
     /// Directory with the IDX files, for a description that leaves the input shape or
     /// the number of classes to the data
     #[arg(long)]
@@ -175,14 +175,15 @@ pub fn table(name: &str, arch: &Arch<'_>, s: &Summary) -> String {
 
 /// Prints the summary.
 pub fn run(args: Args) -> Result<()> {
-    let data = match (&args.arch, &args.data) {
-        (_, Some(dir)) => {
+    let arch = ArchArg::parse(&args.arch)?;
+    let data = match &args.data {
+        Some(dir) => {
             let (tr, te) = crate::data::load_mnist(dir)?;
             Some((tr.shape(), crate::data::classes(&tr, &te)))
         }
-        _ => None,
+        None => None,
     };
-    let spec = args.arch.resolve(data)?;
+    let spec = arch.resolve(data)?;
     let arch = spec.arch();
     print!("{}", table(spec.name(), &arch, &summary(&arch)?));
     Ok(())

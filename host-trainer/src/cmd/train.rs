@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use super::Common;
 use crate::checkpoint::Checkpoint;
-use crate::config::{parse_arch, ArchArg, ArchSpec, InitName, LossName, Schedule, TrainConfig};
+use crate::config::{ArchArg, ArchSpec, InitName, LossName, Schedule, TrainConfig};
 use crate::outputs::{self, TrainFiles};
 use crate::train::{self as training, TrainOutcome};
 use crate::{params_file, plot, progress};
@@ -19,8 +19,8 @@ pub struct Args {
     pub common: Common,
     /// Architecture: `small`, `seed`, or a network description file (TOML,
     /// docs/network-description.md)
-    #[arg(long, value_parser = parse_arch, default_value = "small")]
-    pub arch: ArchArg,
+    #[arg(long, default_value = "small")]
+    pub arch: String,
     /// Loss
     #[arg(long, value_enum, default_value_t = LossName::Fused)]
     pub loss: LossName,
@@ -137,9 +137,16 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(e) = args.epochs.filter(|e| !(e.is_finite() && *e > 0.0)) {
         bail!("--epochs must be a positive number, got {e}");
     }
-    let name = match &resume {
-        Some(c) => c.header.config.arch.name().to_string(),
-        None => args.arch.name().to_string(),
+    // A description file is read and checked before anything else (its errors are
+    // one line naming the file); it is resolved against the data once that is loaded.
+    let described = match &resume {
+        Some(_) => None,
+        None => Some(ArchArg::parse(&args.arch)?),
+    };
+    let name = match (&resume, &described) {
+        (Some(c), _) => c.header.config.arch.name().to_string(),
+        (None, Some(a)) => a.name().to_string(),
+        (None, None) => args.arch.clone(),
     };
     let resumed = args.resume.as_deref().zip(resume.as_ref());
     let out = outputs::train_files(resumed, args.out.clone(), &name, args.no_plots)?;
@@ -147,8 +154,7 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = match &resume {
         Some(c) => c.config(100),
         None => {
-            let arch = args
-                .arch
+            let arch = ArchArg::parse(&args.arch)?
                 .resolve(Some((tr.shape(), crate::data::classes(&tr, &te))))?;
             config(&args, arch, steps(&args, tr.len()))
         }
