@@ -80,7 +80,7 @@ fn bad_descriptions_get_one_line_naming_the_file_and_the_problem() {
         ("flat", format!("{HEAD}{conv}[[layer]]\nkind = \"dense\"\nunits = 3\n"), "layer 1 (dense) (its input is 8x8x2): dense layer needs a flat input: add a Flatten layer"),
         ("classes", format!("{HEAD}{conv}[[layer]]\nkind = \"flatten\"\n[[layer]]\nkind = \"dense\"\nunits = 4\n"), "classes = 3 but the last layer (layer 2, dense) has 4 units"),
         ("not-flat", format!("{HEAD}{conv}"), "layer 0 (conv2d) (its input is 8x8x1): the last layer must output a flat vector"),
-        ("too-big", format!("input = [4096, 4096, 1]\nclasses = 3\n[[layer]]\nkind = \"flatten\"\n[[layer]]\nkind = \"dense\"\nunits = 8\n[[layer]]\nkind = \"dense\"\n"), "parameters, more than this build's 67108864 (layer 1 (dense) has the most)"),
+        ("too-big", "input = [4096, 4096, 1]\nclasses = 3\n[[layer]]\nkind = \"flatten\"\n[[layer]]\nkind = \"dense\"\nunits = 8\n[[layer]]\nkind = \"dense\"\n".to_string(), "parameters, more than this build's 67108864 (layer 1 (dense) has the most)"),
         ("too-many", format!("{HEAD}{}{tail}", "[[layer]]\nkind = \"relu\"\n".repeat(40)), "42 layers, more than the weights file's 32"),
         ("input", format!("input = [8, 0, 1]\nclasses = 3\n{tail}"), "input = [8, 0, 1] must be [height, width, channels]"),
         ("no-input", format!("classes = 3\n{tail}"), "no `input = [height, width, channels]` and no data"),
