@@ -42,7 +42,8 @@ fn pair(rest: &[u8]) {
     if let Ok(d) = pair_from_bytes(images, labels, "images", "labels") {
         assert!(d.rows > 0 && d.cols > 0);
         assert_eq!(d.images.len(), d.len() * d.pixels());
-        assert!(d.labels.iter().all(|&l| l <= 9));
+        assert!(d.check_labels(d.classes()).is_ok());
+        assert!(d.channels > 0);
         if !d.is_empty() {
             assert_eq!(d.image(d.len() - 1).len(), d.pixels());
             let mut out = vec![0.0; d.pixels()];

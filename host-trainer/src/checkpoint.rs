@@ -165,7 +165,7 @@ mod tests {
         Checkpoint {
             header: Header {
                 config: TrainConfig {
-                    arch: crate::config::ArchName::Small,
+                    arch: crate::config::ArchName::Small.into(),
                     loss: crate::config::LossName::Fused,
                     init: crate::config::InitName::He,
                     lr: 2e-3,

@@ -51,6 +51,141 @@ impl ArchName {
     }
 }
 
+/// The architecture of a run or of a saved model: a built-in one by name, or one a
+/// user described ([`crate::network`]). Serialized as the built-in's name (`"small"`,
+/// as checkpoints always stored it) or as `{"name": ..., "description": ...}` with the
+/// canonical description text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ArchSpec {
+    /// A built-in architecture.
+    Builtin(ArchName),
+    /// A described network.
+    Described(Described),
+}
+
+/// A described network as runs and files record it: its canonical description text,
+/// checked and parsed when read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "DescribedRecord", into = "DescribedRecord")]
+pub struct Described(pub crate::network::Network);
+
+/// The serialized form of [`Described`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribedRecord {
+    /// The network's name.
+    pub name: String,
+    /// Its canonical description (TOML).
+    pub description: String,
+}
+
+impl TryFrom<DescribedRecord> for Described {
+    type Error = String;
+    fn try_from(r: DescribedRecord) -> std::result::Result<Self, String> {
+        let n = crate::network::from_text(&r.description, "checkpoint")
+            .map_err(|e| format!("{e:#}"))?;
+        if n.name != r.name {
+            return Err(format!(
+                "checkpoint: network name `{}` but its description names `{}`",
+                r.name, n.name
+            ));
+        }
+        Ok(Described(n))
+    }
+}
+
+impl From<Described> for DescribedRecord {
+    fn from(d: Described) -> Self {
+        DescribedRecord {
+            name: d.0.name,
+            description: d.0.text,
+        }
+    }
+}
+
+impl ArchSpec {
+    /// The architecture.
+    pub fn arch(&self) -> Arch<'static> {
+        match self {
+            ArchSpec::Builtin(a) => a.arch(),
+            ArchSpec::Described(d) => d.0.arch,
+        }
+    }
+    /// The name (a built-in's, or the description's).
+    pub fn name(&self) -> &str {
+        match self {
+            ArchSpec::Builtin(a) => a.name(),
+            ArchSpec::Described(d) => &d.0.name,
+        }
+    }
+    /// The canonical description text (for a built-in too).
+    pub fn text(&self) -> String {
+        match self {
+            ArchSpec::Builtin(a) => crate::network::canonical(a.name(), &a.arch()),
+            ArchSpec::Described(d) => d.0.text.clone(),
+        }
+    }
+    /// The built-in architecture `arch` is, or else a described network named `name`
+    /// with its layers (for architectures read from weights files); `what` names the
+    /// file in errors.
+    pub fn of(arch: &Arch<'_>, name: &str, what: &str) -> Result<Self> {
+        match ArchName::of(arch) {
+            Ok(a) => Ok(ArchSpec::Builtin(a)),
+            Err(_) => Ok(ArchSpec::Described(Described(crate::network::from_arch(
+                name, arch, what,
+            )?))),
+        }
+    }
+}
+
+impl From<ArchName> for ArchSpec {
+    fn from(a: ArchName) -> Self {
+        ArchSpec::Builtin(a)
+    }
+}
+
+/// `--arch`: a built-in name or a description file, resolved against the data once it
+/// is loaded ([`ArchArg::resolve`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArchArg {
+    /// `small`, `seed`.
+    Builtin(ArchName),
+    /// A description file.
+    File(crate::network::Description),
+}
+
+impl ArchArg {
+    /// Parses `--arch`: a built-in name, or else the path of a description file (read
+    /// and checked here, resolved later).
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Ok(a) = <ArchName as ValueEnum>::from_str(s, false) {
+            return Ok(ArchArg::Builtin(a));
+        }
+        let p = std::path::Path::new(s);
+        if !p.exists() {
+            anyhow::bail!("--arch {s}: neither a built-in architecture (small, seed) nor a network description file");
+        }
+        Ok(ArchArg::File(crate::network::Description::read(p)?))
+    }
+
+    /// The architecture for data of samples `data.0` and `data.1` classes.
+    pub fn resolve(&self, data: Option<(microconv::Shape, usize)>) -> Result<ArchSpec> {
+        Ok(match self {
+            ArchArg::Builtin(a) => ArchSpec::Builtin(*a),
+            ArchArg::File(d) => ArchSpec::Described(Described(d.resolve(data)?)),
+        })
+    }
+
+    /// The name a run's files take.
+    pub fn name(&self) -> &str {
+        match self {
+            ArchArg::Builtin(a) => a.name(),
+            ArchArg::File(d) => &d.name,
+        }
+    }
+}
+
 /// The losses, by their CLI names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,7 +244,7 @@ pub enum Schedule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Architecture.
-    pub arch: ArchName,
+    pub arch: ArchSpec,
     /// Loss (and its reduction).
     pub loss: LossName,
     /// Initialiser.

@@ -1,8 +1,11 @@
-//! MNIST's IDX files (gzip-compressed or raw): read, check, scale pixels to [0, 1].
+//! IDX files (gzip-compressed or raw), MNIST's and any other shape: read, check, scale
+//! pixels to [0, 1].
 //!
 //! IDX: a big-endian header `0x00 0x00 <type> <ndims>` (type `0x08` = unsigned byte),
 //! then `ndims` big-endian `u32` sizes, then the data. Images are `ndims = 3`
-//! (`count, rows, cols`), labels `ndims = 1`.
+//! (`count, rows, cols`, one channel, MNIST's) or `ndims = 4` (`count, rows, cols,
+//! channels`, channels fastest), labels `ndims = 1` (`0..K`: the number of classes `K`
+//! is the largest label plus one, [`Dataset::classes`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -11,12 +14,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use flate2::read::GzDecoder;
 
-/// A labelled image set: the IDX file's 8-bit pixels (row-major, one channel), kept as
+/// A labelled image set: the IDX file's 8-bit pixels (row-major, channels fastest), kept as
 /// bytes (a quarter of the memory of floats) and scaled to [0, 1] (`p / 255`) batch by
 /// batch with [`Dataset::fill`].
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// `count * rows * cols` pixels, 0-255.
+    /// `count * rows * cols * channels` values, 0-255.
     pub images: Vec<u8>,
     /// `count` labels.
     pub labels: Vec<u8>,
@@ -24,6 +27,10 @@ pub struct Dataset {
     pub rows: usize,
     /// Columns per image.
     pub cols: usize,
+    /// Channels per pixel (1 for an idx3 file).
+    pub channels: usize,
+    /// The label file, for errors about labels.
+    pub labels_file: String,
 }
 
 impl Dataset {
@@ -35,9 +42,34 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
-    /// Pixels of one image.
+    /// Values of one image (`rows * cols * channels`).
     pub fn pixels(&self) -> usize {
-        self.rows * self.cols
+        self.rows * self.cols * self.channels
+    }
+    /// The shape of one image.
+    pub fn shape(&self) -> microconv::Shape {
+        microconv::Shape::new(self.rows, self.cols, self.channels)
+    }
+    /// The number of classes the labels show: the largest label plus one (0 if empty).
+    pub fn classes(&self) -> usize {
+        self.labels.iter().max().map_or(0, |&l| l as usize + 1)
+    }
+    /// Every label must be below `classes` (the network's): the error names the label
+    /// file, the label and its index.
+    pub fn check_labels(&self, classes: usize) -> Result<()> {
+        if let Some((i, &l)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
+            bail!(
+                "{}: label {l} at index {i} is out of range: the network has {classes} classes (labels 0 to {})",
+                self.labels_file,
+                classes.saturating_sub(1)
+            );
+        }
+        Ok(())
     }
     /// Image `i`'s 8-bit pixels.
     pub fn image(&self, i: usize) -> &[u8] {
@@ -68,6 +100,8 @@ impl Dataset {
             labels: self.labels[range].to_vec(),
             rows: self.rows,
             cols: self.cols,
+            channels: self.channels,
+            labels_file: self.labels_file.clone(),
         }
     }
 }
@@ -212,92 +246,115 @@ pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<u
     Ok((dims, data))
 }
 
-/// Loads an image file and a label file and checks that they agree. The labels are
-/// read first, and the images' header is checked against their count before any pixel
-/// is read; neither file is read past the size its header promises ([`read_idx`]).
+/// The number of dimensions of an image file's IDX header (3 or 4; anything else is
+/// left to [`read_idx`] to refuse as 3): its fourth byte.
+fn image_ndims(images: &Path) -> Result<usize> {
+    let mut head = Vec::with_capacity(4);
+    open_maybe_gz(images)?
+        .0
+        .take(4)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", images.display()))?;
+    Ok(match head.get(3) {
+        Some(4) => 4,
+        _ => 3,
+    })
+}
+
+/// Loads an image file (idx3 or idx4) and a label file and checks that they agree. The
+/// labels are read first, and the images' header is checked against their count before
+/// any pixel is read; neither file is read past the size its header promises
+/// ([`read_idx`]).
 pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     let (iname, lname) = (images.display().to_string(), labels.display().to_string());
     let (ldims, lab) = read_idx(open_maybe_gz(labels)?, 1, &lname, None)?;
     let (idims, pixels) = read_idx(
         open_maybe_gz(images)?,
-        3,
+        image_ndims(images)?,
         &iname,
         Some((ldims[0], lname.as_str())),
     )?;
-    check_pair(&idims, &ldims, &lab, &iname, &lname)?;
-    Ok(Dataset {
-        images: pixels,
-        labels: lab,
-        rows: idims[1],
-        cols: idims[2],
-    })
+    check_pair(&idims, &ldims, &iname, &lname)?;
+    Ok(dataset(&idims, pixels, lab, &lname))
 }
 
-/// The checks on an image file's and a label file's sizes and labels.
-fn check_pair(
-    idims: &[usize],
-    ldims: &[usize],
-    lab: &[u8],
-    images: &str,
-    labels: &str,
-) -> Result<()> {
+/// The dataset of images of sizes `idims` (`[n, h, w]` or `[n, h, w, c]`).
+fn dataset(idims: &[usize], images: Vec<u8>, labels: Vec<u8>, labels_file: &str) -> Dataset {
+    Dataset {
+        images,
+        labels,
+        rows: idims[1],
+        cols: idims[2],
+        channels: idims.get(3).copied().unwrap_or(1),
+        labels_file: labels_file.to_string(),
+    }
+}
+
+/// The checks on an image file's and a label file's sizes (the labels are checked
+/// against the network's classes where a network meets the data:
+/// [`Dataset::check_labels`]).
+fn check_pair(idims: &[usize], ldims: &[usize], images: &str, labels: &str) -> Result<()> {
     if idims[0] != ldims[0] {
         return Err(count_mismatch(images, idims[0], labels, ldims[0]));
     }
-    if idims[1] == 0 || idims[2] == 0 {
-        bail!("{images}: images of size {}x{}", idims[1], idims[2]);
-    }
-    if let Some((i, &l)) = lab.iter().enumerate().find(|(_, &l)| l > 9) {
-        bail!("{labels}: label {l} at index {i} is not a digit 0-9");
+    if idims[1..].contains(&0) {
+        let dims: Vec<String> = idims[1..].iter().map(|d| d.to_string()).collect();
+        bail!("{images}: images of size {}", dims.join("x"));
     }
     Ok(())
 }
 
-/// The checks of [`load_pair`] on the (already decompressed) bytes of an image file and
-/// a label file, named `images` and `labels` in errors.
+/// The checks of [`load_pair`] on the (already decompressed) bytes of an image file
+/// (idx3, or idx4 if its fourth byte says 4) and a label file, named `images` and
+/// `labels` in errors.
 pub fn pair_from_bytes(ib: &[u8], lb: &[u8], images: &str, labels: &str) -> Result<Dataset> {
-    let (idims, ipix) = parse_idx(ib, 3, images)?;
+    let ndims = if ib.get(3) == Some(&4) { 4 } else { 3 };
+    let (idims, ipix) = parse_idx(ib, ndims, images)?;
     let (ldims, lab) = parse_idx(lb, 1, labels)?;
-    check_pair(&idims, &ldims, lab, images, labels)?;
-    Ok(Dataset {
-        images: ipix.to_vec(),
-        labels: lab.to_vec(),
-        rows: idims[1],
-        cols: idims[2],
-    })
+    check_pair(&idims, &ldims, images, labels)?;
+    Ok(dataset(&idims, ipix.to_vec(), lab.to_vec(), labels))
 }
 
-/// Finds `stem` or `stem.gz` in `dir`.
-fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
-    for name in [format!("{stem}.gz"), stem.to_string()] {
-        let p = dir.join(&name);
-        if p.exists() {
-            return Ok(p);
+/// Finds the first of `stems` (each plain or `.gz`) in `dir`.
+fn find(dir: &Path, stems: &[&str]) -> Result<PathBuf> {
+    for stem in stems {
+        for name in [format!("{stem}.gz"), stem.to_string()] {
+            let p = dir.join(&name);
+            if p.exists() {
+                return Ok(p);
+            }
         }
     }
-    bail!("{}: no {stem}.gz or {stem} (expected MNIST's IDX files; the repo vendors them in data/mnist)", dir.display())
+    bail!("{}: no {}.gz or {} (expected MNIST-named IDX files; the repo vendors MNIST's in data/mnist)", dir.display(), stems[0], stems.join(" or "))
 }
 
-/// MNIST's training and test sets from `dir`.
+/// The training and test sets from `dir`: MNIST's four file names (images may be
+/// `*-images-idx4-ubyte` instead, for images with channels).
 pub fn load_mnist(dir: &Path) -> Result<(Dataset, Dataset)> {
     let train = load_pair(
-        &find(dir, "train-images-idx3-ubyte")?,
-        &find(dir, "train-labels-idx1-ubyte")?,
+        &find(dir, &["train-images-idx3-ubyte", "train-images-idx4-ubyte"])?,
+        &find(dir, &["train-labels-idx1-ubyte"])?,
     )?;
     let test = load_pair(
-        &find(dir, "t10k-images-idx3-ubyte")?,
-        &find(dir, "t10k-labels-idx1-ubyte")?,
+        &find(dir, &["t10k-images-idx3-ubyte", "t10k-images-idx4-ubyte"])?,
+        &find(dir, &["t10k-labels-idx1-ubyte"])?,
     )?;
-    if (train.rows, train.cols) != (test.rows, test.cols) {
+    if train.shape() != test.shape() {
+        let s = |d: &Dataset| format!("{}x{}x{}", d.rows, d.cols, d.channels);
         bail!(
-            "training images are {}x{} but test images are {}x{}",
-            train.rows,
-            train.cols,
-            test.rows,
-            test.cols
+            "{}: training images are {} but test images are {}",
+            dir.display(),
+            s(&train),
+            s(&test)
         );
     }
     Ok((train, test))
+}
+
+/// The number of classes of a training and a test set: the largest label of either
+/// plus one.
+pub fn classes(train: &Dataset, test: &Dataset) -> usize {
+    train.classes().max(test.classes())
 }
 
 /// The default data directory: `data/mnist` of this repository.

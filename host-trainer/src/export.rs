@@ -6,14 +6,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use microconv::format::{file_len, write};
 
-use crate::train::ArchName;
-
 pub use crate::weights::{WeightsFile, MAX_BYTES};
 
-/// Writes the weights file of `p` (architecture `name`, read from `from`) to `out`;
+/// Writes the weights file of `p` (architecture `arch`, read from `from`) to `out`;
 /// returns its size in bytes.
-pub fn export(name: ArchName, p: &[f32], from: &Path, out: &Path) -> Result<usize> {
-    let arch = name.arch();
+pub fn export(arch: &microconv::Arch<'_>, p: &[f32], from: &Path, out: &Path) -> Result<usize> {
+    let arch = *arch;
     if let Some(i) = p.iter().position(|v| !v.is_finite()) {
         bail!(
             "{}: parameter {i} is {} (a diverged run?); refusing to export",

@@ -19,6 +19,7 @@ pub mod export;
 pub mod finetune;
 pub mod interop;
 pub mod kernels;
+pub mod network;
 pub mod outputs;
 pub mod params_file;
 pub mod plot;

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{bail, Result};
 
 use crate::checkpoint::Checkpoint;
-use crate::train::ArchName;
 
 /// `out` as a file path: if `out` is a directory (it exists as one, or it is written with
 /// a trailing `/`), the file `default_name` inside it.
@@ -182,10 +181,10 @@ impl TrainFiles {
 pub fn train_files(
     resumed: Option<(&Path, &Checkpoint)>,
     out: Option<PathBuf>,
-    arch: ArchName,
+    arch: &str,
     no_plots: bool,
 ) -> Result<TrainFiles> {
-    let default_name = format!("{}.params", arch.name());
+    let default_name = format!("{arch}.params");
     let (out, metrics_from) = match (resumed, out) {
         (_, Some(o)) => {
             let out = resolve(&o, &default_name);

@@ -26,7 +26,7 @@ pub struct Row {
 /// The seed's configuration for `loss`.
 pub fn seed_config(loss: LossName, steps: usize, seed: u64, threads: usize) -> TrainConfig {
     TrainConfig {
-        arch: ArchName::Seed,
+        arch: ArchName::Seed.into(),
         loss,
         init: InitName::Seed,
         lr: 1e-3,

@@ -156,18 +156,22 @@ impl Metrics {
     }
 }
 
-/// Copies image `src` (rows x cols) into `dst` shifted by `(dy, dx)`, zero-filling.
-fn shifted(src: &[u8], dst: &mut [f32], rows: usize, cols: usize, dy: isize, dx: isize) {
+/// Copies image `src` (`shape`: rows x cols x channels, channels fastest) into `dst`
+/// shifted by `(dy, dx)` pixels, zero-filling.
+fn shifted(src: &[u8], dst: &mut [f32], shape: microconv::Shape, dy: isize, dx: isize) {
+    let (rows, cols, ch) = (shape.h, shape.w, shape.c);
     for r in 0..rows {
         let sr = r as isize - dy;
         for c in 0..cols {
             let sc = c as isize - dx;
-            dst[r * cols + c] =
-                if (0..rows as isize).contains(&sr) && (0..cols as isize).contains(&sc) {
-                    src[sr as usize * cols + sc as usize] as f32 / 255.0
+            let inside = (0..rows as isize).contains(&sr) && (0..cols as isize).contains(&sc);
+            for k in 0..ch {
+                dst[(r * cols + c) * ch + k] = if inside {
+                    src[(sr as usize * cols + sc as usize) * ch + k] as f32 / 255.0
                 } else {
                     0.0
                 };
+            }
         }
     }
 }
@@ -234,16 +238,8 @@ pub fn train_with(
 /// The configuration's checks against the data; the architecture.
 fn check(cfg: &TrainConfig, train: &Dataset, test: &Dataset) -> Result<microconv::Arch<'static>> {
     let arch = cfg.arch.arch();
-    if arch.input.len() != train.pixels() || arch.input.len() != test.pixels() {
-        bail!(
-            "architecture `{}` takes {}x{} images, the data has {}x{}",
-            cfg.arch.name(),
-            arch.input.h,
-            arch.input.w,
-            train.rows,
-            train.cols
-        );
-    }
+    check_data(&arch, cfg.arch.name(), train)?;
+    check_data(&arch, cfg.arch.name(), test)?;
     if cfg.holdout >= train.len() {
         bail!(
             "holdout of {} leaves no training images out of {}",
@@ -255,6 +251,26 @@ fn check(cfg: &TrainConfig, train: &Dataset, test: &Dataset) -> Result<microconv
         bail!("learning rate must be a positive number, got {}", cfg.lr);
     }
     Ok(arch)
+}
+
+/// The checks of a network (`name`) against a data set: the image shape must be the
+/// network's input (an image file of `rows x cols` pixels is one of `rows x cols x 1`),
+/// and every label one of its classes.
+pub fn check_data(arch: &microconv::Arch<'_>, name: &str, data: &Dataset) -> Result<()> {
+    let (i, d) = (arch.input, data.shape());
+    if i != d {
+        bail!(
+            "architecture `{name}` takes {}x{}x{} images, the data has {}x{}x{} (labels {})",
+            i.h,
+            i.w,
+            i.c,
+            d.h,
+            d.w,
+            d.c,
+            data.labels_file
+        );
+    }
+    data.check_labels(arch.classes())
 }
 
 /// The sample order: shuffled epochs over the training images `holdout..`, and the
@@ -286,7 +302,7 @@ impl Sampler {
                     self.rng.below(5) as isize - 2,
                     self.rng.below(5) as isize - 2,
                 );
-                shifted(train.image(i), dst, train.rows, train.cols, dy, dx);
+                shifted(train.image(i), dst, train.shape(), dy, dx);
             } else {
                 crate::data::scale(train.image(i), dst);
             }

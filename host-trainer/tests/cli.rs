@@ -754,7 +754,7 @@ fn every_bad_input_names_the_file_and_the_problem() {
                 data("label"),
             ]
             .concat(),
-            "is not a digit 0-9",
+            "is out of range: the network has 10 classes",
             "t10k-labels-idx1-ubyte".into(),
         ),
         (
@@ -768,7 +768,7 @@ fn every_bad_input_names_the_file_and_the_problem() {
                 data("small-images"),
             ]
             .concat(),
-            "takes 28x28 images, the data has 16x16",
+            "takes 28x28x1 images, the data has 16x16x1",
             "".into(),
         ),
         (

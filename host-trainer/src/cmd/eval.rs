@@ -68,11 +68,14 @@ fn predictions(args: &Args, te: &Dataset) -> Result<(usize, Vec<usize>)> {
         let wf = weights::WeightsFile::read_any(params)?;
         let model = weights::HostModel::parse(wf.bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
+        crate::train::check_data(&model.arch(), &params.display().to_string(), te)?;
         let scores = board::host_scores(&model, te, te.len(), threads)?;
         let p: Vec<usize> = scores.iter().map(|s| microconv::loss::argmax(s)).collect();
         Ok((model.arch().classes(), p))
     } else {
-        let (arch, p) = load_any(params)?;
+        let (spec, p) = load_any(params)?;
+        let arch = spec.arch();
+        crate::train::check_data(&arch, spec.name(), te)?;
         let logits = engine::predict_u8(&arch, &p, &te.images, te.len(), threads)?;
         let p = logits
             .chunks_exact(arch.classes())

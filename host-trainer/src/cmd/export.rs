@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::load_any;
-use crate::config::ArchName;
 use crate::{export, interop, outputs};
 
 // The command's options (no doc comment: the subcommand's help is its variant's).
@@ -23,12 +22,18 @@ pub struct Args {
 /// Converts `--params` into `--out`.
 pub fn run(args: Args) -> Result<()> {
     let (arch, p) = load_any(&args.params)?;
-    let name = ArchName::of(&arch)?;
-    let out = outputs::resolve(&args.out, &format!("{}.mcw", name.name()));
+    let out = outputs::resolve(&args.out, &format!("{}.mcw", arch.name()));
     if outputs::prepare(&out, "weights file")?.exists {
         println!("note: replacing {}", out.display());
     }
     if out.extension().is_some_and(|e| e == "safetensors") {
+        let crate::config::ArchSpec::Builtin(name) = arch else {
+            anyhow::bail!(
+                "{}: safetensors export of a described network (`{}`) is not supported yet; export a .mcw weights file",
+                args.params.display(),
+                arch.name()
+            );
+        };
         interop::save(&out, name, &p)?;
         println!(
             "wrote {} ({} bytes, safetensors; names and layouts in docs/safetensors.md)",
@@ -36,7 +41,7 @@ pub fn run(args: Args) -> Result<()> {
             std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0)
         );
     } else {
-        let n = export::export(name, &p, &args.params, &out)?;
+        let n = export::export(&arch.arch(), &p, &args.params, &out)?;
         println!("wrote {} ({n} bytes)", out.display());
     }
     Ok(())

@@ -18,6 +18,7 @@ pub mod finetune;
 pub mod predict;
 pub mod quantize;
 pub mod reproduce;
+pub mod summary;
 pub mod train;
 
 /// The commands.
@@ -46,6 +47,9 @@ pub enum Command {
     Predict(predict::Args),
     /// Evaluate saved parameters on the test set
     Eval(eval::Args),
+    /// A network's layers, output shapes, parameters and multiply-adds, and the firmware
+    /// RAM and flash it needs (float and int8)
+    Summary(summary::Args),
 }
 
 impl Command {
@@ -61,6 +65,7 @@ impl Command {
             Command::Bench(a) => bench::run(a),
             Command::Predict(a) => predict::run(a),
             Command::Eval(a) => eval::run(a),
+            Command::Summary(a) => summary::run(a),
         }
     }
 }
@@ -139,23 +144,28 @@ impl LinkArgs {
 }
 
 /// Parameters from a parameter file (`train`), a weights file (`export`) or a safetensors
-/// file, by content.
-pub fn load_any(path: &Path) -> Result<(microconv::Arch<'static>, Vec<f32>)> {
+/// file, by content, with their architecture (a weights file of a network that is not
+/// built in becomes a described network named after the file).
+pub fn load_any(path: &Path) -> Result<(crate::config::ArchSpec, Vec<f32>)> {
     let head = crate::bytes::head(path, 9)?;
     if interop::looks_like(&head) {
         let (name, p) = interop::load(path)?;
-        return Ok((name.arch(), p));
+        return Ok((name.into(), p));
     }
     if head.starts_with(b"MCONVNET") {
         let wf = weights::WeightsFile::read(path)?;
         let m = wf
             .model()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let arch = crate::config::ArchName::of(&m.arch())
-            .with_context(|| path.display().to_string())?
-            .arch();
+        let what = path.display().to_string();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| crate::network::valid_name(s))
+            .unwrap_or_else(|| "custom".into());
+        let arch =
+            crate::config::ArchSpec::of(&m.arch(), &stem, &what).with_context(|| what.clone())?;
         return Ok((arch, m.params().to_vec()));
     }
-    let (name, p) = params_file::load_model(path)?;
-    Ok((name.arch(), p))
+    params_file::load_model(path)
 }

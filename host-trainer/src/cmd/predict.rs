@@ -32,10 +32,11 @@ pub struct Args {
 /// Classifies every image; a file that fails is reported and the others go on (a single
 /// file's failure is the command's error).
 pub fn run(args: Args) -> Result<()> {
-    let (arch, p) = load_any(&args.params)?;
-    if arch.input.len() != predict::SIDE * predict::SIDE {
+    let (spec, p) = load_any(&args.params)?;
+    let arch = spec.arch();
+    if arch.input != microconv::Shape::new(predict::SIDE, predict::SIDE, 1) {
         bail!(
-            "{}: the network does not take 28x28 images",
+            "{}: the network does not take 28x28x1 images (predict brings pictures to MNIST's convention only)",
             args.params.display()
         );
     }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use super::{load_any, Common};
-use crate::config::ArchName;
 use crate::{engine, outputs, quantize};
 
 // The command's options (no doc comment: the subcommand's help is its variant's).
@@ -33,10 +32,11 @@ pub fn run(args: Args) -> Result<()> {
         calibration,
         out,
     } = args;
-    let (arch, p) = load_any(&params)?;
+    let (spec, p) = load_any(&params)?;
+    let arch = spec.arch();
     let out = match out {
         Some(o) => {
-            let name = ArchName::of(&arch)?.name();
+            let name = spec.name();
             let o = outputs::resolve(&o, &format!("{name}-int8.mcw"));
             if outputs::prepare(&o, "int8 weights file")?.exists {
                 println!("note: replacing {}", o.display());
@@ -46,6 +46,8 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let (tr, te) = common.load()?;
+    crate::train::check_data(&arch, spec.name(), &tr)?;
+    crate::train::check_data(&arch, spec.name(), &te)?;
     if calibration == 0 || calibration > tr.len() {
         bail!("--calibration must be between 1 and {}", tr.len());
     }

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use super::Common;
 use crate::checkpoint::Checkpoint;
-use crate::config::{ArchName, InitName, LossName, Schedule, TrainConfig};
+use crate::config::{ArchArg, ArchSpec, InitName, LossName, Schedule, TrainConfig};
 use crate::outputs::{self, TrainFiles};
 use crate::train::{self as training, TrainOutcome};
 use crate::{params_file, plot, progress};
@@ -17,9 +17,10 @@ use crate::{params_file, plot, progress};
 pub struct Args {
     #[command(flatten)]
     pub common: Common,
-    /// Architecture
-    #[arg(long, value_enum, default_value_t = ArchName::Small)]
-    pub arch: ArchName,
+    /// Architecture: `small`, `seed`, or a network description file (TOML,
+    /// docs/network-description.md)
+    #[arg(long, default_value = "small")]
+    pub arch: String,
     /// Loss
     #[arg(long, value_enum, default_value_t = LossName::Fused)]
     pub loss: LossName,
@@ -136,17 +137,29 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(e) = args.epochs.filter(|e| !(e.is_finite() && *e > 0.0)) {
         bail!("--epochs must be a positive number, got {e}");
     }
-    let arch = match &resume {
-        Some(c) => c.config(100).arch,
-        None => args.arch,
+    // A description file is read and checked before anything else (its errors are
+    // one line naming the file); it is resolved against the data once that is loaded.
+    let described = match &resume {
+        Some(_) => None,
+        None => Some(ArchArg::parse(&args.arch)?),
+    };
+    let name = match (&resume, &described) {
+        (Some(c), _) => c.header.config.arch.name().to_string(),
+        (None, Some(a)) => a.name().to_string(),
+        (None, None) => args.arch.clone(),
     };
     let resumed = args.resume.as_deref().zip(resume.as_ref());
-    let out = outputs::train_files(resumed, args.out.clone(), arch, args.no_plots)?;
+    let out = outputs::train_files(resumed, args.out.clone(), &name, args.no_plots)?;
     let (tr, te) = args.common.load()?;
     let cfg = match &resume {
         Some(c) => c.config(100),
-        None => config(&args, arch, steps(&args, tr.len())),
+        None => {
+            let arch = ArchArg::parse(&args.arch)?
+                .resolve(Some((tr.shape(), crate::data::classes(&tr, &te))))?;
+            config(&args, arch, steps(&args, tr.len()))
+        }
     };
+    let arch = &cfg.arch;
     if cfg.batch == 0 || cfg.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
@@ -201,7 +214,7 @@ fn steps(args: &Args, train_len: usize) -> usize {
 }
 
 /// The configuration of a new run (not resumed).
-fn config(args: &Args, arch: ArchName, steps: usize) -> TrainConfig {
+fn config(args: &Args, arch: ArchSpec, steps: usize) -> TrainConfig {
     TrainConfig {
         arch,
         loss: args.loss,
@@ -221,10 +234,10 @@ fn config(args: &Args, arch: ArchName, steps: usize) -> TrainConfig {
 /// Saves the parameters (printing the accuracy even if that fails), draws the curves and
 /// prints the closing lines.
 fn report(cfg: &TrainConfig, o: &TrainOutcome, out: &TrainFiles, no_plots: bool) -> Result<()> {
-    let arch = cfg.arch;
+    let arch = &cfg.arch;
     let saved = outputs::write_or_rescue(
         &out.params,
-        &params_file::to_bytes(arch.name(), &o.params),
+        &params_file::to_bytes(arch, &o.params),
         "parameters",
     );
     if saved.is_err() {
