@@ -18,6 +18,12 @@ use toml::{Table, Value};
 /// (`microconv::weights::MAX_LAYERS`).
 pub const MAX_LAYERS: usize = microconv::weights::MAX_LAYERS;
 
+/// The most parameters a network may have, and a parameter file this build reads may
+/// hold: the largest built-in network's, with room to spare (64 M). Files are checked
+/// against it before they are read, so that a huge file is refused instead of filling
+/// the memory.
+pub const MAX_PARAMS: usize = 64 << 20;
+
 /// The largest hyper-parameter the weights file records (a `u32`).
 const MAX_FIELD: i64 = u32::MAX as i64;
 
@@ -454,13 +460,13 @@ pub fn check(arch: &Arch<'_>, file: &str) -> Result<()> {
         });
     }
     let params = arch.param_count();
-    if params > crate::params_file::MAX_PARAMS {
+    if params > MAX_PARAMS {
         let big = (0..arch.layers.len())
             .max_by_key(|&i| arch.param_range(i).map_or(0, |r| r.len()))
             .unwrap_or(0);
         bail!(
             "{file}: {params} parameters, more than this build's {} (layer {big} ({}) has the most)",
-            crate::params_file::MAX_PARAMS,
+            MAX_PARAMS,
             arch.layers[big].name()
         );
     }

@@ -24,10 +24,8 @@ const VERSION_NAMED: u32 = 1;
 /// Files of described networks: the name and the description.
 const VERSION_DESCRIBED: u32 = 2;
 
-/// The most parameters a file this build reads may hold: the largest built-in
-/// network's, with room to spare (64 M). Files are checked against it before they are
-/// read, so that a huge file is refused instead of filling the memory.
-pub const MAX_PARAMS: usize = 64 << 20;
+/// The most parameters a file this build reads may hold ([`crate::network::MAX_PARAMS`]).
+pub use crate::network::MAX_PARAMS;
 
 /// The largest parameter file this build reads (parameters and a description of up to
 /// 1 MiB).
