@@ -151,13 +151,7 @@ pub fn read_idx(
     what: &str,
     count: Option<(usize, &str)>,
 ) -> Result<(Vec<usize>, Vec<u8>)> {
-    let gz = |e: std::io::Error| {
-        if gzipped {
-            anyhow::anyhow!("{what}: corrupt gzip data (re-download or re-copy the file): {e}")
-        } else {
-            anyhow::anyhow!("{what}: cannot read: {e}")
-        }
-    };
+    let gz = |e| read_error(what, gzipped, e);
     let mut header = Vec::with_capacity(4 + 4 * ndims);
     (&mut r)
         .take(4 + 4 * ndims as u64)
@@ -186,6 +180,26 @@ pub fn read_idx(
     }
     check_data_len(what, &dims, expected, data.len())?;
     Ok((dims, data))
+}
+
+/// The error for a failed read of `what`: a corrupt gzip stream if it was one.
+fn read_error(what: &str, gzipped: bool, e: std::io::Error) -> anyhow::Error {
+    if gzipped {
+        anyhow::anyhow!("{what}: corrupt gzip data (re-download or re-copy the file): {e}")
+    } else {
+        anyhow::anyhow!("{what}: cannot read: {e}")
+    }
+}
+
+/// The number of dimensions of an image file with IDX magic `magic`: 4 if its fourth
+/// byte says so (idx4, `N x H x W x C`), else 3 (idx3; the header check reports any
+/// other value).
+fn image_ndims(magic: &[u8]) -> usize {
+    if magic.get(3) == Some(&4) {
+        4
+    } else {
+        3
+    }
 }
 
 /// The data after an IDX header must be exactly the `expected` bytes its sizes promise.
@@ -246,19 +260,15 @@ pub fn parse_idx<'b>(bytes: &'b [u8], ndims: usize, what: &str) -> Result<(Vec<u
     Ok((dims, data))
 }
 
-/// The number of dimensions of an image file's IDX header (3 or 4; anything else is
-/// left to [`read_idx`] to refuse as 3): its fourth byte.
-fn image_ndims(images: &Path) -> Result<usize> {
-    let mut head = Vec::with_capacity(4);
-    open_maybe_gz(images)?
-        .0
-        .take(4)
-        .read_to_end(&mut head)
-        .with_context(|| format!("cannot read {}", images.display()))?;
-    Ok(match head.get(3) {
-        Some(4) => 4,
-        _ => 3,
-    })
+/// [`image_ndims`] of the image file `images`, read errors reported as [`read_idx`]
+/// reports them.
+fn file_image_ndims(images: &Path) -> Result<usize> {
+    let (r, gzipped) = open_maybe_gz(images)?;
+    let mut magic = Vec::with_capacity(4);
+    r.take(4)
+        .read_to_end(&mut magic)
+        .map_err(|e| read_error(&images.display().to_string(), gzipped, e))?;
+    Ok(image_ndims(&magic))
 }
 
 /// Loads an image file (idx3 or idx4) and a label file and checks that they agree. The
@@ -270,7 +280,7 @@ pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     let (ldims, lab) = read_idx(open_maybe_gz(labels)?, 1, &lname, None)?;
     let (idims, pixels) = read_idx(
         open_maybe_gz(images)?,
-        image_ndims(images)?,
+        file_image_ndims(images)?,
         &iname,
         Some((ldims[0], lname.as_str())),
     )?;
@@ -308,8 +318,7 @@ fn check_pair(idims: &[usize], ldims: &[usize], images: &str, labels: &str) -> R
 /// (idx3, or idx4 if its fourth byte says 4) and a label file, named `images` and
 /// `labels` in errors.
 pub fn pair_from_bytes(ib: &[u8], lb: &[u8], images: &str, labels: &str) -> Result<Dataset> {
-    let ndims = if ib.get(3) == Some(&4) { 4 } else { 3 };
-    let (idims, ipix) = parse_idx(ib, ndims, images)?;
+    let (idims, ipix) = parse_idx(ib, image_ndims(ib), images)?;
     let (ldims, lab) = parse_idx(lb, 1, labels)?;
     check_pair(&idims, &ldims, images, labels)?;
     Ok(dataset(&idims, ipix.to_vec(), lab.to_vec(), labels))
