@@ -1,7 +1,7 @@
 //! `host-trainer summary`: a network's layers (output shape, parameters, multiply-adds,
 //! like Keras' `model.summary()`) and what a firmware needs for it: static RAM for the
 //! activation buffers and flash for the weights, float and int8, from the core's own
-//! size functions (`Arch::inference_len`, the weights files' `file_len`).
+//! size functions (`Arch::planned_len`, the weights files' `file_len`).
 
 use std::path::PathBuf;
 
@@ -45,10 +45,10 @@ pub struct Summary {
     pub params: usize,
     /// Total multiply-adds per sample.
     pub macs: usize,
-    /// Firmware static RAM in bytes for float inference of one sample: the inference
-    /// buffer (`F32_BUF_LEN` f32s) and the input (`F32_INPUT_LEN` f32s).
+    /// Firmware static RAM in bytes for float inference of one sample: the arena of
+    /// planned inference, input included (`F32_ARENA_LEN` f32s, `microconv::plan`).
     pub ram_f32: usize,
-    /// The same for int8 (`I8_BUF_LEN` + `I8_INPUT_LEN` bytes).
+    /// The same for int8 (`I8_ARENA_LEN` bytes).
     pub ram_i8: usize,
     /// Flash for the float weights file, bytes.
     pub flash_f32: usize,
@@ -97,14 +97,13 @@ pub fn summary(arch: &Arch<'_>) -> Result<Summary> {
             macs: l.weight_len(ins).saturating_mul(outs.h * outs.w),
         });
     }
-    let buf = arch.inference_len(1);
-    let input = arch.input.len();
+    let arena = arch.planned_len(1);
     Ok(Summary {
         params: arch.param_count(),
         macs: rows.iter().map(|r| r.macs).sum(),
         rows,
-        ram_f32: (buf + input) * 4,
-        ram_i8: buf + input,
+        ram_f32: arena * 4,
+        ram_i8: arena,
         flash_f32: microconv::weights::float::file_len(arch),
         flash_i8: microconv::weights::int8::file_len(arch).map_err(|e| anyhow::anyhow!("{e}"))?,
     })
@@ -169,7 +168,7 @@ pub fn table(name: &str, arch: &Arch<'_>, s: &Summary) -> String {
         thousands(s.flash_i8),
         kib(s.flash_i8),
     ));
-    t.push_str("(RAM: the inference buffer `Arch::inference_len(1)` and the input, as microconv-build's F32_BUF_LEN + F32_INPUT_LEN / I8_BUF_LEN + I8_INPUT_LEN; flash: the weights file's size)\n");
+    t.push_str("(RAM: the arena of planned inference `Arch::planned_len(1)`, input included, as microconv-build's F32_ARENA_LEN / I8_ARENA_LEN; flash: the weights file's size)\n");
     t
 }
 
@@ -200,9 +199,9 @@ mod tests {
         assert_eq!(s.macs, 156_800 + 627_200 + 225_792 + 5_120);
         assert_eq!(s.rows[0].output, microconv::Shape::new(28, 28, 8));
         assert_eq!(s.rows[0].params, 5 * 5 * 8 + 8);
-        let buf = microconv::archs::SMALL.inference_len(1);
-        assert_eq!(s.ram_f32, (buf + 784) * 4);
-        assert_eq!(s.ram_i8, buf + 784);
+        // The firmware's arena: 784 input + 448 row band + 1,568 pooled values.
+        assert_eq!(s.ram_f32, 2_800 * 4);
+        assert_eq!(s.ram_i8, 2_800);
         assert!(s.flash_f32 > 4 * 13_194 && s.flash_i8 > 13_194 && s.flash_i8 < s.flash_f32);
         assert_eq!(thousands(1_014_912), "1,014,912");
         assert_eq!(thousands(999), "999");
