@@ -312,10 +312,11 @@ fn fused(
     {
         for (oy, yr) in yi.chunks_exact_mut(prow).enumerate() {
             let rows = f.pool.input_rows(conv_out, oy);
+            let have = band.len();
             let b = band.get_mut(..rows.len() * row).ok_or(Error::BufferLen {
                 buffer: "row band",
                 expected: rows.len() * row,
-                actual: 0,
+                actual: have,
             })?;
             f.conv.forward_rows(ins, xi, wb, rows, b)?;
             if f.relu {
@@ -400,10 +401,11 @@ fn fused_i8(
     {
         for (oy, yr) in yi.chunks_exact_mut(prow).enumerate() {
             let rows = f.pool.input_rows(conv_out, oy);
+            let have = band.len();
             let b = band.get_mut(..rows.len() * row).ok_or(Error::BufferLen {
                 buffer: "int8 row band",
                 expected: rows.len() * row,
-                actual: 0,
+                actual: have,
             })?;
             conv_rows_i8(
                 &f.conv,

@@ -136,15 +136,15 @@ impl MaxPool {
         }
     }
 
-    /// Int8 output row `oy` (`ow * c` bytes into `y`) from `band`, the input rows
-    /// [`MaxPool::input_rows`] of `oy`: the values [`MaxPool::forward_i8`] gives that row.
-    pub(crate) fn forward_row_i8(
+    /// The checks of one output row `oy` computed from `band` into `y` (float or int8):
+    /// the output shape, the padding before (rows, columns) and the band's first input row.
+    fn row_site<T>(
         &self,
         input: Shape,
         oy: usize,
-        band: &[i8],
-        y: &mut [i8],
-    ) -> Result<(), Error> {
+        band: &[T],
+        y: &[T],
+    ) -> Result<(Shape, (usize, usize), usize), Error> {
         let (output, pt, pl) = self.geom(input)?;
         let rows = self.input_rows(input, oy);
         check_len("maxpool row band", band, rows.len() * input.w * input.c)?;
@@ -154,7 +154,20 @@ impl MaxPool {
                 name: "maxpool row (past the last output row)",
             });
         }
-        self.pool_row_i8(input, output, (pt, pl), oy, (band, rows.start), y);
+        Ok((output, (pt, pl), rows.start))
+    }
+
+    /// Int8 output row `oy` (`ow * c` bytes into `y`) from `band`, the input rows
+    /// [`MaxPool::input_rows`] of `oy`: the values [`MaxPool::forward_i8`] gives that row.
+    pub(crate) fn forward_row_i8(
+        &self,
+        input: Shape,
+        oy: usize,
+        band: &[i8],
+        y: &mut [i8],
+    ) -> Result<(), Error> {
+        let (output, pads, first) = self.row_site(input, oy, band, y)?;
+        self.pool_row_i8(input, output, pads, oy, (band, first), y);
         Ok(())
     }
 
@@ -167,16 +180,8 @@ impl MaxPool {
         band: &[f32],
         y: &mut [f32],
     ) -> Result<(), Error> {
-        let (output, pt, pl) = self.geom(input)?;
-        let rows = self.input_rows(input, oy);
-        check_len("maxpool row band", band, rows.len() * input.w * input.c)?;
-        check_len("maxpool output row", y, output.w * output.c)?;
-        if oy >= output.h {
-            return Err(Error::InvalidParameter {
-                name: "maxpool row (past the last output row)",
-            });
-        }
-        self.max_row(input, output, (pt, pl), oy, (band, rows.start), y);
+        let (output, pads, first) = self.row_site(input, oy, band, y)?;
+        self.max_row(input, output, pads, oy, (band, first), y);
         Ok(())
     }
 
