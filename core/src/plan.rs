@@ -21,11 +21,9 @@
 
 use crate::arch::Arch;
 use crate::error::{check_len, Error};
-use crate::layers::conv2d::int8::{forward_rows as conv_rows_i8, Patches};
-use crate::layers::{relu, Exec, Fusion, Layer, Mode, Step};
-use crate::net::layer_forward;
-use crate::quant::infer::layer_i8;
-use crate::quant::QNet;
+use crate::layers::conv2d::int8::{self as conv2d_i8, MAX_PATCH};
+use crate::layers::{relu, Exec, Fusion, Layer, Mode, Site, Step};
+use crate::quant::{QLayer, QNet};
 use crate::shape::Shape;
 
 /// One region of the arena: `len` elements from `start`.
@@ -204,12 +202,13 @@ fn split<'b, T>(
     };
     for (r, k) in order {
         let skip = r.start.checked_sub(at).ok_or(bad)?;
-        if skip.saturating_add(r.len) > rest.len() {
-            return Err(bad);
+        let (_, tail) = core::mem::take(&mut rest)
+            .split_at_mut_checked(skip)
+            .ok_or(bad)?;
+        let (part, tail) = tail.split_at_mut_checked(r.len).ok_or(bad)?;
+        if let Some(slot) = parts.get_mut(k) {
+            *slot = part;
         }
-        let (_, tail) = core::mem::take(&mut rest).split_at_mut(skip);
-        let (part, tail) = tail.split_at_mut(r.len);
-        parts[k] = part;
         rest = tail;
         at = r.end();
     }
@@ -226,9 +225,309 @@ fn check_planned(arch: &Arch<'_>, n: usize, arena: usize) -> Result<(), Error> {
     Error::expect_len("planned inference arena", arch.planned_len(n), arena)
 }
 
-/// The placement of the step at layer `i` (an error if the plan has none).
-fn placement(arch: &Arch<'_>, n: usize, i: usize) -> Result<Placement, Error> {
-    arch.placement(n, i).ok_or(Error::InvalidParameter {
+/// One step of planned inference with everything it needs worked out: its placement,
+/// its first layer, its shapes and (float) where its parameters are. [`Arch::plan`]
+/// computes a whole network's at compile time, so that a firmware runs its steps
+/// ([`step_f32`], [`step_i8`]) with constants: no plan, shape or offset is computed on
+/// the device, and only the kernels its layers use are linked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Planned {
+    /// Where the step reads and writes.
+    pub place: Placement,
+    /// The step's first layer (the convolution of a fused step).
+    pub layer: Layer,
+    /// Shape of one input sample of the step.
+    pub in_shape: Shape,
+    /// Shape of one output sample of the first layer (the convolution's, before the
+    /// pool, for a fused step).
+    pub mid_shape: Shape,
+    /// Shape of one output sample of the step.
+    pub out_shape: Shape,
+    /// The first layer's float weights in the parameter buffer (empty without any).
+    pub weights: Region,
+    /// The first layer's float biases in the parameter buffer.
+    pub bias: Region,
+    /// Samples per pass.
+    pub batch: usize,
+}
+
+/// A placeholder (a ReLU on nothing) that [`Arch::plan`] overwrites.
+const NO_STEP: Planned = Planned {
+    place: Placement {
+        step: Step::Single,
+        first: 0,
+        layers: 0,
+        input: Region::new(0, 0),
+        output: Region::new(0, 0),
+        band: Region::new(0, 0),
+    },
+    layer: Layer::Relu,
+    in_shape: Shape::new(0, 0, 0),
+    mid_shape: Shape::new(0, 0, 0),
+    out_shape: Shape::new(0, 0, 0),
+    weights: Region::new(0, 0),
+    bias: Region::new(0, 0),
+    batch: 0,
+};
+
+impl<'a> Arch<'a> {
+    /// The step that starts at layer `i` for `batch` samples, worked out; `None` where
+    /// [`Arch::placement`] has none.
+    pub const fn planned_step(&self, batch: usize, i: usize) -> Option<Planned> {
+        let Some(place) = self.placement(batch, i) else {
+            return None;
+        };
+        let (Ok((in_shape, mid_shape)), Ok((_, out_shape))) =
+            (self.layer_io(i), self.layer_io(i + place.layers - 1))
+        else {
+            return None;
+        };
+        let layer = self.layers[i];
+        let start = self.param_offset(i);
+        let wl = layer.weight_len(in_shape);
+        let pl = layer.param_len(in_shape);
+        Some(Planned {
+            place,
+            layer,
+            in_shape,
+            mid_shape,
+            out_shape,
+            weights: Region::new(start, wl),
+            bias: Region::new(start + wl, pl - wl),
+            batch,
+        })
+    }
+
+    /// Steps of planned inference that compute (aliases, which only rename, are left
+    /// out): the length of [`Arch::plan`]'s array (0 for an invalid architecture).
+    pub const fn plan_len(&self, batch: usize) -> usize {
+        if self.planned_len(batch) == 0 {
+            return 0;
+        }
+        let (mut i, mut n) = (0, 0);
+        while i < self.layers.len() {
+            let step = Layer::step_at(self.layers, i);
+            if !matches!(step, Step::Alias) {
+                n += 1;
+            }
+            i += Self::step_layers(step);
+        }
+        n
+    }
+
+    /// Every step that computes, in order, for `batch` samples: `N` must be
+    /// [`Arch::plan_len`]`(batch)` (`None` otherwise, or for an invalid architecture).
+    /// Meant for a `const`, so that the whole plan is worked out by the compiler:
+    ///
+    /// ```
+    /// use microconv::archs::SMALL;
+    /// use microconv::plan::Planned;
+    ///
+    /// const STEPS: usize = SMALL.plan_len(1);
+    /// const PLAN: [Planned; STEPS] = SMALL.plan::<STEPS>(1).unwrap();
+    /// assert_eq!(STEPS, 4); // three conv + ReLU + pool runs, the dense layer
+    /// assert_eq!(PLAN[3].place.first, 10);
+    /// ```
+    pub const fn plan<const N: usize>(&self, batch: usize) -> Option<[Planned; N]> {
+        if self.plan_len(batch) != N || N == 0 {
+            return None;
+        }
+        let mut out = [NO_STEP; N];
+        let (mut i, mut k) = (0, 0);
+        while i < self.layers.len() {
+            let step = Layer::step_at(self.layers, i);
+            if !matches!(step, Step::Alias) {
+                match self.planned_step(batch, i) {
+                    Some(p) => out[k] = p,
+                    None => return None,
+                }
+                k += 1;
+            }
+            i += Self::step_layers(step);
+        }
+        Some(out)
+    }
+
+    /// Where the logits are in the arena after planned inference of `batch` samples.
+    pub const fn planned_output(&self, batch: usize) -> Region {
+        let mut out = Region::new(0, self.planned_input_len(batch));
+        let mut i = 0;
+        while i < self.layers.len() {
+            match self.placement(batch, i) {
+                Some(p) => {
+                    out = p.output;
+                    i += p.layers;
+                }
+                None => return Region::new(0, 0),
+            }
+        }
+        out
+    }
+
+    /// Words of scratch the int8 convolutions of planned inference need ([`step_i8`]):
+    /// the largest of their patches (0 without convolutions).
+    pub const fn planned_scratch_i8(&self) -> usize {
+        let mut m = 0;
+        let mut i = 0;
+        while i < self.layers.len() {
+            if let (Layer::Conv2d(c), Ok((ins, _))) = (self.layers[i], self.layer_io(i)) {
+                let w = conv2d_i8::scratch_words(c.kernel * c.kernel * ins.c);
+                if w > m {
+                    m = w;
+                }
+            }
+            i += 1;
+        }
+        m
+    }
+}
+
+/// The first layer's float weights and biases of step `p` in `params`.
+fn step_params<'p>(params: &'p [f32], p: &Planned) -> Result<(&'p [f32], &'p [f32]), Error> {
+    let get = |r: Region| {
+        params.get(r.start..r.end()).ok_or(Error::BufferLen {
+            buffer: "params",
+            expected: r.end(),
+            actual: params.len(),
+        })
+    };
+    Ok((get(p.weights)?, get(p.bias)?))
+}
+
+/// The [`Site`] of step `p`'s first layer.
+const fn site(p: &Planned) -> Site {
+    Site {
+        index: p.place.first,
+        input: p.in_shape,
+        output: p.mid_shape,
+        n: p.batch,
+    }
+}
+
+/// Runs one planned float step (from [`Arch::plan`] or [`Arch::planned_step`]) in
+/// `arena` with the network's parameters `params`. Inlined, so that a step known at
+/// compile time calls only its own kernel.
+#[inline(always)]
+pub fn step_f32(params: &[f32], p: &Planned, arena: &mut [f32]) -> Result<(), Error> {
+    if p.place.step == Step::Alias {
+        return Ok(());
+    }
+    let (x, band, y) = split(arena, p.place.input, p.place.band, p.place.output)?;
+    let wb = step_params(params, p)?;
+    match p.place.step {
+        Step::Fused(f) => fused(p, &f, wb, x, band, y),
+        _ => p
+            .layer
+            .forward(&site(p), x, wb, y, Mode::Eval, &Exec::REFERENCE, &mut []),
+    }
+}
+
+/// Runs one planned int8 step of `net` in `arena` (the plan's regions), the convolution
+/// patches in `scratch` ([`Arch::planned_scratch_i8`] words). The fast convolution
+/// kernel only: a `scratch` too short for it is an error. Inlined, so that a step known
+/// at compile time calls only its own kernel.
+#[inline(always)]
+pub fn step_i8(
+    net: &QNet<'_>,
+    p: &Planned,
+    arena: &mut [i8],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    step_i8_with::<false>(net, p, arena, scratch)
+}
+
+/// [`step_i8`]; with `FALLBACK`, a convolution whose patches do not fit `scratch` runs
+/// the reference kernel instead (what [`infer_planned_i8`] needs, whose scratch has a
+/// fixed size); without, it is an error, so that the reference is not linked.
+#[inline(always)]
+fn step_i8_with<const FALLBACK: bool>(
+    net: &QNet<'_>,
+    p: &Planned,
+    arena: &mut [i8],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    let first = p.place.first;
+    if p.place.step == Step::Alias {
+        return Ok(());
+    }
+    let layer_q = |i: usize| {
+        net.layers.get(i).ok_or(Error::BufferLen {
+            buffer: "int8 layers",
+            expected: i + 1,
+            actual: net.layers.len(),
+        })
+    };
+    let l = layer_q(first)?;
+    let z_in = match first.checked_sub(1) {
+        None => net.input.zero,
+        Some(prev) => layer_q(prev)?.output.zero,
+    };
+    let (x, band, y) = split(arena, p.place.input, p.place.band, p.place.output)?;
+    match (p.place.step, p.layer) {
+        (Step::Fused(f), _) => fused_i8::<FALLBACK>(p, &f, l, z_in, x, band, y, scratch),
+        (_, Layer::Conv2d(c)) => {
+            let io = (p.in_shape, p.mid_shape);
+            let xs = x.chunks_exact(io.0.len().max(1)).take(p.batch);
+            for (xi, yi) in xs.zip(y.chunks_exact_mut(io.1.len().max(1))) {
+                conv_rows_i8::<FALLBACK>(&c, io, l, z_in, xi, 0..io.1.h, yi, scratch)?;
+            }
+            Ok(())
+        }
+        _ => {
+            // As in `infer_i8`: a ReLU after a layer whose clamp already did it changes
+            // no value (here it still moves to its planned place).
+            let prev_clamped = match first.checked_sub(1) {
+                Some(prev) => {
+                    let q = layer_q(prev)?;
+                    q.act_min as i32 >= q.output.zero
+                }
+                None => false,
+            };
+            if first > 0 && p.layer.int8_identity(prev_clamped) {
+                check_len("int8 step output", y, x.len())?;
+                y.copy_from_slice(x);
+                Ok(())
+            } else {
+                p.layer.forward_i8(&site(p), l, z_in, x, y)
+            }
+        }
+    }
+}
+
+/// Rows of one image's int8 convolution: the fast kernel, or with `FALLBACK` the
+/// reference where the fast one cannot run.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn conv_rows_i8<const FALLBACK: bool>(
+    c: &crate::layers::Conv2d,
+    io: (Shape, Shape),
+    l: &QLayer<'_>,
+    z_in: i32,
+    x: &[i8],
+    rows: core::ops::Range<usize>,
+    band: &mut [i8],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    if FALLBACK {
+        conv2d_i8::forward_rows(c, io, l, z_in, x, rows, band, scratch)
+    } else {
+        conv2d_i8::forward_rows_fast(c, io, l, z_in, x, rows, band, scratch)
+    }
+}
+
+/// The arena's region `r` (the logits, after the last step): an error, not a panic, if
+/// it is not inside.
+pub fn region<T>(arena: &[T], r: Region) -> Result<&[T], Error> {
+    arena.get(r.start..r.end()).ok_or(Error::BufferLen {
+        buffer: "planned inference arena",
+        expected: r.end(),
+        actual: arena.len(),
+    })
+}
+
+/// The worked-out step at layer `i` (an error if the plan has none).
+fn planned(arch: &Arch<'_>, n: usize, i: usize) -> Result<Planned, Error> {
+    arch.planned_step(n, i).ok_or(Error::InvalidParameter {
         name: "memory plan (no step starts at this layer)",
     })
 }
@@ -236,7 +535,9 @@ fn placement(arch: &Arch<'_>, n: usize, i: usize) -> Result<Placement, Error> {
 /// Float inference over `n` samples in one arena ([`Arch::planned_len`]`(n)` elements)
 /// whose first [`Arch::planned_input_len`]`(n)` elements hold the input batch (`[n,
 /// input]`; overwritten as the pass goes); returns the logits `[n, classes]`, a part of
-/// the arena. The same values as [`crate::net::infer`] with [`Exec::REFERENCE`].
+/// the arena. The same values as [`crate::net::infer`] with [`Exec::REFERENCE`]. The
+/// plan is worked out as the pass goes ([`Arch::planned_step`]); a firmware runs its
+/// model's, worked out at compile time, with [`step_f32`].
 ///
 /// ```
 /// use microconv::archs::SMALL;
@@ -257,67 +558,35 @@ pub fn infer_planned<'b>(
 ) -> Result<&'b [f32], Error> {
     check_planned(arch, n, arena.len())?;
     check_len("params", params, arch.param_count())?;
-    let mut out = Region::new(0, arch.planned_input_len(n));
     let mut i = 0;
     while i < arch.layers.len() {
-        let p = placement(arch, n, i)?;
-        if p.step == Step::Alias {
-            (out, i) = (p.output, i + p.layers);
-            continue;
-        }
-        let (x, band, y) = split(arena, p.input, p.band, p.output)?;
-        match p.step {
-            Step::Alias => {}
-            Step::Single => layer_forward(
-                arch,
-                i,
-                params,
-                n,
-                x,
-                y,
-                Mode::Eval,
-                &Exec::REFERENCE,
-                &mut [],
-            )?,
-            Step::Fused(f) => fused(arch, i, &f, params, n, x, band, y)?,
-        }
-        out = p.output;
-        i += p.layers;
+        let p = planned(arch, n, i)?;
+        step_f32(params, &p, arena)?;
+        i += p.place.layers;
     }
-    Ok(&arena[out.start..out.end()])
+    region(arena, arch.planned_output(n))
 }
 
-/// A fused float step at layer `i`: for every image and pooled row, the convolution rows
-/// that row reads into `band`, the ReLU on them, then the pooled row.
-#[allow(clippy::too_many_arguments)]
+/// A fused float step `p`: for every image and pooled row, the convolution rows that
+/// row reads into `band`, the ReLU on them, then the pooled row.
 fn fused(
-    arch: &Arch<'_>,
-    i: usize,
+    p: &Planned,
     f: &Fusion,
-    params: &[f32],
-    n: usize,
+    wb: (&[f32], &[f32]),
     x: &[f32],
     band: &mut [f32],
     y: &mut [f32],
 ) -> Result<(), Error> {
-    let (ins, conv_out) = arch.layer_io(i)?;
-    let (_, outs) = arch.layer_io(i + f.len - 1)?;
-    let wb =
-        params[arch.param_offset(i)..arch.param_offset(i + 1)].split_at(f.conv.weight_len(ins));
+    let (ins, conv_out, outs) = (p.in_shape, p.mid_shape, p.out_shape);
     let (row, prow) = (conv_out.w * conv_out.c, outs.w * outs.c);
     for (xi, yi) in x
-        .chunks_exact(ins.len())
-        .zip(y.chunks_exact_mut(outs.len()))
-        .take(n)
+        .chunks_exact(ins.len().max(1))
+        .zip(y.chunks_exact_mut(outs.len().max(1)))
+        .take(p.batch)
     {
-        for (oy, yr) in yi.chunks_exact_mut(prow).enumerate() {
+        for (oy, yr) in yi.chunks_exact_mut(prow.max(1)).enumerate() {
             let rows = f.pool.input_rows(conv_out, oy);
-            let have = band.len();
-            let b = band.get_mut(..rows.len() * row).ok_or(Error::BufferLen {
-                buffer: "row band",
-                expected: rows.len() * row,
-                actual: have,
-            })?;
+            let b = band_rows(band, rows.len() * row)?;
             f.conv.forward_rows(ins, xi, wb, rows, b)?;
             if f.relu {
                 relu::forward_in_place(b);
@@ -328,10 +597,23 @@ fn fused(
     Ok(())
 }
 
+/// The first `len` elements of the row band (an error if it is shorter).
+fn band_rows<T>(band: &mut [T], len: usize) -> Result<&mut [T], Error> {
+    let have = band.len();
+    band.get_mut(..len).ok_or(Error::BufferLen {
+        buffer: "row band",
+        expected: len,
+        actual: have,
+    })
+}
+
 /// Int8 inference over `n` samples in one arena ([`Arch::planned_len`]`(n)` bytes)
 /// whose first [`Arch::planned_input_len`]`(n)` bytes hold the input batch, already
 /// quantized with `net.input`; returns the int8 logits, a part of the arena. The same
-/// values as [`crate::quant::infer_i8`].
+/// values as [`crate::quant::infer_i8`]. The convolutions' patches are on the stack
+/// (4.6 KB; a receptive field larger than [`MAX_PATCH`] runs the reference kernel); a
+/// firmware runs its model's plan, worked out at compile time, with [`step_i8`] and
+/// scratch sized for the model instead.
 pub fn infer_planned_i8<'b>(
     net: &QNet<'_>,
     n: usize,
@@ -340,83 +622,43 @@ pub fn infer_planned_i8<'b>(
     let arch = &net.arch;
     check_planned(arch, n, arena.len())?;
     check_len("int8 layers", net.layers, arch.layers.len())?;
-    let mut out = Region::new(0, arch.planned_input_len(n));
+    let mut scratch = [0u32; conv2d_i8::scratch_words(MAX_PATCH)];
     let mut i = 0;
     while i < arch.layers.len() {
-        let p = placement(arch, n, i)?;
-        if p.step == Step::Alias {
-            (out, i) = (p.output, i + p.layers);
-            continue;
-        }
-        let (x, band, y) = split(arena, p.input, p.band, p.output)?;
-        match p.step {
-            Step::Alias => {}
-            Step::Single => {
-                // As in `infer_i8`: a ReLU after a layer whose clamp already did it
-                // changes no value (here it still moves to its planned place).
-                let prev_clamped =
-                    i > 0 && net.layers[i - 1].act_min as i32 >= net.layers[i - 1].output.zero;
-                if i > 0 && arch.layers[i].int8_identity(prev_clamped) {
-                    y.copy_from_slice(x);
-                } else {
-                    layer_i8(net, i, n, x, y)?;
-                }
-            }
-            Step::Fused(f) => fused_i8(net, i, &f, n, x, band, y)?,
-        }
-        out = p.output;
-        i += p.layers;
+        let p = planned(arch, n, i)?;
+        step_i8_with::<true>(net, &p, arena, &mut scratch)?;
+        i += p.place.layers;
     }
-    Ok(&arena[out.start..out.end()])
+    region(arena, arch.planned_output(n))
 }
 
-/// A fused int8 step at layer `i` (see [`fused`]); the ReLU only where the convolution's
-/// clamp has not already done it, as in [`crate::quant::infer_i8`].
-fn fused_i8(
-    net: &QNet<'_>,
-    i: usize,
+/// A fused int8 step `p` (see [`fused`]); the ReLU only where the convolution's clamp
+/// has not already done it, as in [`crate::quant::infer_i8`].
+#[allow(clippy::too_many_arguments)]
+fn fused_i8<const FALLBACK: bool>(
+    p: &Planned,
     f: &Fusion,
-    n: usize,
+    conv: &QLayer<'_>,
+    z_in: i32,
     x: &[i8],
     band: &mut [i8],
     y: &mut [i8],
+    scratch: &mut [u32],
 ) -> Result<(), Error> {
-    let arch = &net.arch;
-    let (ins, conv_out) = arch.layer_io(i)?;
-    let (_, outs) = arch.layer_io(i + f.len - 1)?;
-    let z_in = if i == 0 {
-        net.input.zero
-    } else {
-        net.layers[i - 1].output.zero
-    };
-    let conv = &net.layers[i];
+    let (ins, conv_out, outs) = (p.in_shape, p.mid_shape, p.out_shape);
     let relu_z = conv.output.zero;
     let relu = f.relu && (conv.act_min as i32) < relu_z;
     let (row, prow) = (conv_out.w * conv_out.c, outs.w * outs.c);
-    let mut scratch = Patches::new();
     for (xi, yi) in x
-        .chunks_exact(ins.len())
-        .zip(y.chunks_exact_mut(outs.len()))
-        .take(n)
+        .chunks_exact(ins.len().max(1))
+        .zip(y.chunks_exact_mut(outs.len().max(1)))
+        .take(p.batch)
     {
-        for (oy, yr) in yi.chunks_exact_mut(prow).enumerate() {
+        for (oy, yr) in yi.chunks_exact_mut(prow.max(1)).enumerate() {
             let rows = f.pool.input_rows(conv_out, oy);
-            let have = band.len();
-            let b = band.get_mut(..rows.len() * row).ok_or(Error::BufferLen {
-                buffer: "int8 row band",
-                expected: rows.len() * row,
-                actual: have,
-            })?;
-            conv_rows_i8(
-                &f.conv,
-                (ins, conv_out),
-                conv,
-                z_in,
-                xi,
-                rows,
-                b,
-                &mut scratch,
-            )?;
+            let b = band_rows(band, rows.len() * row)?;
+            let io = (ins, conv_out);
+            conv_rows_i8::<FALLBACK>(&f.conv, io, conv, z_in, xi, rows, b, scratch)?;
             if relu {
                 relu::forward_in_place_i8(relu_z, b);
             }

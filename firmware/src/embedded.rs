@@ -1,54 +1,44 @@
 //! The model embedded at build time as the runner of its precision ([`float`] or
-//! [`int8`]), from storage the board binary declares `static` (sized by the core's
-//! `const fn`s). A binary calls the one its model needs, so it links that precision's
-//! file reader and kernels only.
+//! [`int8`]), from what microconv-build generated for it (`$OUT_DIR/model.rs`): its
+//! parameters as typed statics (the weights file was parsed and its CRC-32 checked at
+//! build time, so the device parses nothing), its inference function with the plan
+//! worked out by the compiler, and storage the board binary declares `static` (sized
+//! by the core's `const fn`s). A binary calls the one its model needs, so it links that
+//! precision's kernels only, and of those only its layers'.
 
-use microconv::format::{FormatError, Model};
-use microconv::qformat::QModel;
+use microconv::quant::QNet;
 use microconv::Arch;
 
-use crate::run::{FloatClassifier, Int8Classifier};
+use crate::run::{CompiledF32, CompiledI8, FloatClassifier, Int8Classifier};
 
 /// Why the embedded model cannot run.
 #[derive(Debug)]
 pub enum EmbeddedError {
-    /// The file does not parse.
-    Format(FormatError),
-    /// The file's architecture differs from the one compiled in.
-    ArchMismatch,
     /// The buffers or the model do not fit the classifier.
     Classifier(microconv::Error),
 }
 
-/// Parses the embedded float weights file (`bytes`, 16-byte aligned in flash), checks
-/// it against the compiled `arch` and builds its classifier over `arena`
-/// ([`Arch::planned_len`]`(1)`).
+/// The embedded float model's classifier: `arch` and `params` (`ARCH`, `PARAMS`), run
+/// by `infer` (`infer_f32`) in `arena` ([`Arch::planned_len`]`(1)`).
 #[inline(always)]
 pub fn float(
-    bytes: &'static [u8],
     arch: Arch<'static>,
+    params: &'static [f32],
     arena: &'static mut [f32],
-) -> Result<FloatClassifier<'static>, EmbeddedError> {
-    let m = Model::parse(bytes).map_err(EmbeddedError::Format)?;
-    if m.arch() != arch {
-        return Err(EmbeddedError::ArchMismatch);
-    }
-    FloatClassifier::new(arch, m.params(), arena).map_err(EmbeddedError::Classifier)
+    infer: CompiledF32,
+) -> Result<FloatClassifier<'static, CompiledF32>, EmbeddedError> {
+    Ok(FloatClassifier::compiled(arch, params, arena, infer))
 }
 
-/// Parses the embedded int8 weights file into `model` (where the parsed layer table
-/// lives), checks it against the compiled `arch` and builds its classifier over `arena`
-/// ([`Arch::planned_len`]`(1)` bytes).
+/// The embedded int8 model's classifier: `net` (`QNET`), run by `infer` (`infer_i8`) in
+/// `arena` ([`Arch::planned_len`]`(1)` bytes) with `scratch` (`I8_SCRATCH_LEN` words).
 #[inline(always)]
 pub fn int8(
-    bytes: &'static [u8],
-    arch: Arch<'static>,
-    model: &'static mut Option<QModel<'static>>,
+    net: &'static QNet<'static>,
     arena: &'static mut [i8],
-) -> Result<Int8Classifier<'static>, EmbeddedError> {
-    let m = model.insert(QModel::parse(bytes).map_err(EmbeddedError::Format)?);
-    if m.arch() != arch {
-        return Err(EmbeddedError::ArchMismatch);
-    }
-    Int8Classifier::new(m.net(), arena).map_err(EmbeddedError::Classifier)
+    scratch: &'static mut [u32],
+    infer: for<'b> fn(&'b mut [i8], &mut [u32]) -> Result<&'b [i8], microconv::Error>,
+) -> Result<Int8Classifier<'static, CompiledI8<'static>>, EmbeddedError> {
+    Int8Classifier::compiled(*net, arena, CompiledI8 { infer, scratch })
+        .map_err(EmbeddedError::Classifier)
 }

@@ -425,7 +425,7 @@ pub fn render(
     );
     let _ = writeln!(
         code,
-        "/// The weights file, 16-byte aligned in flash.\npub static MODEL: &microconv::weights::Aligned<[u8]> = &microconv::weights::Aligned(*include_bytes!({include_path:?}));",
+        "/// The weights file, 16-byte aligned in flash.\n#[allow(dead_code)] // a firmware that runs `infer_f32` / `infer_i8` reads the typed statics instead\npub static MODEL: &microconv::weights::Aligned<[u8]> = &microconv::weights::Aligned(*include_bytes!({include_path:?}));",
     );
     let _ = writeln!(
         code,
@@ -467,8 +467,212 @@ pub const I8_ARENA_LEN: usize = if INT8 {{ ARCH.planned_len(1) }} else {{ 0 }};
         w = arch.input.w,
         c = arch.input.c,
     );
+    code.push_str(&compiled(&model));
     Ok((code, summary))
 }
+
+/// Rust literals of `values`, 16 a line.
+fn list<T>(values: impl IntoIterator<Item = T>, lit: impl Fn(T) -> String) -> String {
+    let items: Vec<String> = values.into_iter().map(lit).collect();
+    let lines: Vec<String> = items.chunks(16).map(|c| c.join(", ")).collect();
+    lines.join(",\n    ")
+}
+
+/// An `f32` as a Rust expression with the same bits: its shortest decimal form (which
+/// Rust reads back exactly), `f32::from_bits` for what has none (NaN, infinities).
+fn f32_lit(v: f32) -> String {
+    if v.is_finite() {
+        format!("{v:?}")
+    } else {
+        format!("f32::from_bits({:#010x})", v.to_bits())
+    }
+}
+
+/// The part of the generated code that runs the model with nothing left to do on the
+/// device: its parameters as typed statics (checked here, with the file's CRC-32, so the
+/// device parses nothing), its plan worked out by the compiler (`PLAN`), and
+/// `infer_f32` / `infer_i8`, one call per step, so that only the kernels of the model's
+/// layers are linked. The precision the file is not gets stand-ins that take no memory
+/// and answer `WrongPrecision`.
+fn compiled(model: &AnyModel<'_>) -> String {
+    let mut code = String::from(
+        "\
+/// Steps of the embedded model's planned inference (`ARCH.plan_len(1)`).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const STEPS: usize = ARCH.plan_len(1);
+/// The embedded model's plan for one sample, worked out by the compiler.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const PLAN: [microconv::plan::Planned; STEPS] = match ARCH.plan::<STEPS>(1) {
+    Some(p) => p,
+    None => panic!(\"the embedded model has no memory plan\"),
+};
+/// Words of scratch int8 inference needs for its convolutions' patches
+/// (`ARCH.planned_scratch_i8()`), 0 for a float model.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const I8_SCRATCH_LEN: usize = if INT8 { ARCH.planned_scratch_i8() } else { 0 };
+/// Where the logits are in the arena after the last step (`ARCH.planned_output(1)`).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const PLAN_OUTPUT: microconv::plan::Region = ARCH.planned_output(1);
+",
+    );
+    // One call per step, each with its constant step, so that the compiler inlines the
+    // step's dispatch down to its own kernel.
+    let steps = |call: &str| -> String {
+        let n = model.arch().plan_len(1);
+        (0..n)
+            .map(|k| format!("    {}?;\n", call.replace("{k}", &k.to_string())))
+            .collect()
+    };
+    match model {
+        AnyModel::Float(m) => {
+            let params = m.params();
+            let _ = write!(
+                code,
+                "\
+/// Bytes of flash the model's parameters take as typed statics (`PARAMS`).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const WEIGHTS_BYTES: usize = {bytes};
+/// The float parameters ({n}), read from the weights file at build time.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub static PARAMS: [f32; {n}] = [
+    {list}
+];
+",
+                n = params.len(),
+                bytes = 4 * params.len(),
+                list = list(params.iter().copied(), f32_lit),
+            );
+            let steps = steps("microconv::plan::step_f32(params, &PLAN[{k}], arena)");
+            let _ = write!(
+                code,
+                "\
+/// Float inference of the embedded model with parameters `params` (`PARAMS`, or a copy
+/// of them) in `arena` (`F32_ARENA_LEN` elements, the image first): the logits.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub fn infer_f32<'b>(params: &[f32], arena: &'b mut [f32]) -> Result<&'b [f32], microconv::Error> {{
+    microconv::Error::expect_len(\"params\", PARAMS.len(), params.len())?;
+{steps}    microconv::plan::region(arena, PLAN_OUTPUT)
+}}
+",
+                steps = steps,
+            );
+            code.push_str(I8_STANDIN);
+        }
+        AnyModel::Int8(q) => {
+            let net = q.net();
+            let bytes: usize = net
+                .layers
+                .iter()
+                .filter_map(|l| l.params)
+                .map(|t| t.weights.len() + 4 * (t.bias.len() + t.multiplier.len() + t.shift.len()))
+                .sum();
+            let _ = write!(
+                code,
+                "\
+/// Bytes of flash the model's int8 tensors take as typed statics (weights, biases,
+/// multipliers, shifts; `QLAYERS` adds a few bytes per layer).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub const WEIGHTS_BYTES: usize = {bytes};
+"
+            );
+            for (i, l) in net.layers.iter().enumerate() {
+                if let Some(t) = &l.params {
+                    let _ = write!(
+                        code,
+                        "static Q{i}_W: [i8; {}] = [\n    {}\n];\n",
+                        t.weights.len(),
+                        list(t.weights.iter(), |v| v.to_string())
+                    );
+                    for (name, v) in [("B", t.bias), ("M", t.multiplier), ("S", t.shift)] {
+                        let _ = write!(
+                            code,
+                            "static Q{i}_{name}: [i32; {}] = [\n    {}\n];\n",
+                            v.len(),
+                            list(v.iter(), |v| v.to_string())
+                        );
+                    }
+                }
+            }
+            let qp = |p: &microconv::quant::QParams| {
+                format!(
+                    "microconv::quant::QParams {{ scale: {}, zero: {} }}",
+                    f32_lit(p.scale),
+                    p.zero
+                )
+            };
+            let _ = writeln!(
+                code,
+                "/// The int8 layers, read from the weights file at build time.\n#[allow(dead_code)] // offered to every firmware; not every one needs each\npub static QLAYERS: [microconv::quant::QLayer<'static>; {}] = [",
+                net.layers.len()
+            );
+            for (i, l) in net.layers.iter().enumerate() {
+                let params = match l.params {
+                    Some(_) => format!("Some(microconv::quant::QTensors {{ weights: &Q{i}_W, bias: &Q{i}_B, multiplier: &Q{i}_M, shift: &Q{i}_S }})"),
+                    None => "None".into(),
+                };
+                let _ = writeln!(
+                    code,
+                    "    microconv::quant::QLayer {{ params: {params}, output: {}, act_min: {}, act_max: {} }},",
+                    qp(&l.output),
+                    l.act_min,
+                    l.act_max
+                );
+            }
+            let _ = write!(
+                code,
+                "\
+];
+/// The embedded int8 network.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub static QNET: microconv::quant::QNet<'static> = microconv::quant::QNet {{
+    arch: ARCH,
+    input: {input},
+    layers: &QLAYERS,
+}};
+/// Int8 inference of the embedded model in `arena` (`I8_ARENA_LEN` bytes, the quantized
+/// image first), its convolutions' patches in `scratch` (`I8_SCRATCH_LEN` words): the
+/// int8 logits.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub fn infer_i8<'b>(arena: &'b mut [i8], scratch: &mut [u32]) -> Result<&'b [i8], microconv::Error> {{
+{steps}    microconv::plan::region(arena, PLAN_OUTPUT)
+}}
+",
+                input = qp(&net.input),
+                steps = steps("microconv::plan::step_i8(&QNET, &PLAN[{k}], arena, scratch)"),
+            );
+            code.push_str(F32_STANDIN);
+        }
+    }
+    code
+}
+
+/// What an int8 model's generated code has of the float items: nothing that takes memory.
+const F32_STANDIN: &str = "\
+/// No float parameters: the embedded model is int8.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub static PARAMS: [f32; 0] = [];
+/// The embedded model is int8: always `WrongPrecision`.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub fn infer_f32<'b>(_: &[f32], _: &'b mut [f32]) -> Result<&'b [f32], microconv::Error> {
+    Err(microconv::Error::WrongPrecision { found: 2 })
+}
+";
+
+/// What a float model's generated code has of the int8 items: nothing that takes memory.
+const I8_STANDIN: &str = "\
+/// No int8 layers: the embedded model is float.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub static QNET: microconv::quant::QNet<'static> = microconv::quant::QNet {
+    arch: ARCH,
+    input: microconv::quant::QParams { scale: 1.0, zero: 0 },
+    layers: &[],
+};
+/// The embedded model is float: always `WrongPrecision`.
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub fn infer_i8<'b>(_: &'b mut [i8], _: &mut [u32]) -> Result<&'b [i8], microconv::Error> {
+    Err(microconv::Error::WrongPrecision { found: 1 })
+}
+";
 
 #[cfg(test)]
 mod tests {
@@ -524,6 +728,9 @@ mod tests {
             .collect();
         let got: Vec<&str> = code
             .lines()
+            .skip_while(|l| !l.starts_with("pub const LAYERS"))
+            .skip(1)
+            .take_while(|l| *l != "];")
             .filter_map(|l| l.strip_prefix("    ")?.strip_suffix(','))
             .collect();
         assert_eq!(got, expected);
@@ -537,6 +744,97 @@ mod tests {
                 code.contains(&format!("pub const {name}: usize = if INT8")),
                 "{name}"
             );
+        }
+    }
+
+    /// The values of the generated static `name` (a list of literals).
+    fn static_values(code: &str, name: &str) -> Vec<String> {
+        let start = format!("pub static {name}: [");
+        let body: String = code
+            .lines()
+            .skip_while(|l| !l.starts_with(&start) && !l.starts_with(&start[4..]))
+            .skip(1)
+            .take_while(|l| *l != "];")
+            .collect::<Vec<_>>()
+            .join(" ");
+        body.split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_parameters_are_the_files_to_the_bit() {
+        // Float: every parameter, read back from its literal, has the file's bits.
+        let bytes = file("small.mcw");
+        let (code, s) = render(&bytes, "small.mcw", "x").unwrap();
+        let words: Vec<u32> = bytes
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let m = microconv::weights::float::Model::parse(bytemuck::cast_slice(&words)).unwrap();
+        let got: Vec<u32> = static_values(&code, "PARAMS")
+            .iter()
+            .map(|v| v.parse::<f32>().unwrap().to_bits())
+            .collect();
+        let want: Vec<u32> = m.params().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), s.params);
+        assert!(code.contains(&format!(
+            "pub const WEIGHTS_BYTES: usize = {};",
+            4 * s.params
+        )));
+        // The plan: one call per step, the stand-in for the other precision.
+        let calls = code
+            .matches("microconv::plan::step_f32(params, &PLAN[")
+            .count();
+        assert_eq!(calls, microconv::archs::SMALL.plan_len(1));
+        assert!(code.contains("Err(microconv::Error::WrongPrecision { found: 1 })"));
+
+        // Int8: the tensors of every layer with parameters.
+        let bytes = file("small-int8.mcw");
+        let (code, _) = render(&bytes, "small-int8.mcw", "x").unwrap();
+        let words: Vec<u32> = bytes
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let q = microconv::weights::int8::QModel::parse(bytemuck::cast_slice(&words)).unwrap();
+        let net = q.net();
+        let mut with_params = 0;
+        for (i, l) in net.layers.iter().enumerate() {
+            let Some(t) = l.params else { continue };
+            with_params += 1;
+            let ints = |name: &str| -> Vec<i32> {
+                static_values(&code, &format!("Q{i}_{name}"))
+                    .iter()
+                    .map(|v| v.parse().unwrap())
+                    .collect()
+            };
+            let w: Vec<i32> = t.weights.iter().map(|&v| v as i32).collect();
+            assert_eq!(ints("W"), w, "layer {i}");
+            assert_eq!(ints("B"), t.bias, "layer {i}");
+            assert_eq!(ints("M"), t.multiplier, "layer {i}");
+            assert_eq!(ints("S"), t.shift, "layer {i}");
+        }
+        assert_eq!(with_params, 4);
+        assert_eq!(
+            code.matches("microconv::quant::QLayer {").count(),
+            net.layers.len()
+        );
+        let calls = code
+            .matches("microconv::plan::step_i8(&QNET, &PLAN[")
+            .count();
+        assert_eq!(calls, microconv::archs::SMALL.plan_len(1));
+        assert!(code.contains("pub static PARAMS: [f32; 0] = [];"));
+    }
+
+    #[test]
+    fn non_finite_floats_keep_their_bits() {
+        for v in [f32::NAN, f32::INFINITY, -f32::INFINITY] {
+            assert_eq!(f32_lit(v), format!("f32::from_bits({:#010x})", v.to_bits()));
+        }
+        for v in [0.0f32, -0.0, 1e-45, 3.4028235e38, 0.1] {
+            assert_eq!(f32_lit(v).parse::<f32>().unwrap().to_bits(), v.to_bits());
         }
     }
 

@@ -377,8 +377,11 @@ impl Layer {
         RustCode(self)
     }
 
-    /// Float forward pass of this layer at `site` (weights `w`, biases `b`).
+    /// Float forward pass of this layer at `site` (weights `w`, biases `b`). Inlined, so
+    /// that a firmware whose layer is known at compile time ([`crate::plan::step_f32`])
+    /// links only that kind's kernel.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn forward(
         &self,
         site: &Site,
@@ -461,7 +464,8 @@ impl Layer {
     }
 
     /// Int8 forward pass of this layer at `site`: `l` its int8 record, `z_in` the zero
-    /// point of its input.
+    /// point of its input. Inlined, as [`Layer::forward`] is.
+    #[inline(always)]
     pub(crate) fn forward_i8(
         &self,
         site: &Site,

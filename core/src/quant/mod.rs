@@ -145,9 +145,10 @@ pub fn quantize_multiplier(real: f64) -> (i32, i32) {
     (q as i32, exp)
 }
 
-/// `v` clamped to `[lo, hi]`, as an i8.
+/// `v` clamped to `[lo, hi]`, as an i8 (`hi` wins if `lo > hi`, which the weights
+/// parsers refuse; `i32::clamp` would panic there).
 pub(crate) fn clamp_i8(v: i32, lo: i8, hi: i8) -> i8 {
-    v.clamp(lo as i32, hi as i32) as i8
+    v.max(lo as i32).min(hi as i32) as i8
 }
 
 /// The parameters of a conv2d or dense layer (an error naming `name` if missing).

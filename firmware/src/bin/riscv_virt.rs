@@ -18,7 +18,6 @@ use core::ptr::{addr_of, read_volatile, write_volatile};
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
-use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded;
 use riscv::singleton;
@@ -26,7 +25,9 @@ use riscv::singleton;
 #[path = "shared/model.rs"]
 mod model;
 
-use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
+use model::{
+    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
+};
 
 /// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`).
 static QEMU_MACHINE: &[u8] = b"microconv-qemu:qemu-system-riscv32;virt;rv32;-bios none;";
@@ -195,18 +196,19 @@ fn main() -> ! {
     core::hint::black_box(QEMU_MACHINE.as_ptr());
     if INT8 {
         let runner = embedded::int8(
-            &MODEL.0,
-            ARCH,
-            singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| fail()),
+            &QNET,
             singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN]).unwrap_or_else(|| fail()),
+            singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN]).unwrap_or_else(|| fail()),
+            infer_i8,
         )
         .unwrap_or_else(|_| fail());
         serve(runner)
     }
     let runner = embedded::float(
-        &MODEL.0,
         ARCH,
+        &PARAMS,
         singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN]).unwrap_or_else(|| fail()),
+        infer_f32,
     )
     .unwrap_or_else(|_| fail());
     serve(runner)

@@ -10,7 +10,6 @@
 
 use defmt_rtt as _;
 use embedded_hal::digital::OutputPin;
-use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded;
 use rp2040_hal::clocks::Clock;
@@ -26,7 +25,9 @@ mod probe;
 
 use probe::{embedded_failed, taken};
 
-use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
+use model::{
+    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
+};
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, first 256 bytes of flash
 /// (the `.boot2` section of build.rs's memory.x).
@@ -93,20 +94,22 @@ fn main() -> ! {
     let watch = Micros { timer, start: 0 };
     if INT8 {
         let runner = embedded::int8(
-            &MODEL.0,
-            ARCH,
-            cortex_m::singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
+            &QNET,
             cortex_m::singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN])
                 .unwrap_or_else(|| taken()),
+            cortex_m::singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN])
+                .unwrap_or_else(|| taken()),
+            infer_i8,
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(serial, led, timer, watch, runner))
     }
     let runner = embedded::float(
-        &MODEL.0,
         ARCH,
+        &PARAMS,
         cortex_m::singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN])
             .unwrap_or_else(|| taken()),
+        infer_f32,
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(serial, led, timer, watch, runner))
@@ -121,7 +124,7 @@ where
 {
     defmt::info!(
         "microconv on a Raspberry Pi Pico: {=usize} parameters, waiting for frames on UART0 (GP0/GP1, 115200)",
-        ARCH.param_count()
+        model::PARAM_COUNT
     );
     loop {
         match app.poll() {

@@ -13,7 +13,6 @@ use defmt_rtt as _;
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_hal_nb::serial::{Read as NbRead, Write as NbWrite};
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write};
-use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded;
 use stm32f4xx_hal::pac;
@@ -28,7 +27,9 @@ mod probe;
 
 use probe::{embedded_failed, taken};
 
-use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
+use model::{
+    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
+};
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
 struct Port(Serial<pac::USART1>);
@@ -133,18 +134,19 @@ fn main() -> ! {
     let port = Port(serial);
     if INT8 {
         let runner = embedded::int8(
-            &MODEL.0,
-            ARCH,
-            singleton!(: Option<QModel<'static>> = None).unwrap_or_else(|| taken()),
+            &QNET,
             singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN]).unwrap_or_else(|| taken()),
+            singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN]).unwrap_or_else(|| taken()),
+            infer_i8,
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(port, led, delay, Cycles(0), runner))
     }
     let runner = embedded::float(
-        &MODEL.0,
         ARCH,
+        &PARAMS,
         singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN]).unwrap_or_else(|| taken()),
+        infer_f32,
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(port, led, delay, Cycles(0), runner))
@@ -154,7 +156,7 @@ fn main() -> ! {
 fn serve<P: OutputPin, D: embedded_hal::delay::DelayNs, M: Runner<'static>>(
     mut app: App<'static, Port, P, D, Cycles, M>,
 ) -> ! {
-    defmt::info!("microconv on STM32F411: {=usize} parameters, waiting for frames on USART1 (PA9/PA10, 115200)", ARCH.param_count());
+    defmt::info!("microconv on STM32F411: {=usize} parameters, waiting for frames on USART1 (PA9/PA10, 115200)", model::PARAM_COUNT);
     loop {
         match app.poll() {
             Ok(Outcome::Classified(c)) => {

@@ -1,5 +1,7 @@
 //! Float inference: the core's reference kernels on pixels / 255, as in training, run by
-//! the core's planned inference (`microconv::plan`) in one arena.
+//! the core's planned inference (`microconv::plan`) in one arena: the plan worked out as
+//! the pass goes ([`AnyArch`], any model) or at build time ([`CompiledF32`], the
+//! embedded model's).
 
 use microconv::loss::argmax;
 use microconv::plan::infer_planned;
@@ -7,14 +9,53 @@ use microconv::{Arch, Error};
 
 use crate::protocol::SCORES;
 
-use super::{scores_for, Runner};
+use super::{scores_for, AnyArch, Runner};
+
+/// How a float classifier runs its network on the image at the start of its arena.
+pub trait InferF32 {
+    /// The logits of `arch` with `params`, a part of `arena`.
+    fn infer<'b>(
+        &mut self,
+        arch: &Arch<'_>,
+        params: &[f32],
+        arena: &'b mut [f32],
+    ) -> Result<&'b [f32], Error>;
+}
+
+impl InferF32 for AnyArch {
+    fn infer<'b>(
+        &mut self,
+        arch: &Arch<'_>,
+        params: &[f32],
+        arena: &'b mut [f32],
+    ) -> Result<&'b [f32], Error> {
+        infer_planned(arch, params, 1, arena)
+    }
+}
+
+/// The embedded model's float inference, generated at build time (microconv-build's
+/// `infer_f32`): its plan and shapes are constants and only its layers' kernels are
+/// linked. It takes the parameters and the arena.
+pub type CompiledF32 = for<'b> fn(&[f32], &'b mut [f32]) -> Result<&'b [f32], Error>;
+
+impl InferF32 for CompiledF32 {
+    fn infer<'b>(
+        &mut self,
+        _: &Arch<'_>,
+        params: &[f32],
+        arena: &'b mut [f32],
+    ) -> Result<&'b [f32], Error> {
+        self(params, arena)
+    }
+}
 
 /// A float network with its parameters and the one arena inference needs (static on a
-/// board).
-pub struct FloatClassifier<'m> {
+/// board), run by `I`.
+pub struct FloatClassifier<'m, I = AnyArch> {
     arch: Arch<'m>,
     params: &'m [f32],
     arena: &'m mut [f32],
+    infer: I,
 }
 
 impl<'m> FloatClassifier<'m> {
@@ -29,11 +70,30 @@ impl<'m> FloatClassifier<'m> {
             arch,
             params,
             arena,
+            infer: AnyArch,
         })
     }
 }
 
-impl<'m> Runner<'m> for FloatClassifier<'m> {
+impl<'m> FloatClassifier<'m, CompiledF32> {
+    /// The embedded model's classifier: `infer` generated for `arch` at build time,
+    /// which checked the architecture; `infer` checks `params` and `arena` on each call.
+    pub fn compiled(
+        arch: Arch<'m>,
+        params: &'m [f32],
+        arena: &'m mut [f32],
+        infer: CompiledF32,
+    ) -> Self {
+        FloatClassifier {
+            arch,
+            params,
+            arena,
+            infer,
+        }
+    }
+}
+
+impl<'m, I: InferF32> Runner<'m> for FloatClassifier<'m, I> {
     fn arch(&self) -> &Arch<'m> {
         &self.arch
     }
@@ -43,12 +103,23 @@ impl<'m> Runner<'m> for FloatClassifier<'m> {
     fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; SCORES]), Error> {
         let input_len = self.arch.planned_input_len(1);
         Error::expect_len("image", input_len, pixels.len())?;
-        for (x, &p) in self.arena[..input_len].iter_mut().zip(pixels) {
+        let have = self.arena.len();
+        let input = self.arena.get_mut(..input_len).ok_or(Error::BufferLen {
+            buffer: "inference arena",
+            expected: input_len,
+            actual: have,
+        })?;
+        for (x, &p) in input.iter_mut().zip(pixels) {
             *x = p as f32 / 255.0;
         }
-        let logits = infer_planned(&self.arch, self.params, 1, self.arena)?;
+        let logits = self.infer.infer(&self.arch, self.params, self.arena)?;
         let mut scores = [0.0; SCORES];
-        scores_for(&mut scores, logits.len())?.copy_from_slice(logits);
+        for (s, &l) in scores_for(&mut scores, logits.len())?
+            .iter_mut()
+            .zip(logits)
+        {
+            *s = l;
+        }
         Ok((argmax(logits) as u8, scores))
     }
 }

@@ -2,10 +2,14 @@
 //! runner per precision ([`float::FloatClassifier`], [`int8::Int8Classifier`]), and
 //! [`Classifier`], either of them chosen at run time.
 //!
-//! A board binary builds the runner of its model's precision, so that it links only that
-//! precision's kernels; [`Classifier`] is for the host (`host-trainer board` replays the
-//! board with it, for float and int8 files alike). The runners take their sizes from the
-//! model: an image of `arch.input.len()` pixels, `arch.classes()` scores.
+//! Each runner is generic over how it runs its network: [`AnyArch`], the core's planned
+//! inference of any architecture (the plan worked out as the pass goes), or the embedded
+//! model's inference generated at build time ([`float::CompiledF32`],
+//! [`int8::CompiledI8`]), whose plan is constants and which links only its layers'
+//! kernels. A board binary builds the compiled runner of its model's precision;
+//! [`Classifier`] is for the host (`host-trainer board` replays the board with it, for
+//! float and int8 files alike). The runners take their sizes from the model: an image
+//! of `arch.input.len()` pixels, `arch.classes()` scores.
 
 pub mod float;
 pub mod int8;
@@ -14,8 +18,13 @@ use microconv::{Arch, Error};
 
 use crate::protocol::{Configured, ErrorCode, TrainConfig, SCORES};
 
-pub use float::FloatClassifier;
-pub use int8::Int8Classifier;
+pub use float::{CompiledF32, FloatClassifier, InferF32};
+pub use int8::{CompiledI8, InferI8, Int8Classifier};
+
+/// Runs any architecture with the core's planned inference, working out the plan as the
+/// pass goes (`microconv::plan::infer_planned`, `infer_planned_i8`): what the host uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnyArch;
 
 /// What answers the requests: a classifier of either precision, or a
 /// [`FineTune`](crate::finetune::FineTune) that also learns. The app is generic over it,

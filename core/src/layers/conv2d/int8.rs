@@ -9,7 +9,8 @@ use crate::quant::{clamp_i8, params_of, requantize, QLayer, QTensors};
 use crate::shape::Shape;
 
 /// Int8 forward pass of `c` at `site`: each image with the fast kernel when its
-/// receptive field fits [`MAX_PATCH`] and `z_in` is an i8, else with the reference.
+/// receptive field fits [`MAX_PATCH`] (its scratch then on the stack) and `z_in` is an
+/// i8, else with the reference.
 pub(crate) fn forward(
     c: &Conv2d,
     site: &Site,
@@ -21,7 +22,7 @@ pub(crate) fn forward(
     let (ins, outs) = (site.input, site.output);
     let xs = x.chunks_exact(ins.len()).take(site.n);
     let ys = y.chunks_exact_mut(outs.len());
-    let mut scratch = Patches::new();
+    let mut scratch = [0u32; scratch_words(MAX_PATCH)];
     for (xi, yi) in xs.zip(ys) {
         forward_rows(c, (ins, outs), l, z_in, xi, 0..outs.h, yi, &mut scratch)?;
     }
@@ -29,12 +30,36 @@ pub(crate) fn forward(
 }
 
 /// Output rows `rows` of one image `x` into `band` (`rows.len() * ow * cout` bytes, row
-/// `rows.start` first): the fast kernel when the receptive field fits [`MAX_PATCH`] and
-/// `z_in` is an i8, else the reference (the same values, tested). [`forward`] runs it on
-/// every whole image, the row-band inference of [`crate::plan`] on the rows one pooled
-/// row needs.
+/// `rows.start` first): the fast kernel when `scratch` holds its patches
+/// ([`scratch_words`] of `k * k * cin`) and `z_in` is an i8, else the reference (the
+/// same values, tested). [`forward`] runs it on every whole image, the row-band
+/// inference of [`crate::plan`] on the rows one pooled row needs.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_rows(
+    c: &Conv2d,
+    io: (Shape, Shape),
+    l: &QLayer<'_>,
+    z_in: i32,
+    x: &[i8],
+    rows: core::ops::Range<usize>,
+    band: &mut [i8],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    let kk = c.kernel * c.kernel * io.0.c;
+    if i8::try_from(z_in).is_ok() && scratch.len() >= scratch_words(kk) {
+        return forward_rows_fast(c, io, l, z_in, x, rows, band, scratch);
+    }
+    let (p, pads) = checked(c, io, l, x, &rows, band)?;
+    conv_image_reference(c, io.0, io.1, pads, z_in, l, &p, x, rows, band);
+    Ok(())
+}
+
+/// [`forward_rows`] with the fast kernel only: an error (not the reference) when
+/// `scratch` is shorter than [`scratch_words`] of `k * k * cin` or `z_in` is not an i8.
+/// What a firmware whose scratch is planned for its model runs, so that it does not
+/// link the reference kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_rows_fast(
     c: &Conv2d,
     (ins, outs): (Shape, Shape),
     l: &QLayer<'_>,
@@ -42,8 +67,35 @@ pub(crate) fn forward_rows(
     x: &[i8],
     rows: core::ops::Range<usize>,
     band: &mut [i8],
-    scratch: &mut Patches,
+    scratch: &mut [u32],
 ) -> Result<(), Error> {
+    let (p, pads) = checked(c, (ins, outs), l, x, &rows, band)?;
+    let kk = c.kernel * c.kernel * ins.c;
+    let z8 = i8::try_from(z_in).map_err(|_| Error::InvalidParameter {
+        name: "int8 conv2d input zero point (outside [-128, 127])",
+    })?;
+    let words = scratch_words(kk);
+    let have = scratch.len();
+    let scratch = scratch.get_mut(..words).ok_or(Error::BufferLen {
+        buffer: "int8 conv2d patch scratch",
+        expected: words,
+        actual: have,
+    })?;
+    let pixels = rows.start * outs.w..rows.end * outs.w;
+    conv_image(c, ins, outs, pads, z8, l, &p, x, pixels, band, scratch);
+    Ok(())
+}
+
+/// The checks of [`forward_rows`]: the parameters, their lengths, the rows and the band;
+/// the parameters and the padding before (rows, columns).
+fn checked<'a>(
+    c: &Conv2d,
+    (ins, outs): (Shape, Shape),
+    l: &QLayer<'a>,
+    x: &[i8],
+    rows: &core::ops::Range<usize>,
+    band: &[i8],
+) -> Result<(QTensors<'a>, (usize, usize)), Error> {
     let p = params_of(l, "int8 conv2d parameters")?;
     let kk = c.kernel * c.kernel * ins.c;
     check_len("int8 conv2d weights", p.weights, kk * outs.c)?;
@@ -58,13 +110,7 @@ pub(crate) fn forward_rows(
     }
     let row = outs.w * outs.c;
     check_len("int8 conv2d row band", band, rows.len() * row)?;
-    let pads = c.padding_before(ins)?;
-    let pixels = rows.start * outs.w..rows.end * outs.w;
-    match i8::try_from(z_in).ok().filter(|_| kk <= MAX_PATCH) {
-        Some(z8) => conv_image(c, ins, outs, pads, z8, l, &p, x, pixels, band, scratch),
-        None => conv_image_reference(c, ins, outs, pads, z_in, l, &p, x, rows, band),
-    }
-    Ok(())
+    Ok((p, c.padding_before(ins)?))
 }
 
 /// Int8 convolution of output rows `rows` of one image into `y` (row `rows.start`
@@ -152,10 +198,18 @@ fn gather(
     }
 }
 
-/// Largest receptive field (`k * k * cin`) the fast kernel gathers on the stack (4.6 KB:
-/// four pixels' 16-bit pairs and one pixel's bytes); larger ones run the reference
-/// kernel.
+/// Largest receptive field (`k * k * cin`) the whole-image pass ([`forward`]) runs with
+/// the fast kernel, its scratch on the stack (4.6 KB: [`scratch_words`] of it); larger
+/// ones run the reference kernel there. Planned inference ([`crate::plan`]) has no such
+/// limit: its scratch is sized for the model ([`crate::Arch::planned_scratch_i8`]).
 pub const MAX_PATCH: usize = 512;
+
+/// Words of scratch the fast kernel needs for a receptive field of `kk = k * k * cin`
+/// values: [`PIXELS`] pixels' 16-bit pairs (`2 * PIXELS * (kk / 4)` words), then one
+/// pixel's gathered bytes (`kk`, rounded up to whole words).
+pub const fn scratch_words(kk: usize) -> usize {
+    2 * PIXELS * (kk / 4) + kk.div_ceil(4)
+}
 
 /// Two 16-bit values in one word, `lo` in the low half: the operand layout of `SMLAD`.
 fn pack(lo: i16, hi: i16) -> u32 {
@@ -344,28 +398,10 @@ fn dot_4x1(xs: &[u32], w: &[i8], bias: i32) -> [i32; PIXELS] {
 #[cfg(all(feature = "dsp", target_arch = "arm"))]
 use dsp::dot_4x1;
 
-/// Scratch of [`conv_image`]: one pixel's gathered bytes, [`PIXELS`] pixels' 16-bit pairs
-/// and the last `k * k * cin % 4` values of each as `x - z_in`.
-pub(crate) struct Patches {
-    bytes: [i8; MAX_PATCH],
-    pairs: [u32; PIXELS * MAX_PATCH / 2],
-    tails: [[i32; 3]; PIXELS],
-}
-
-impl Patches {
-    /// Zeroed scratch.
-    pub(crate) const fn new() -> Self {
-        Patches {
-            bytes: [0; MAX_PATCH],
-            pairs: [0; PIXELS * MAX_PATCH / 2],
-            tails: [[0; 3]; PIXELS],
-        }
-    }
-}
-
 /// Int8 convolution of the output pixels `pixels` (row-major indices; whole rows) of one
 /// image into `y` (pixel `pixels.start` first), the fast kernel (equal to
-/// [`conv_image_reference`], tested; needs `k * k * cin <= MAX_PATCH`), shaped like
+/// [`conv_image_reference`], tested; `scratch` holds [`scratch_words`] of `k * k * cin`),
+/// shaped like
 /// CMSIS-NN's: output pixels
 /// [`PIXELS`] at a time, each one's receptive field gathered as bytes ([`gather`], padding
 /// = `z_in`) and widened once to 16-bit `x - z_in` pairs ([`widen`]), interleaved by
@@ -385,22 +421,25 @@ fn conv_image(
     x: &[i8],
     pixels: core::ops::Range<usize>,
     y: &mut [i8],
-    scratch: &mut Patches,
+    scratch: &mut [u32],
 ) {
     let kk = conv.kernel * conv.kernel * input.c;
     let (quads, cout, width) = (kk / 4, output.c, output.w);
+    let (pairs, bytes) = scratch.split_at_mut((2 * PIXELS * quads).min(scratch.len()));
+    let bytes: &mut [i8] = bytemuck::cast_slice_mut(bytes);
+    let mut tails = [[0i32; 3]; PIXELS];
     let zz = pack(z_in as i16, z_in as i16);
     let (p0, last) = (pixels.start, pixels.end.saturating_sub(1));
     for first in pixels.step_by(PIXELS) {
         let group: [usize; PIXELS] = core::array::from_fn(|i| (first + i).min(last));
-        let xs = &mut scratch.pairs[..2 * PIXELS * quads];
+        let xs = &mut *pairs;
         for (i, &px) in group.iter().enumerate() {
-            let bytes = &mut scratch.bytes[..kk];
+            let bytes = &mut bytes[..kk];
             gather(conv, input, pads, z_in, x, px / width, px % width, bytes);
             for (o, b) in xs.chunks_exact_mut(2 * PIXELS).zip(bytes.chunks_exact(4)) {
                 o[2 * i..2 * i + 2].copy_from_slice(&widen(word(b), zz));
             }
-            for (t, &v) in scratch.tails[i].iter_mut().zip(&bytes[4 * quads..]) {
+            for (t, &v) in tails[i].iter_mut().zip(&bytes[4 * quads..]) {
                 *t = v as i32 - z_in as i32;
             }
         }
@@ -408,7 +447,7 @@ fn conv_image(
         for co in 0..cout {
             let w = &p.weights[co * kk..][..kk];
             let sums = dot_4x1(xs, w, p.bias[co]);
-            for ((&px, acc), tail) in group.iter().zip(sums).zip(&scratch.tails) {
+            for ((&px, acc), tail) in group.iter().zip(sums).zip(&tails) {
                 let t: i32 = w[4 * quads..]
                     .iter()
                     .zip(tail)
@@ -472,7 +511,7 @@ mod tests {
             // Zero points at both ends of the range and inside: padding is `z_in` bytes.
             for z in [3i8, -128, 127, 0] {
                 let (mut y1, mut y2) = (std::vec![0i8; out.len()], std::vec![0i8; out.len()]);
-                let mut scratch = Patches::new();
+                let mut scratch = std::vec![0u32; scratch_words(kk)];
                 let zi = z as i32;
                 conv_image(
                     &conv,

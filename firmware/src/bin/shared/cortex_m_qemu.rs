@@ -17,13 +17,14 @@ use defmt_semihosting as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use embedded_io::{ErrorType, Read, ReadReady, Write};
-use microconv::format::FormatError;
-use microconv::qformat::QModel;
 use microconv_firmware::app::{App, Outcome, Runner, Stopwatch};
 use microconv_firmware::embedded::{self, EmbeddedError};
 use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
 
-use crate::model::{ARCH, F32_ARENA_LEN, F32_BUF_LEN, F32_INPUT_LEN, I8_ARENA_LEN, INT8, MODEL};
+use crate::model::{
+    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, F32_BUF_LEN, F32_INPUT_LEN, I8_ARENA_LEN,
+    I8_SCRATCH_LEN, INT8, PARAMS, PARAM_COUNT, QNET, WEIGHTS_BYTES,
+};
 
 /// Training on the device (feature `train`, float models only): the arena and marks of
 /// the largest selection this build accepts, every layer with plain SGD (smaller ones,
@@ -243,9 +244,9 @@ where
     defmt::info!(
         "microconv on {=istr}: {=usize} parameters, {=usize} B weights in flash, {=usize} B inference buffers, {=usize} B for the stack",
         B::name(),
-        ARCH.param_count(),
-        MODEL.0.len(),
-        4 * (RUN_ARENA_LEN + TRAIN_BUF_LEN + TRAIN_INPUT_LEN) + I8_ARENA_LEN,
+        PARAM_COUNT,
+        WEIGHTS_BYTES,
+        4 * (RUN_ARENA_LEN + TRAIN_BUF_LEN + TRAIN_INPUT_LEN + I8_SCRATCH_LEN) + I8_ARENA_LEN,
         top - bottom
     );
     let watch = SysTickWatch::<B> {
@@ -255,12 +256,12 @@ where
     let delay = CycleDelay::<B>(PhantomData);
     if INT8 {
         let runner = embedded::int8(
-            &MODEL.0,
-            ARCH,
-            singleton!(: Option<QModel<'static>> = None)
-                .unwrap_or_else(|| fail("buffers taken twice")),
+            &QNET,
             singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN])
                 .unwrap_or_else(|| fail("buffers taken twice")),
+            singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN])
+                .unwrap_or_else(|| fail("buffers taken twice")),
+            infer_i8,
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(make_serial(), led, delay, watch, runner)
@@ -270,7 +271,6 @@ where
             .unwrap_or_else(|| fail("buffers taken twice"));
         let input = singleton!(: [f32; TRAIN_INPUT_LEN] = [0.0; TRAIN_INPUT_LEN])
             .unwrap_or_else(|| fail("buffers taken twice"));
-        let model = microconv::format::Model::parse(&MODEL.0).unwrap_or_else(|e| format_failed(e));
         let buffers = Buffers {
             arena: singleton!(: [f32; ARENA] = [0.0; ARENA])
                 .unwrap_or_else(|| fail("buffers taken twice")),
@@ -279,7 +279,7 @@ where
             buf,
             input,
         };
-        let tuner = FineTune::new(ARCH, model.params(), buffers, DEFAULT_LR)
+        let tuner = FineTune::new(ARCH, &PARAMS, buffers, DEFAULT_LR)
             .unwrap_or_else(|_| fail("the model cannot be fine-tuned"));
         defmt::info!(
             "training on the device: {=usize} B arena (trainable copy, optimizer state, saved inputs), {=usize} B of ReLU signs and max-pool positions",
@@ -290,7 +290,8 @@ where
     }
     let arena = singleton!(: [f32; RUN_ARENA_LEN] = [0.0; RUN_ARENA_LEN])
         .unwrap_or_else(|| fail("buffers taken twice"));
-    let runner = embedded::float(&MODEL.0, ARCH, arena).unwrap_or_else(|e| embedded_failed(e));
+    let runner =
+        embedded::float(ARCH, &PARAMS, arena, infer_f32).unwrap_or_else(|e| embedded_failed(e));
     serve(make_serial(), led, delay, watch, runner)
 }
 
@@ -336,17 +337,8 @@ where
     }
 }
 
-fn format_failed(e: FormatError) -> ! {
-    defmt::error!("embedded weights: {}", e);
-    fail("invalid embedded weights")
-}
-
 fn embedded_failed(e: EmbeddedError) -> ! {
     match e {
-        EmbeddedError::Format(e) => format_failed(e),
-        EmbeddedError::ArchMismatch => {
-            fail("embedded weights do not match the compiled architecture")
-        }
         EmbeddedError::Classifier(_) => fail("model does not fit the classifier"),
     }
 }

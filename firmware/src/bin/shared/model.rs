@@ -14,3 +14,8 @@ const _: () = assert!(
     INPUT_LEN == IMAGE_LEN && CLASSES <= SCORES,
     "the embedded model's input or classes do not fit the serial protocol's frames"
 );
+
+/// The model's parameter count, for the startup logs (worked out by the compiler, not on
+/// the device).
+#[allow(dead_code)] // not every binary logs it
+pub const PARAM_COUNT: usize = ARCH.param_count();

@@ -17,12 +17,6 @@ pub fn taken() -> ! {
 /// The embedded model cannot run: says why, then panics.
 pub fn embedded_failed(e: EmbeddedError) -> ! {
     match e {
-        EmbeddedError::Format(e) => {
-            defmt::panic!("invalid embedded weights: {}", e)
-        }
-        EmbeddedError::ArchMismatch => {
-            defmt::panic!("embedded weights do not match the compiled architecture")
-        }
         EmbeddedError::Classifier(_) => defmt::panic!("model does not fit the classifier"),
     }
 }
