@@ -260,8 +260,8 @@ where
                 let mut p = [0u8; PONG_LEN];
                 let stack = (self.stack_probe)() as usize;
                 let fields = [
-                    a.param_count(),
-                    a.classes(),
+                    self.model.param_count(),
+                    self.model.classes(),
                     a.input.h,
                     a.input.w,
                     a.input.c,

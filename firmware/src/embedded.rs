@@ -19,15 +19,31 @@ pub enum EmbeddedError {
 }
 
 /// The embedded float model's classifier: `arch` and `params` (`ARCH`, `PARAMS`), run
-/// by `infer` (`infer_f32`) in `arena` ([`Arch::planned_len`]`(1)`).
+/// by `infer` (`infer_f32`, with `PARAM_COUNT` and `CLASSES`) in `arena`
+/// ([`Arch::planned_len`]`(1)`).
 #[inline(always)]
 pub fn float(
     arch: Arch<'static>,
     params: &'static [f32],
     arena: &'static mut [f32],
-    infer: CompiledF32,
+    infer: for<'b> fn(&[f32], &'b mut [f32]) -> Result<&'b [f32], microconv::Error>,
+    sizes: Sizes,
 ) -> Result<FloatClassifier<'static, CompiledF32>, EmbeddedError> {
-    Ok(FloatClassifier::compiled(arch, params, arena, infer))
+    let c = CompiledF32 {
+        infer,
+        param_count: sizes.params,
+        classes: sizes.classes,
+    };
+    Ok(FloatClassifier::compiled(arch, params, arena, c))
+}
+
+/// The sizes the compiled runners answer PING with: the model's parameters and classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// `PARAM_COUNT`.
+    pub params: usize,
+    /// `CLASSES`.
+    pub classes: usize,
 }
 
 /// The embedded int8 model's classifier: `net` (`QNET`), run by `infer` (`infer_i8`) in
@@ -38,7 +54,13 @@ pub fn int8(
     arena: &'static mut [i8],
     scratch: &'static mut [u32],
     infer: for<'b> fn(&'b mut [i8], &mut [u32]) -> Result<&'b [i8], microconv::Error>,
+    sizes: Sizes,
 ) -> Result<Int8Classifier<'static, CompiledI8<'static>>, EmbeddedError> {
-    Int8Classifier::compiled(*net, arena, CompiledI8 { infer, scratch })
-        .map_err(EmbeddedError::Classifier)
+    let c = CompiledI8 {
+        infer,
+        scratch,
+        param_count: sizes.params,
+        classes: sizes.classes,
+    };
+    Int8Classifier::compiled(*net, arena, c).map_err(EmbeddedError::Classifier)
 }

@@ -27,6 +27,7 @@ mod model;
 
 use model::{
     infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
+    SIZES,
 };
 
 /// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`).
@@ -200,6 +201,7 @@ fn main() -> ! {
             singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN]).unwrap_or_else(|| fail()),
             singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN]).unwrap_or_else(|| fail()),
             infer_i8,
+            SIZES,
         )
         .unwrap_or_else(|_| fail());
         serve(runner)
@@ -209,6 +211,7 @@ fn main() -> ! {
         &PARAMS,
         singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN]).unwrap_or_else(|| fail()),
         infer_f32,
+        SIZES,
     )
     .unwrap_or_else(|_| fail());
     serve(runner)

@@ -27,6 +27,7 @@ use probe::{embedded_failed, taken};
 
 use model::{
     infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
+    SIZES,
 };
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, first 256 bytes of flash
@@ -100,6 +101,7 @@ fn main() -> ! {
             cortex_m::singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN])
                 .unwrap_or_else(|| taken()),
             infer_i8,
+            SIZES,
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(serial, led, timer, watch, runner))
@@ -110,6 +112,7 @@ fn main() -> ! {
         cortex_m::singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN])
             .unwrap_or_else(|| taken()),
         infer_f32,
+        SIZES,
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(serial, led, timer, watch, runner))

@@ -29,6 +29,7 @@ use probe::{embedded_failed, taken};
 
 use model::{
     infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
+    SIZES,
 };
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
@@ -138,6 +139,7 @@ fn main() -> ! {
             singleton!(: [i8; I8_ARENA_LEN] = [0; I8_ARENA_LEN]).unwrap_or_else(|| taken()),
             singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN]).unwrap_or_else(|| taken()),
             infer_i8,
+            SIZES,
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(App::new(port, led, delay, Cycles(0), runner))
@@ -147,6 +149,7 @@ fn main() -> ! {
         &PARAMS,
         singleton!(: [f32; F32_ARENA_LEN] = [0.0; F32_ARENA_LEN]).unwrap_or_else(|| taken()),
         infer_f32,
+        SIZES,
     )
     .unwrap_or_else(|e| embedded_failed(e));
     serve(App::new(port, led, delay, Cycles(0), runner))

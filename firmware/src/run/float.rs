@@ -20,6 +20,10 @@ pub trait InferF32 {
         params: &[f32],
         arena: &'b mut [f32],
     ) -> Result<&'b [f32], Error>;
+    /// Parameters and classes when known as constants (`None`: from the architecture).
+    fn sizes(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 impl InferF32 for AnyArch {
@@ -34,9 +38,17 @@ impl InferF32 for AnyArch {
 }
 
 /// The embedded model's float inference, generated at build time (microconv-build's
-/// `infer_f32`): its plan and shapes are constants and only its layers' kernels are
-/// linked. It takes the parameters and the arena.
-pub type CompiledF32 = for<'b> fn(&[f32], &'b mut [f32]) -> Result<&'b [f32], Error>;
+/// `infer_f32`: its plan and shapes are constants and only its layers' kernels are
+/// linked), with the model's sizes as constants (`PARAM_COUNT`, `CLASSES`).
+#[derive(Clone, Copy)]
+pub struct CompiledF32 {
+    /// The generated function: parameters, arena -> logits.
+    pub infer: for<'b> fn(&[f32], &'b mut [f32]) -> Result<&'b [f32], Error>,
+    /// Parameters of the model.
+    pub param_count: usize,
+    /// Classes it scores.
+    pub classes: usize,
+}
 
 impl InferF32 for CompiledF32 {
     fn infer<'b>(
@@ -45,7 +57,10 @@ impl InferF32 for CompiledF32 {
         params: &[f32],
         arena: &'b mut [f32],
     ) -> Result<&'b [f32], Error> {
-        self(params, arena)
+        (self.infer)(params, arena)
+    }
+    fn sizes(&self) -> Option<(usize, usize)> {
+        Some((self.param_count, self.classes))
     }
 }
 
@@ -96,6 +111,20 @@ impl<'m> FloatClassifier<'m, CompiledF32> {
 impl<'m, I: InferF32> Runner<'m> for FloatClassifier<'m, I> {
     fn arch(&self) -> &Arch<'m> {
         &self.arch
+    }
+
+    fn param_count(&self) -> usize {
+        match self.infer.sizes() {
+            Some((p, _)) => p,
+            None => self.arch.param_count(),
+        }
+    }
+
+    fn classes(&self) -> usize {
+        match self.infer.sizes() {
+            Some((_, c)) => c,
+            None => self.arch.classes(),
+        }
     }
 
     /// The network sees pixels / 255 (written straight into the arena's input); the

@@ -17,6 +17,10 @@ use super::{scores_for, AnyArch, Runner};
 pub trait InferI8 {
     /// The int8 logits of `net`, a part of `arena`.
     fn infer<'b>(&mut self, net: &QNet<'_>, arena: &'b mut [i8]) -> Result<&'b [i8], Error>;
+    /// Parameters and classes when known as constants (`None`: from the architecture).
+    fn sizes(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 impl InferI8 for AnyArch {
@@ -28,17 +32,25 @@ impl InferI8 for AnyArch {
 /// The embedded model's int8 inference, generated at build time (microconv-build's
 /// `infer_i8`: its plan and shapes are constants and only its layers' kernels are
 /// linked), with the scratch it takes its convolutions' patches from
-/// (`I8_SCRATCH_LEN` words, sized for the model).
+/// (`I8_SCRATCH_LEN` words, sized for the model) and the model's sizes as constants
+/// (`PARAM_COUNT`, `CLASSES`).
 pub struct CompiledI8<'s> {
     /// The generated function: arena, scratch -> logits.
     pub infer: for<'b> fn(&'b mut [i8], &mut [u32]) -> Result<&'b [i8], Error>,
     /// Its scratch.
     pub scratch: &'s mut [u32],
+    /// Parameters of the model.
+    pub param_count: usize,
+    /// Classes it scores.
+    pub classes: usize,
 }
 
 impl InferI8 for CompiledI8<'_> {
     fn infer<'b>(&mut self, _: &QNet<'_>, arena: &'b mut [i8]) -> Result<&'b [i8], Error> {
         (self.infer)(arena, self.scratch)
+    }
+    fn sizes(&self) -> Option<(usize, usize)> {
+        Some((self.param_count, self.classes))
     }
 }
 
@@ -93,6 +105,20 @@ impl<'m> Int8Classifier<'m, CompiledI8<'m>> {
 impl<'m, I: InferI8> Runner<'m> for Int8Classifier<'m, I> {
     fn arch(&self) -> &Arch<'m> {
         &self.net.arch
+    }
+
+    fn param_count(&self) -> usize {
+        match self.infer.sizes() {
+            Some((p, _)) => p,
+            None => self.net.arch.param_count(),
+        }
+    }
+
+    fn classes(&self) -> usize {
+        match self.infer.sizes() {
+            Some((_, c)) => c,
+            None => self.net.arch.classes(),
+        }
     }
 
     /// The scores are the int8 logits dequantized (`scale * (q - zero)`).

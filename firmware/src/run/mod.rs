@@ -36,6 +36,16 @@ pub trait Runner<'m> {
     /// highest score, and the scores as a RESULT frame carries them (the model's
     /// `arch().classes()` first, zeros after; a model with more classes fails).
     fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; SCORES]), Error>;
+    /// Parameters of the model (PING's answer): `arch().param_count()`, unless the
+    /// runner has it as a constant (the compiled runners: no shape arithmetic linked).
+    fn param_count(&self) -> usize {
+        self.arch().param_count()
+    }
+    /// Classes the model scores (PING's answer): `arch().classes()`, unless the runner
+    /// has it as a constant.
+    fn classes(&self) -> usize {
+        self.arch().classes()
+    }
     /// One training step with learning rate `lr`: the loss and the digit predicted
     /// before it; `None` if this model does not learn.
     fn train(&mut self, _pixels: &[u8], _label: u8, _lr: f32) -> Option<Result<(f32, u8), Error>> {

@@ -23,7 +23,7 @@ use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buff
 
 use crate::model::{
     infer_f32, infer_i8, ARCH, F32_ARENA_LEN, F32_BUF_LEN, F32_INPUT_LEN, I8_ARENA_LEN,
-    I8_SCRATCH_LEN, INT8, PARAMS, PARAM_COUNT, QNET, WEIGHTS_BYTES,
+    I8_SCRATCH_LEN, INT8, PARAMS, PARAM_COUNT, QNET, SIZES, WEIGHTS_BYTES,
 };
 
 /// Training on the device (feature `train`, float models only): the arena and marks of
@@ -262,6 +262,7 @@ where
             singleton!(: [u32; I8_SCRATCH_LEN] = [0; I8_SCRATCH_LEN])
                 .unwrap_or_else(|| fail("buffers taken twice")),
             infer_i8,
+            SIZES,
         )
         .unwrap_or_else(|e| embedded_failed(e));
         serve(make_serial(), led, delay, watch, runner)
@@ -290,8 +291,8 @@ where
     }
     let arena = singleton!(: [f32; RUN_ARENA_LEN] = [0.0; RUN_ARENA_LEN])
         .unwrap_or_else(|| fail("buffers taken twice"));
-    let runner =
-        embedded::float(ARCH, &PARAMS, arena, infer_f32).unwrap_or_else(|e| embedded_failed(e));
+    let runner = embedded::float(ARCH, &PARAMS, arena, infer_f32, SIZES)
+        .unwrap_or_else(|e| embedded_failed(e));
     serve(make_serial(), led, delay, watch, runner)
 }
 

@@ -15,7 +15,11 @@ const _: () = assert!(
     "the embedded model's input or classes do not fit the serial protocol's frames"
 );
 
-/// The model's parameter count, for the startup logs (worked out by the compiler, not on
-/// the device).
-#[allow(dead_code)] // not every binary logs it
+/// The model's parameter count (worked out by the compiler, not on the device).
 pub const PARAM_COUNT: usize = ARCH.param_count();
+
+/// What the compiled runner answers PING with.
+pub const SIZES: microconv_firmware::embedded::Sizes = microconv_firmware::embedded::Sizes {
+    params: PARAM_COUNT,
+    classes: CLASSES,
+};
