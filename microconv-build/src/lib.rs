@@ -33,7 +33,16 @@
 //!   that a firmware declares both kinds as `static`s and only one takes memory;
 //! - `F32_ARENA_LEN`, `I8_ARENA_LEN: usize`: the one arena of planned inference
 //!   (`ARCH.planned_len(1)`, input included; `microconv::plan`), far smaller than the
-//!   buffers above, for the model's precision (0 for the other one).
+//!   buffers above, for the model's precision (0 for the other one);
+//! - the model compiled for a firmware that should parse nothing and link only the
+//!   kernels its layers use: `PARAMS: [f32; N]` (float) or `QNET` (int8, its tensors as
+//!   typed statics), the file's values to the bit; `PLAN`, every step of planned
+//!   inference worked out by the compiler (`ARCH.plan`), `PLAN_OUTPUT` and
+//!   `I8_SCRATCH_LEN` (words of patch scratch for the int8 convolutions); and
+//!   `infer_f32(params, arena)` / `infer_i8(arena, scratch)`, one
+//!   `microconv::plan::step_*` call per step, each with its constant step. The other
+//!   precision's items are stand-ins that take no memory and return
+//!   `Error::WrongPrecision`. `WEIGHTS_BYTES` is the flash the typed parameters take.
 //!
 //! Each layer's line is the core's own description of it (`microconv::Layer::rust_code`),
 //! so a new layer kind needs nothing here.
@@ -41,9 +50,10 @@
 //! The generated code refers to the core as `microconv::...`: depend on it under that
 //! name (`microconv = { version = "0.1", features = ["dsp"] }` on a Cortex-M4/M7/M33).
 //!
-//! The file is parsed here with the same parser the firmware runs, so a corrupt,
-//! truncated or incompatible file fails the build with the file's path, the reason and
-//! what to do, instead of failing on the device. A relative path is relative to the
+//! The file is parsed here with the core's own parser (which checks its CRC-32), so a
+//! corrupt, truncated or incompatible file fails the build with the file's path, the
+//! reason and what to do, instead of failing on the device; a firmware that runs the
+//! compiled items has nothing left to check there. A relative path is relative to the
 //! crate's directory (`CARGO_MANIFEST_DIR`), and cargo rebuilds when the file changes.
 //!
 //! For tests and other tools, [`render`] turns the bytes of a file into that code without
@@ -575,31 +585,7 @@ pub fn infer_f32<'b>(params: &[f32], arena: &'b mut [f32]) -> Result<&'b [f32], 
 pub const WEIGHTS_BYTES: usize = {bytes};
 "
             );
-            for (i, l) in net.layers.iter().enumerate() {
-                if let Some(t) = &l.params {
-                    let _ = write!(
-                        code,
-                        "static Q{i}_W: [i8; {}] = [\n    {}\n];\n",
-                        t.weights.len(),
-                        list(t.weights.iter(), |v| v.to_string())
-                    );
-                    for (name, v) in [("B", t.bias), ("M", t.multiplier), ("S", t.shift)] {
-                        let _ = write!(
-                            code,
-                            "static Q{i}_{name}: [i32; {}] = [\n    {}\n];\n",
-                            v.len(),
-                            list(v.iter(), |v| v.to_string())
-                        );
-                    }
-                }
-            }
-            let qp = |p: &microconv::quant::QParams| {
-                format!(
-                    "microconv::quant::QParams {{ scale: {}, zero: {} }}",
-                    f32_lit(p.scale),
-                    p.zero
-                )
-            };
+            code.push_str(&int8_statics(&net));
             let _ = writeln!(
                 code,
                 "/// The int8 layers, read from the weights file at build time.\n#[allow(dead_code)] // offered to every firmware; not every one needs each\npub static QLAYERS: [microconv::quant::QLayer<'static>; {}] = [",
@@ -644,6 +630,41 @@ pub fn infer_i8<'b>(arena: &'b mut [i8], scratch: &mut [u32]) -> Result<&'b [i8]
         }
     }
     code
+}
+
+/// The int8 tensors of every layer with parameters, as private statics `Q{i}_W`,
+/// `Q{i}_B`, `Q{i}_M`, `Q{i}_S` (weights, biases, multipliers, shifts) that `QLAYERS`
+/// points to.
+fn int8_statics(net: &microconv::quant::QNet<'_>) -> String {
+    let mut code = String::new();
+    for (i, l) in net.layers.iter().enumerate() {
+        if let Some(t) = &l.params {
+            let _ = write!(
+                code,
+                "static Q{i}_W: [i8; {}] = [\n    {}\n];\n",
+                t.weights.len(),
+                list(t.weights.iter(), |v| v.to_string())
+            );
+            for (name, v) in [("B", t.bias), ("M", t.multiplier), ("S", t.shift)] {
+                let _ = write!(
+                    code,
+                    "static Q{i}_{name}: [i32; {}] = [\n    {}\n];\n",
+                    v.len(),
+                    list(v.iter(), |v| v.to_string())
+                );
+            }
+        }
+    }
+    code
+}
+
+/// A quantization record as the Rust expression that builds it.
+fn qp(p: &microconv::quant::QParams) -> String {
+    format!(
+        "microconv::quant::QParams {{ scale: {}, zero: {} }}",
+        f32_lit(p.scale),
+        p.zero
+    )
 }
 
 /// What an int8 model's generated code has of the float items: nothing that takes memory.

@@ -127,6 +127,40 @@ pub const fn requantize(x: i32, m: i32, shift: i32) -> i32 {
     rdivpot(srdhm(x.wrapping_shl(left), m), right)
 }
 
+/// [`requantize`] for one output channel, its shift split once into the left shift and
+/// the rounding divide's exponent, mask and threshold: the same values (tested), fewer
+/// instructions per output value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Requant {
+    m: i32,
+    left: u32,
+    right: u32,
+    mask: i32,
+}
+
+impl Requant {
+    /// The requantization by `m * 2^shift`.
+    pub(crate) const fn new(m: i32, shift: i32) -> Self {
+        let left = if shift > 0 { shift as u32 } else { 0 };
+        let right = if shift > 0 { 0 } else { shift.unsigned_abs() };
+        let right = if right > 31 { 31 } else { right };
+        Requant {
+            m,
+            left,
+            right,
+            mask: ((1i64 << right) - 1) as i32,
+        }
+    }
+
+    /// `requantize(x, m, shift)`.
+    #[inline(always)]
+    pub(crate) const fn apply(&self, x: i32) -> i32 {
+        let v = srdhm(x.wrapping_shl(self.left), self.m);
+        let threshold = (self.mask >> 1) + (v < 0) as i32;
+        (v >> self.right) + ((v & self.mask) > threshold) as i32
+    }
+}
+
 /// Splits a positive real multiplier into `(m, shift)` with `m` in `[2^30, 2^31)`
 /// (see the module doc); `(0, 0)` for zero, negative or non-finite input.
 pub fn quantize_multiplier(real: f64) -> (i32, i32) {
@@ -177,6 +211,17 @@ mod tests {
         assert_eq!(quantize_multiplier(0.75), (1_610_612_736, 0));
         assert_eq!(quantize_multiplier(0.0), (0, 0));
         assert_eq!(quantize_multiplier(f64::NAN), (0, 0));
+        // Requant gives requantize's values, for every shift the files allow.
+        for _ in 0..20_000 {
+            let m = (1 << 30) + rng.below(1 << 30) as i32;
+            let shift = rng.below(62) as i32 - 31;
+            let x = (rng.below(u32::MAX as usize) as u32) as i32;
+            assert_eq!(
+                Requant::new(m, shift).apply(x),
+                requantize(x, m, shift),
+                "{x} {m} {shift}"
+            );
+        }
         // requantize(x, m, shift) is round(x * real) within one step, for many reals.
         let mut rng = Rng::new(9);
         for _ in 0..20_000 {

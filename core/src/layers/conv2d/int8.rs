@@ -5,7 +5,7 @@
 use super::Conv2d;
 use crate::error::{check_len, Error};
 use crate::layers::Site;
-use crate::quant::{clamp_i8, params_of, requantize, QLayer, QTensors};
+use crate::quant::{clamp_i8, params_of, requantize, QLayer, QTensors, Requant};
 use crate::shape::Shape;
 
 /// Int8 forward pass of `c` at `site`: each image with the fast kernel when its
@@ -429,6 +429,7 @@ fn conv_image(
     let bytes: &mut [i8] = bytemuck::cast_slice_mut(bytes);
     let mut tails = [[0i32; 3]; PIXELS];
     let zz = pack(z_in as i16, z_in as i16);
+    let (z_out, lo, hi) = (l.output.zero, l.act_min, l.act_max);
     let (p0, last) = (pixels.start, pixels.end.saturating_sub(1));
     for first in pixels.step_by(PIXELS) {
         let group: [usize; PIXELS] = core::array::from_fn(|i| (first + i).min(last));
@@ -447,15 +448,15 @@ fn conv_image(
         for co in 0..cout {
             let w = &p.weights[co * kk..][..kk];
             let sums = dot_4x1(xs, w, p.bias[co]);
+            let q = Requant::new(p.multiplier[co], p.shift[co]);
             for ((&px, acc), tail) in group.iter().zip(sums).zip(&tails) {
                 let t: i32 = w[4 * quads..]
                     .iter()
                     .zip(tail)
                     .map(|(&w, &v)| v * w as i32)
                     .sum();
-                let r = requantize(acc.wrapping_add(t), p.multiplier[co], p.shift[co]);
-                y[(px - p0) * cout + co] =
-                    clamp_i8(l.output.zero.saturating_add(r), l.act_min, l.act_max);
+                let r = q.apply(acc.wrapping_add(t));
+                y[(px - p0) * cout + co] = clamp_i8(z_out.saturating_add(r), lo, hi);
             }
         }
     }
