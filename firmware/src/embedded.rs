@@ -9,7 +9,7 @@
 use microconv::quant::QNet;
 use microconv::Arch;
 
-use crate::run::{CompiledF32, CompiledI8, FloatClassifier, Int8Classifier};
+use crate::run::{CompiledF32, CompiledI8, FloatClassifier, InferF32Fn, InferI8Fn, Int8Classifier};
 
 /// Why the embedded model cannot run.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub fn float(
     arch: Arch<'static>,
     params: &'static [f32],
     arena: &'static mut [f32],
-    infer: for<'b> fn(&[f32], &'b mut [f32]) -> Result<&'b [f32], microconv::Error>,
+    infer: InferF32Fn,
     sizes: Sizes,
 ) -> Result<FloatClassifier<'static, CompiledF32>, EmbeddedError> {
     let c = CompiledF32 {
@@ -53,7 +53,7 @@ pub fn int8(
     net: &'static QNet<'static>,
     arena: &'static mut [i8],
     scratch: &'static mut [u32],
-    infer: for<'b> fn(&'b mut [i8], &mut [u32]) -> Result<&'b [i8], microconv::Error>,
+    infer: InferI8Fn,
     sizes: Sizes,
 ) -> Result<Int8Classifier<'static, CompiledI8<'static>>, EmbeddedError> {
     let c = CompiledI8 {

@@ -212,6 +212,7 @@ mod tests {
         assert_eq!(quantize_multiplier(0.0), (0, 0));
         assert_eq!(quantize_multiplier(f64::NAN), (0, 0));
         // Requant gives requantize's values, for every shift the files allow.
+        let mut rng = Rng::new(9);
         for _ in 0..20_000 {
             let m = (1 << 30) + rng.below(1 << 30) as i32;
             let shift = rng.below(62) as i32 - 31;
@@ -223,7 +224,6 @@ mod tests {
             );
         }
         // requantize(x, m, shift) is round(x * real) within one step, for many reals.
-        let mut rng = Rng::new(9);
         for _ in 0..20_000 {
             let real = libm::exp(-12.0 * rng.uniform_f64());
             let (m, sh) = quantize_multiplier(real);

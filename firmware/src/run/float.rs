@@ -37,13 +37,16 @@ impl InferF32 for AnyArch {
     }
 }
 
+/// microconv-build's generated `infer_f32`: parameters, arena -> logits.
+pub type InferF32Fn = for<'b> fn(&[f32], &'b mut [f32]) -> Result<&'b [f32], Error>;
+
 /// The embedded model's float inference, generated at build time (microconv-build's
 /// `infer_f32`: its plan and shapes are constants and only its layers' kernels are
 /// linked), with the model's sizes as constants (`PARAM_COUNT`, `CLASSES`).
 #[derive(Clone, Copy)]
 pub struct CompiledF32 {
     /// The generated function: parameters, arena -> logits.
-    pub infer: for<'b> fn(&[f32], &'b mut [f32]) -> Result<&'b [f32], Error>,
+    pub infer: InferF32Fn,
     /// Parameters of the model.
     pub param_count: usize,
     /// Classes it scores.

@@ -29,6 +29,9 @@ impl InferI8 for AnyArch {
     }
 }
 
+/// microconv-build's generated `infer_i8`: arena, scratch -> int8 logits.
+pub type InferI8Fn = for<'b> fn(&'b mut [i8], &mut [u32]) -> Result<&'b [i8], Error>;
+
 /// The embedded model's int8 inference, generated at build time (microconv-build's
 /// `infer_i8`: its plan and shapes are constants and only its layers' kernels are
 /// linked), with the scratch it takes its convolutions' patches from
@@ -36,7 +39,7 @@ impl InferI8 for AnyArch {
 /// (`PARAM_COUNT`, `CLASSES`).
 pub struct CompiledI8<'s> {
     /// The generated function: arena, scratch -> logits.
-    pub infer: for<'b> fn(&'b mut [i8], &mut [u32]) -> Result<&'b [i8], Error>,
+    pub infer: InferI8Fn,
     /// Its scratch.
     pub scratch: &'s mut [u32],
     /// Parameters of the model.

@@ -18,8 +18,8 @@ use microconv::{Arch, Error};
 
 use crate::protocol::{Configured, ErrorCode, TrainConfig, SCORES};
 
-pub use float::{CompiledF32, FloatClassifier, InferF32};
-pub use int8::{CompiledI8, InferI8, Int8Classifier};
+pub use float::{CompiledF32, FloatClassifier, InferF32, InferF32Fn};
+pub use int8::{CompiledI8, InferI8, InferI8Fn, Int8Classifier};
 
 /// Runs any architecture with the core's planned inference, working out the plan as the
 /// pass goes (`microconv::plan::infer_planned`, `infer_planned_i8`): what the host uses.
