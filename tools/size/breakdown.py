@@ -43,7 +43,9 @@ def sections(elf):
 
 
 RULES = [
-    (r"::MODEL\b|^MODEL\b", "weights (the embedded model)"),
+    (r"::MODEL\b|^MODEL\b|::model::(PARAMS|Q\d+_[WBMS])\b", "weights (the embedded model)"),
+    (r"::model::(QLAYERS|QNET|PLAN)\b|::model::infer_(f32|i8)\b", "generated model code (microconv-build: layer table, per-step calls)"),
+    (r"^microconv::plan|microconv\.\.plan", "microconv core: planned inference (plan.rs, with the kernels it inlines)"),
     (r"^microconv::quant", "microconv core: int8 (quant)"),
     (r"^microconv::(weights::int8|qformat)", "microconv core: int8 weights file (weights::int8)"),
     (r"^microconv::(weights|format)|microconv\.\.weights", "microconv core: weights file (weights)"),
@@ -66,7 +68,7 @@ RULES = [
     (r"^compiler_builtins|^__aeabi|^__(mul|add|sub|div)[sd]f3|^mem(cpy|set|move|cmp)$|^__(u)?div|^__ashl|^__lshr", "compiler built-ins (soft-float, mem*)"),
     (r"^cortex_m|^__cortex_m|^Reset$|^DefaultHandler|^HardFault|^__INTERRUPTS|^__RESET_VECTOR|^__EXCEPTIONS|^_stack|^__pre_init|^cortex_m_rt|^critical_section|^_critical_section", "cortex-m, cortex-m-rt, critical-section"),
     (r"^embedded_(hal|io)", "embedded-hal / embedded-io"),
-    (r"^stm32f4xx_hal|^stm32f4", "stm32f4xx-hal"),
+    (r"^stm32f4xx_hal|^stm32f4::", "stm32f4xx-hal"),
     (r"^(mps2_an386|stm32f411|microbit|mps2_an50\d|riscv|rp2040)[:_]|^main$", "board binary"),
     (r"^libm|^micromath", "libm / micromath"),
     (r"semihosting", "semihosting (QEMU's output channel)"),
