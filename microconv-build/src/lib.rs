@@ -34,9 +34,10 @@
 //! - `F32_ARENA_LEN`, `I8_ARENA_LEN: usize`: the one arena of planned inference
 //!   (`ARCH.planned_len(1)`, input included; `microconv::plan`), far smaller than the
 //!   buffers above, for the model's precision (0 for the other one);
-//! - the model compiled for a firmware that should parse nothing and link only the
-//!   kernels its layers use: `PARAMS: [f32; N]` (float) or `QNET` (int8, its tensors as
-//!   typed statics), the file's values to the bit; `PLAN`, every step of planned
+//! - in the module `compiled`, the model compiled for a firmware that should parse
+//!   nothing and link only the kernels its layers use: `PARAMS: [f32; N]` (float) or
+//!   `QNET` (int8, its tensors as typed statics), the file's values to the bit; `PLAN`,
+//!   every step of planned
 //!   inference worked out by the compiler (`ARCH.plan`), `PLAN_OUTPUT` and
 //!   `I8_SCRATCH_LEN` (words of patch scratch for the int8 convolutions); and
 //!   `infer_f32(params, arena)` / `infer_i8(arena, scratch)`, one
@@ -507,6 +508,12 @@ fn f32_lit(v: f32) -> String {
 fn compiled(model: &AnyModel<'_>) -> String {
     let mut code = String::from(
         "\
+/// The embedded model compiled for a firmware: its parameters as typed statics, its plan
+/// worked out by the compiler and its inference, one call per step (a module of its own,
+/// so that its names do not clash with the crate's, such as `microconv::quant::infer_i8`).
+#[allow(dead_code)] // offered to every firmware; not every one needs each
+pub mod compiled {
+use super::{ARCH, INT8};
 /// Steps of the embedded model's planned inference (`ARCH.plan_len(1)`).
 #[allow(dead_code)] // offered to every firmware; not every one needs each
 pub const STEPS: usize = ARCH.plan_len(1);
@@ -629,6 +636,7 @@ pub fn infer_i8<'b>(arena: &'b mut [i8], scratch: &mut [u32]) -> Result<&'b [i8]
             code.push_str(F32_STANDIN);
         }
     }
+    code.push_str("}\n");
     code
 }
 

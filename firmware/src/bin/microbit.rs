@@ -102,7 +102,7 @@ impl Board for Microbit {
     }
     const CLOCK_HZ: u32 = 16_000_000;
     const TAG: &'static [u8] =
-        b"microconv-qemu:qemu-system-arm;microbit;cortex-m0;-global nrf51-soc.sram-size=32768;";
+        b"microconv-qemu:qemu-system-arm;microbit;cortex-m0;-global nrf51-soc.sram-size=32768;\0";
 }
 
 #[entry]

@@ -22,7 +22,7 @@ impl Board for Mps2An500 {
         defmt::intern!("mps2-an500 (Cortex-M7)")
     }
     const CLOCK_HZ: u32 = 25_000_000;
-    const TAG: &'static [u8] = b"microconv-qemu:qemu-system-arm;mps2-an500;cortex-m7;;";
+    const TAG: &'static [u8] = b"microconv-qemu:qemu-system-arm;mps2-an500;cortex-m7;;\0";
 }
 
 #[entry]

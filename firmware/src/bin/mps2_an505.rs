@@ -25,7 +25,7 @@ impl Board for Mps2An505 {
         defmt::intern!("mps2-an505 (Cortex-M33)")
     }
     const CLOCK_HZ: u32 = 20_000_000;
-    const TAG: &'static [u8] = b"microconv-qemu:qemu-system-arm;mps2-an505;cortex-m33;;";
+    const TAG: &'static [u8] = b"microconv-qemu:qemu-system-arm;mps2-an505;cortex-m33;;\0";
 }
 
 #[entry]

@@ -30,8 +30,9 @@ use model::{
     SIZES,
 };
 
-/// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`).
-static QEMU_MACHINE: &[u8] = b"microconv-qemu:qemu-system-riscv32;virt;rv32;-bios none;";
+/// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`);
+/// the NUL ends it, whatever the linker places after it (with LTO, non-text bytes).
+static QEMU_MACHINE: &[u8] = b"microconv-qemu:qemu-system-riscv32;virt;rv32;-bios none;\0";
 
 /// The 16550 UART of the virt machine: RBR/THR +0, FCR +2, LSR +5 (bit 0 data ready,
 /// bit 5 transmit holding register empty).

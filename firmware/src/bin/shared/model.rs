@@ -9,6 +9,11 @@ use microconv_firmware::protocol::{IMAGE_LEN, SCORES};
 
 include!(concat!(env!("OUT_DIR"), "/model.rs"));
 
+#[allow(unused_imports)] // each binary uses its precision's
+pub use compiled::{
+    infer_f32, infer_i8, I8_SCRATCH_LEN, PARAMS, PLAN_OUTPUT, QNET, STEPS, WEIGHTS_BYTES,
+};
+
 // The serial protocol carries IMAGE_LEN-pixel images and SCORES scores per RESULT.
 const _: () = assert!(
     INPUT_LEN == IMAGE_LEN && CLASSES <= SCORES,
