@@ -198,8 +198,8 @@ fn gather(
     }
 }
 
-/// Largest receptive field (`k * k * cin`) the whole-image pass ([`forward`]) runs with
-/// the fast kernel, its scratch on the stack (4.6 KB: [`scratch_words`] of it); larger
+/// Largest receptive field (`k * k * cin`) the whole-image pass (`forward`) runs with
+/// the fast kernel, its scratch on the stack (4.6 KB: `scratch_words` of it); larger
 /// ones run the reference kernel there. Planned inference ([`crate::plan`]) has no such
 /// limit: its scratch is sized for the model ([`crate::Arch::planned_scratch_i8`]).
 pub const MAX_PATCH: usize = 512;
