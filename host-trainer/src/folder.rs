@@ -107,6 +107,17 @@ pub fn load(dir: &Path, target: Option<Shape>) -> Result<(Dataset, Dataset)> {
         let (te, _) = read_set(&tests, Some(shape), target.is_some(), &test_dir)?;
         return Ok(named(tr, te, names(&train)));
     }
+    if train_dir.is_dir() != test_dir.is_dir() {
+        let (has, lacks) = if train_dir.is_dir() {
+            ("train", "test")
+        } else {
+            ("test", "train")
+        };
+        bail!(
+            "{}: has {has}/ but no {lacks}/: give both (each with the class subfolders), or neither (then {TEST_PERCENT}% of each class is the test set)",
+            dir.display()
+        );
+    }
     let cls = classes(dir)?;
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (k, c) in cls.iter().enumerate() {
@@ -138,7 +149,10 @@ fn named(tr: Dataset, te: Dataset, names: Vec<String>) -> (Dataset, Dataset) {
             ..d.subset(&order)
         }
     };
-    (shuffled(tr, 0x5452_4149_4E00), shuffled(te, 0x5445_5354_0000))
+    (
+        shuffled(tr, 0x5452_4149_4E00),
+        shuffled(te, 0x5445_5354_0000),
+    )
 }
 
 /// The number of test images of a class of `n` images: [`TEST_PERCENT`] percent,

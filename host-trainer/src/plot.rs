@@ -91,7 +91,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
             loss: num(1)?,
             batch_accuracy: num(2)?,
             test_accuracy: num(3)?,
-            validation_accuracy: num(6)?,
+            // Absent in files of earlier builds, whose 5th column is the learning rate.
+            validation_accuracy: if f.len() >= 7 { num(4)? } else { None },
         });
     }
     Ok(rows)

@@ -70,10 +70,10 @@ pub struct RunOptions {
 /// `loss` is the mean training loss per sample over the steps since the previous row,
 /// `batch_accuracy` the seed's accuracy on the batch about to be trained (dropout off),
 /// `test_accuracy` on the whole test set where evaluated (every `eval_every` steps
-/// without a validation split, else at the end only), `seconds` of training so far,
-/// `validation_accuracy` on the validation images where evaluated (empty without them).
+/// without a validation split, else at the end only), `validation_accuracy` on the
+/// validation images where evaluated (empty without them), `seconds` of training so far.
 pub const METRICS_HEADER: &str =
-    "step,loss,batch_accuracy,test_accuracy,lr,seconds,validation_accuracy";
+    "step,loss,batch_accuracy,test_accuracy,validation_accuracy,lr,seconds";
 
 /// The largest metrics file read back (a resumed run's history, the curves): 256 MiB, a
 /// row every 100 steps for far more steps than any run takes.
@@ -112,12 +112,15 @@ impl Metrics {
             for line in old.lines().skip(1) {
                 // A row cut short by a crash has fewer columns: dropped (written again).
                 // Rows of earlier builds have no validation column: given an empty one.
-                let n = line.split(',').count();
-                let whole = old.ends_with('\n') && (n == columns || n == columns - 1);
-                let step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
+                let mut f: Vec<&str> = line.split(',').collect();
+                if f.len() == columns - 1 {
+                    f.insert(4, "");
+                }
+                let whole = old.ends_with('\n') && f.len() == columns;
+                let step = f.first().and_then(|s| s.parse::<usize>().ok());
                 if whole && step.is_some_and(|s| s < at) {
-                    kept.push_str(line);
-                    kept.push_str(if n == columns { "\n" } else { ",\n" });
+                    kept.push_str(&f.join(","));
+                    kept.push('\n');
                 }
             }
         }
@@ -162,7 +165,7 @@ impl Metrics {
     ) -> Result<()> {
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         self.write(&format!(
-            "{step},{},{},{},{lr:e},{seconds:.3},{}\n",
+            "{step},{},{},{},{},{lr:e},{seconds:.3}\n",
             opt(loss),
             opt(batch_acc),
             opt(acc.0),

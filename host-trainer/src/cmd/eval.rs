@@ -132,6 +132,19 @@ fn predictions(args: &Args, model: &Model, te: &Dataset) -> Result<(usize, Vec<u
         let model = weights::HostModel::parse(wf.bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
         crate::train::check_data(&model.arch(), &params.display().to_string(), te)?;
+        // The firmware's classifier ([`board::host_scores`]) takes MNIST's 784 pixels
+        // and gives 10 scores, as the wire protocol does.
+        let arch = model.arch();
+        if arch.input.len() != microconv_firmware::protocol::IMAGE_LEN || arch.classes() != 10 {
+            bail!(
+                "{}: an int8 model of {}x{}x{} inputs and {} classes: int8 eval runs the firmware's classifier, which takes 28x28x1 and 10 classes; evaluate the float parameters (.params or .mcw) instead",
+                params.display(),
+                arch.input.h,
+                arch.input.w,
+                arch.input.c,
+                arch.classes()
+            );
+        }
         let scores = board::host_scores(&model, te, te.len(), threads)?;
         let p: Vec<usize> = scores.iter().map(|s| microconv::loss::argmax(s)).collect();
         Ok((model.arch().classes(), p))
