@@ -74,9 +74,10 @@ impl Confusion {
     /// [`Confusion::report`] with the classes' names after their numbers (none: the
     /// numbers alone, as for MNIST).
     pub fn report_named(&self, names: &[String]) -> String {
+        // A name that is the number (a folder of classes `0` to `9`) is not repeated.
         let label = |c: usize| match names.get(c) {
-            Some(n) => format!("{c} {n}"),
-            None => c.to_string(),
+            Some(n) if *n != c.to_string() => format!("{c} {n}"),
+            _ => c.to_string(),
         };
         let mut s = String::new();
         let _ = writeln!(s, "per-class accuracy:");
@@ -204,6 +205,8 @@ mod tests {
         let r = c.report_named(&names);
         assert!(r.contains("  1 dog -> 2 eel: 2"), "{r}");
         assert!(r.contains("  0 cat: 0.5000 (1/2)"), "{r}");
+        let digits = ["0", "1", "2"].map(String::from);
+        assert_eq!(c.report_named(&digits), c.report());
         assert!(Confusion::new(3, &[0], &[3]).is_err());
         assert!(Confusion::new(3, &[0, 1], &[0]).is_err());
         let dir = std::env::temp_dir().join(format!("mc-conf-{}", std::process::id()));

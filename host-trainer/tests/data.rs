@@ -429,3 +429,78 @@ fn bad_data_gets_one_line_naming_the_file_and_the_problem() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "uses train's fault-injection options: cargo test --workspace (or --features test-hooks)"
+)]
+fn a_run_with_validation_stopped_and_resumed_ends_as_an_uninterrupted_one() {
+    let dir = tmp("resume");
+    let data = dir.join("colours");
+    colour_folder(&data, 10, (8, 8), 4);
+    let n = net(&dir, None);
+    let train = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--arch",
+            n.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "90",
+            "--batch",
+            "4",
+            "--threads",
+            "1",
+            "--validation",
+            "5",
+            "--checkpoint-every",
+            "20",
+            "--eval-every",
+            "30",
+            "--no-plots",
+            "--out",
+            out,
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    let (a, b) = (dir.join("a/"), dir.join("b/"));
+    train(a.to_str().unwrap(), &[]);
+    let out = train(b.to_str().unwrap(), &["--stop-after", "50"]);
+    assert!(out.contains("stopped before step 50"), "{out}");
+    let ckpt = dir.join("b/colours.ckpt");
+    let header = String::from_utf8_lossy(&std::fs::read(&ckpt).unwrap()).into_owned();
+    assert!(
+        header.contains("\"validation\":5"),
+        "the checkpoint records the split"
+    );
+    let r = run(&[
+        "train",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--no-plots",
+    ]);
+    assert!(r.contains("validation accuracy: "), "{r}");
+    assert_eq!(
+        std::fs::read(dir.join("a/colours.params")).unwrap(),
+        std::fs::read(dir.join("b/colours.params")).unwrap(),
+        "resumed parameters differ from an uninterrupted run's"
+    );
+    // The metrics too, but for the seconds (the last column).
+    let rows = |p: PathBuf| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(
+        rows(dir.join("a/colours.metrics.csv")),
+        rows(dir.join("b/colours.metrics.csv"))
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -120,8 +120,8 @@ fn top_scores(logits: &[f32], top: usize, names: &[String]) -> Vec<String> {
         .iter()
         .take(top.max(1))
         .map(|&c| match names.get(c) {
-            Some(n) => format!("{c} {n} ({:.4})", prob[c]),
-            None => format!("{c} ({:.4})", prob[c]),
+            Some(n) if *n != c.to_string() => format!("{c} {n} ({:.4})", prob[c]),
+            _ => format!("{c} ({:.4})", prob[c]),
         })
         .collect()
 }

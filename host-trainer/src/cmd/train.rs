@@ -30,7 +30,8 @@ pub struct Args {
     /// Optimizer steps
     #[arg(long, default_value_t = 12_000)]
     pub steps: usize,
-    /// Passes over the 60,000 training images instead of --steps (rounded up to whole steps)
+    /// Passes over the training images (MNIST: 60,000; less any --validation ones)
+    /// instead of --steps (rounded up to whole steps)
     #[arg(long, conflicts_with = "steps")]
     pub epochs: Option<f64>,
     /// Samples per step
