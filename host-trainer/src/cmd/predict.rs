@@ -18,7 +18,8 @@ pub struct Args {
     /// Parameter file written by `train`, or a weights file (.mcw) written by `export`
     #[arg(long, default_value = "runs/small.params")]
     pub params: PathBuf,
-    /// Which way round the ink is: auto decides from the picture's border
+    /// Which way round the ink is: auto decides from the picture's border (MNIST-style
+    /// models only; a model trained on an image folder gets pictures as its folder was read)
     #[arg(long, value_enum, default_value_t = Polarity::Auto)]
     pub ink: Polarity,
     /// Scores to print per image
