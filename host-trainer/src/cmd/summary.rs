@@ -177,7 +177,12 @@ pub fn run(args: Args) -> Result<()> {
     let arch = ArchArg::parse(&args.arch)?;
     let data = match &args.data {
         Some(dir) => {
-            let (tr, te) = crate::data::load_mnist(dir)?;
+            // An image folder is read as `train` reads it: converted to a stated input.
+            let input = match &arch {
+                ArchArg::Builtin(a) => Some(a.arch().input),
+                ArchArg::File(d) => d.input,
+            };
+            let (tr, te) = crate::folder::load_dir(dir, input)?;
             Some((tr.shape(), crate::data::classes(&tr, &te)))
         }
         None => None,
