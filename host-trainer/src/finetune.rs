@@ -20,8 +20,8 @@ use microconv_firmware::finetune::{
     FineTune, TrainConfig, MAX_LAYERS,
 };
 use microconv_firmware::protocol::{
-    kind, pack_bits, Classification, Configured, Digest, ErrorCode, Trained, IMAGE_LEN,
-    MAX_ACCUMULATE, PONG_LEN,
+    kind, pack_bits, Classification, Configured, Digest, ErrorCode, Pong, Trained, IMAGE_LEN,
+    MAX_ACCUMULATE,
 };
 
 use crate::board::{open, Link, Target};
@@ -706,14 +706,7 @@ fn handshake(
 ) -> Result<usize> {
     let mut capacity = 0;
     let pong = ask(link, kind::PING, &[], kind::PONG, retries)?;
-    if pong.len() != PONG_LEN || word(&pong, 0) as usize != arch.param_count() {
-        bail!(
-            "the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
-            word(&pong, 0),
-            weights.display(),
-            arch.param_count()
-        );
-    }
+    crate::board::check_pong(&link.what, &pong, arch, weights)?;
     if *tc != last_layer(arch) {
         link.send(kind::CONFIGURE, &tc.to_bytes())?;
         let (got, p) = link.recv(Duration::from_secs(30))?;
@@ -749,12 +742,6 @@ fn handshake(
         );
     }
     Ok(capacity)
-}
-
-/// Little-endian word `i` of a payload (0 past its end).
-fn word(p: &[u8], i: usize) -> u32 {
-    p.get(4 * i..4 * i + 4)
-        .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
 }
 
 /// The first `n` images of `set` with their labels, through `t` (or as they are).
@@ -905,7 +892,7 @@ pub fn run(
         let pong = ask(link, kind::PING, &[], kind::PONG, &mut retries)?;
         r.weights_equal = d.crc == host.digest() && d.steps as usize == examples.len();
         r.steps = d.steps;
-        r.stack_bytes = word(&pong, 5);
+        r.stack_bytes = Pong::from_bytes(&pong).map_or(0, |p| p.stack);
     } else {
         r.weights_equal = true;
         r.steps = host.steps;
