@@ -208,15 +208,18 @@ where
         }
         // The request's image goes to `self.image` (the model's input length), so that
         // answering can borrow `self`.
-        let input_len = self.model.arch().input.len();
-        let classes = self.model.arch().classes();
+        let mut input_len = 0;
         let request = match self.decoder.push(byte[0]) {
             None => return Ok(Outcome::Busy),
             Some(Event::Error(e)) => Err(e),
-            Some(Event::Frame { kind, payload }) => match self.image.get_mut(..input_len) {
-                Some(image) => parse_request(kind, payload, image, classes),
-                None => Err(ErrorCode::InputLen),
-            },
+            Some(Event::Frame { kind, payload }) => {
+                let a = self.model.arch();
+                input_len = a.input.len();
+                match self.image.get_mut(..input_len) {
+                    Some(image) => parse_request(kind, payload, image, a.classes()),
+                    None => Err(ErrorCode::InputLen),
+                }
+            }
         };
         match request {
             Err(e) => self.refuse(e),

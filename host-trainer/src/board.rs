@@ -376,13 +376,18 @@ pub fn host_scores(
     Ok(out)
 }
 
-/// Whether the test set is what the model takes: its input shape, labels below its
-/// classes, and no more classes than a RESULT frame carries.
-pub fn check_data(arch: &microconv::Arch<'_>, test: &Dataset, weights: &Path) -> Result<()> {
+/// Whether a data set (`what`: "test", "training") is what the model takes: its input
+/// shape, labels below its classes, and no more classes than a RESULT frame carries.
+pub fn check_data(
+    arch: &microconv::Arch<'_>,
+    what: &str,
+    test: &Dataset,
+    weights: &Path,
+) -> Result<()> {
     let (want, got) = (arch.input, test.shape());
     if want != got {
         bail!(
-            "the test images are {}x{}x{} but the model in {} takes {}x{}x{}: give --data a directory of IDX files of its input shape (the data it was trained on)",
+            "the {what} images are {}x{}x{} but the model in {} takes {}x{}x{}: give --data a directory of IDX files of its input shape (the data it was trained on)",
             got.h,
             got.w,
             got.c,
@@ -477,7 +482,7 @@ pub fn run(
     let model =
         HostModel::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
     let arch = model.arch();
-    check_data(&arch, test, weights)?;
+    check_data(&arch, "test", test, weights)?;
     let n = images.min(test.len());
     let host = host_scores(&model, test, n, threads)?;
     let ranges = match target {
@@ -745,5 +750,66 @@ mod tests {
             b"microconv-qemu:qemu-system-arm;;cortex-m0;;"
         )))
         .contains("no machine"));
+    }
+
+    #[test]
+    fn pong_and_data_are_checked_against_the_model() {
+        use microconv::layers::Dense;
+        use microconv::{Arch, Layer, Shape};
+        use microconv_firmware::protocol::VERSION;
+        static LAYERS: [Layer; 2] = [Layer::Flatten, Layer::Dense(Dense::new(3))];
+        let arch = Arch::new(Shape::new(14, 14, 2), &LAYERS);
+        let w = Path::new("digits.mcw");
+        let pong = Pong {
+            version: VERSION,
+            params: arch.param_count() as u32,
+            classes: 3,
+            input: [14, 14, 2],
+            stack: 1,
+            max_payload: 400,
+        };
+        assert_eq!(
+            check_pong("QEMU", &pong.to_bytes(), &arch, w).unwrap(),
+            pong
+        );
+        let msg = |p: &[u8]| format!("{:#}", check_pong("QEMU", p, &arch, w).unwrap_err());
+        // A version 1 firmware (24-byte PONG), a version 3 one.
+        assert!(msg(&pong.to_bytes()[..24]).contains("protocol version 1"));
+        let mut v3 = pong.to_bytes();
+        v3[0] = 3;
+        assert!(msg(&v3).contains("protocol version 3"));
+        // Another model: parameters, then shape or classes.
+        let other = |f: &dyn Fn(&mut Pong)| {
+            let mut p = pong;
+            f(&mut p);
+            msg(&p.to_bytes())
+        };
+        assert!(other(&|p| p.params += 1).contains("parameters"));
+        let m = other(&|p| p.input = [28, 28, 1]);
+        assert!(m.contains("28x28x1") && m.contains("14x14x2"), "{m}");
+        assert!(other(&|p| p.classes = 10).contains("10 classes"));
+        // Data of another shape, labels past the classes.
+        let data = |rows, cols, channels, label| Dataset {
+            images: vec![0; rows * cols * channels],
+            labels: vec![label],
+            rows,
+            cols,
+            channels,
+            labels_file: "labels".into(),
+        };
+        assert!(check_data(&arch, "test", &data(14, 14, 2, 2), w).is_ok());
+        let e = format!(
+            "{:#}",
+            check_data(&arch, "test", &data(28, 28, 1, 0), w).unwrap_err()
+        );
+        assert!(
+            e.contains("test images are 28x28x1") && e.contains("takes 14x14x2"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            check_data(&arch, "test", &data(14, 14, 2, 3), w).unwrap_err()
+        );
+        assert!(e.contains("label 3"), "{e}");
     }
 }
