@@ -612,7 +612,7 @@ fn session(target: &Target, range: std::ops::Range<usize>, shared: &Shared<'_>) 
         // line stalls, a corrupted byte): the protocol resynchronises, so send it again.
         let mut attempts = 0;
         let p = loop {
-            match (packed, pack_bits(&pixels, &mut packed_buf)) {
+            match (packed, pack_bits(pixels, &mut packed_buf)) {
                 (true, Some(m)) => link.send(kind::CLASSIFY_PACKED, &packed_buf[..m])?,
                 _ => link.send(kind::CLASSIFY, pixels)?,
             }
