@@ -26,7 +26,7 @@ use riscv::singleton;
 #[path = "shared/model.rs"]
 mod model;
 
-use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
+use model::{ARCH, F32_ARENA_LEN, FRAME_CAP, I8_ARENA_LEN, INT8, MODEL};
 
 /// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`).
 static QEMU_MACHINE: &[u8] = b"microconv-qemu:qemu-system-riscv32;virt;rv32;-bios none;";
@@ -216,8 +216,9 @@ fn main() -> ! {
 /// what building the runner left there, not in a frame of its own below it.
 #[inline(always)]
 fn serve<M: Runner<'static>>(runner: M) -> ! {
-    let mut app = App::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), runner)
-        .with_stack_probe(stack_high_water);
+    let mut app =
+        App::<_, _, _, _, _, FRAME_CAP>::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), runner)
+            .with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();
         if let Outcome::Refused(_) = outcome {

@@ -26,7 +26,7 @@ mod probe;
 
 use probe::{embedded_failed, taken};
 
-use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
+use model::{ARCH, F32_ARENA_LEN, FRAME_CAP, I8_ARENA_LEN, INT8, MODEL};
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, first 256 bytes of flash
 /// (the `.boot2` section of build.rs's memory.x).
@@ -113,7 +113,7 @@ fn main() -> ! {
 }
 
 /// Answers requests forever, logging each.
-fn serve<S, P, M>(mut app: App<'static, S, P, Timer, Micros, M>) -> !
+fn serve<S, P, M>(mut app: App<'static, S, P, Timer, Micros, M, FRAME_CAP>) -> !
 where
     S: embedded_io::Read + embedded_io::ReadReady + embedded_io::Write,
     P: OutputPin,

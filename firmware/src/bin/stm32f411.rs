@@ -28,7 +28,7 @@ mod probe;
 
 use probe::{embedded_failed, taken};
 
-use model::{ARCH, F32_ARENA_LEN, I8_ARENA_LEN, INT8, MODEL};
+use model::{ARCH, F32_ARENA_LEN, FRAME_CAP, I8_ARENA_LEN, INT8, MODEL};
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
 struct Port(Serial<pac::USART1>);
@@ -152,7 +152,7 @@ fn main() -> ! {
 
 /// Answers requests forever, logging each.
 fn serve<P: OutputPin, D: embedded_hal::delay::DelayNs, M: Runner<'static>>(
-    mut app: App<'static, Port, P, D, Cycles, M>,
+    mut app: App<'static, Port, P, D, Cycles, M, FRAME_CAP>,
 ) -> ! {
     defmt::info!("microconv on STM32F411: {=usize} parameters, waiting for frames on USART1 (PA9/PA10, 115200)", ARCH.param_count());
     loop {
