@@ -796,6 +796,7 @@ mod tests {
             cols,
             channels,
             labels_file: "labels".into(),
+            class_names: Vec::new(),
         };
         assert!(check_data(&arch, "test", &data(14, 14, 2, 2), w).is_ok());
         let e = format!(
