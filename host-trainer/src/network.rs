@@ -10,7 +10,7 @@
 //! (its name, its keys, how to build it and how to write it back).
 
 use anyhow::{anyhow, bail, Result};
-use microconv::layers::{Conv2d, Dense, Dropout, Layer, MaxPool};
+use microconv::layers::{AvgPool, Conv2d, Dense, DepthwiseConv2d, Dropout, Layer, MaxPool};
 use microconv::{Arch, Padding, Shape};
 use toml::{Table, Value};
 
@@ -41,6 +41,9 @@ pub struct Description {
     pub classes: Option<usize>,
     /// The layers. A last `dense` without `units` has `units = 0` here until resolved.
     pub layers: Vec<Layer>,
+    /// `(layer index, filters)` of the depthwise layers that state `filters`: checked
+    /// against their input's channels times the multiplier once the shapes are known.
+    pub depthwise_filters: Vec<(usize, usize)>,
 }
 
 /// A resolved network: its name, the architecture (layers leaked once for the
@@ -149,6 +152,63 @@ pub const KINDS: &[Kind] = &[
         name: "flatten",
         keys: &[],
         build: |_, _| Ok(Layer::Flatten),
+        write: |_| String::new(),
+    },
+    Kind {
+        name: "depthwise",
+        // `filters`, if stated, is checked against the input's channels times the
+        // multiplier when the shapes are known ([`Description::resolve`]).
+        keys: &["kernel", "stride", "padding", "multiplier", "filters"],
+        build: |k, _| {
+            Ok(Layer::DepthwiseConv2d(DepthwiseConv2d::new(
+                k.int("kernel", None)?,
+                k.int("stride", Some(1))?,
+                k.padding()?,
+                k.int("multiplier", Some(1))?,
+            )))
+        },
+        write: |l| match l {
+            Layer::DepthwiseConv2d(d) => format!(
+                "kernel = {}\nstride = {}\npadding = \"{}\"\nmultiplier = {}\n",
+                d.kernel,
+                d.stride,
+                padding_name(d.padding),
+                d.multiplier
+            ),
+            _ => String::new(),
+        },
+    },
+    Kind {
+        name: "avgpool",
+        keys: &["size", "stride", "padding"],
+        build: |k, _| {
+            let size = k.int("size", None)?;
+            Ok(Layer::AvgPool(AvgPool::new(
+                size,
+                k.int("stride", Some(size))?,
+                k.padding()?,
+            )))
+        },
+        write: |l| match l {
+            Layer::AvgPool(p) => format!(
+                "size = {}\nstride = {}\npadding = \"{}\"\n",
+                p.size,
+                p.stride,
+                padding_name(p.padding)
+            ),
+            _ => String::new(),
+        },
+    },
+    Kind {
+        name: "global_avgpool",
+        keys: &[],
+        build: |_, _| Ok(Layer::GlobalAvgPool),
+        write: |_| String::new(),
+    },
+    Kind {
+        name: "relu6",
+        keys: &[],
+        build: |_, _| Ok(Layer::Relu6),
         write: |_| String::new(),
     },
 ];
@@ -298,8 +358,12 @@ impl Description {
             );
         }
         let mut layers = Vec::with_capacity(tables.len());
+        let mut depthwise_filters = Vec::new();
         for (i, t) in tables.iter().enumerate() {
-            layers.push(layer(t, i, i + 1 == tables.len()).map_err(|m| anyhow!("{file}: {m}"))?);
+            let (l, filters) =
+                layer(t, i, i + 1 == tables.len()).map_err(|m| anyhow!("{file}: {m}"))?;
+            layers.push(l);
+            depthwise_filters.extend(filters.map(|f| (i, f)));
         }
         Ok(Description {
             file: file.to_string(),
@@ -307,6 +371,7 @@ impl Description {
             input,
             classes,
             layers,
+            depthwise_filters,
         })
     }
 
@@ -347,6 +412,19 @@ impl Description {
             d.units = classes;
         }
         let arch = Arch::new(input, &layers);
+        for &(i, filters) in &self.depthwise_filters {
+            // Layers before `i` that do not fit are `check`'s to report.
+            if let Ok((ins, outs)) = arch.layer_io(i) {
+                if outs.c != filters {
+                    bail!(
+                        "{file}: layer {i} (depthwise) (its input is {}): filters = {filters} does not match: a depthwise layer outputs its input's {} channels times the multiplier, {} (change `multiplier`, or use a 1x1 conv2d to change the channel count)",
+                        fmt_shape(ins),
+                        ins.c,
+                        outs.c
+                    );
+                }
+            }
+        }
         check(&arch, file)?;
         if arch.classes() != classes {
             let i = layers.len() - 1;
@@ -398,8 +476,8 @@ fn input_shape(v: &Value) -> Result<Shape, String> {
     Ok(s)
 }
 
-/// Layer `i` from its table.
-fn layer(t: &Value, i: usize, last: bool) -> Result<Layer, String> {
+/// Layer `i` from its table, and the `filters` it states if it is a depthwise layer.
+fn layer(t: &Value, i: usize, last: bool) -> Result<(Layer, Option<usize>), String> {
     let Some(table) = t.as_table() else {
         return Err(format!("layer {i}: not a table"));
     };
@@ -425,7 +503,15 @@ fn layer(t: &Value, i: usize, last: bool) -> Result<Layer, String> {
             format!("unknown key `{key}` (known: {})", k.keys.join(", "))
         }));
     }
-    (k.build)(&Keys { table }, last).map_err(at)
+    let keys = Keys { table };
+    let l = (k.build)(&keys, last).map_err(at)?;
+    let filters = match l {
+        Layer::DepthwiseConv2d(_) if table.contains_key("filters") => {
+            Some(keys.int("filters", None).map_err(at)?)
+        }
+        _ => None,
+    };
+    Ok((l, filters))
 }
 
 fn kind_names() -> String {
@@ -519,7 +605,16 @@ mod tests {
 
     #[test]
     fn canonical_text_round_trips_the_shipped_networks() {
-        for (name, arch) in [("small", SMALL), ("seed", SEED)] {
+        const MOBILE: &[Layer] = &[
+            Layer::DepthwiseConv2d(DepthwiseConv2d::new(3, 2, Padding::Valid, 2)),
+            Layer::Relu6,
+            Layer::AvgPool(AvgPool::new(2, 1, Padding::Same)),
+            Layer::Conv2d(Conv2d::with(1, 1, Padding::Same, 5)),
+            Layer::GlobalAvgPool,
+            Layer::Dense(Dense::new(4)),
+        ];
+        let mobile = Arch::new(Shape::new(12, 10, 3), MOBILE);
+        for (name, arch) in [("small", SMALL), ("seed", SEED), ("mobile", mobile)] {
             let n = from_text(&canonical(name, &arch), "t").unwrap();
             assert_eq!(n.arch, arch, "{name}");
             assert_eq!(n.name, name);
@@ -535,6 +630,10 @@ mod tests {
             Layer::Relu,
             Layer::Dropout(Dropout::new(0.3)),
             Layer::Flatten,
+            Layer::DepthwiseConv2d(DepthwiseConv2d::new(3, 2, Padding::Valid, 2)),
+            Layer::AvgPool(AvgPool::new(3, 2, Padding::Same)),
+            Layer::GlobalAvgPool,
+            Layer::Relu6,
         ] {
             assert!(kind_of(&l).is_some(), "{}", l.name());
         }

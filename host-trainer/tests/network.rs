@@ -84,6 +84,15 @@ fn bad_descriptions_get_one_line_naming_the_file_and_the_problem() {
         ("too-many", format!("{HEAD}{}{tail}", "[[layer]]\nkind = \"relu\"\n".repeat(40)), "42 layers, more than the weights file's 32"),
         ("input", format!("input = [8, 0, 1]\nclasses = 3\n{tail}"), "input = [8, 0, 1] must be [height, width, channels]"),
         ("no-input", format!("classes = 3\n{tail}"), "no `input = [height, width, channels]` and no data"),
+        ("dw-filters", format!("{HEAD}{conv}[[layer]]\nkind = \"depthwise\"\nkernel = 3\nfilters = 4\n{tail}"), "layer 1 (depthwise) (its input is 8x8x2): filters = 4 does not match: a depthwise layer outputs its input's 2 channels times the multiplier, 2"),
+        ("dw-multiplier", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nkernel = 3\nmultiplier = 0\n{tail}"), "layer 0 (depthwise): multiplier = 0 is out of range"),
+        ("dw-kernel", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nstride = 2\n{tail}"), "layer 0 (depthwise): missing key `kernel`"),
+        ("dw-key", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nkernel = 3\nunits = 2\n{tail}"), "layer 0 (depthwise): unknown key `units` (known: kernel, stride, padding, multiplier, filters)"),
+        ("dw-valid", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nkernel = 9\npadding = \"valid\"\n{tail}"), "layer 0 (depthwise) (its input is 8x8x1): the window is larger than its input"),
+        ("avgpool", format!("{HEAD}{}{tail}", "[[layer]]\nkind = \"avgpool\"\nsize = 2\npadding = \"valid\"\n".repeat(4)), "layer 3 (avgpool) (its input is 1x1x1): the window is larger than its input"),
+        ("avgpool-size", format!("{HEAD}[[layer]]\nkind = \"avgpool\"\nstride = 2\n{tail}"), "layer 0 (avgpool): missing key `size`"),
+        ("gap-key", format!("{HEAD}[[layer]]\nkind = \"global_avgpool\"\nsize = 2\n[[layer]]\nkind = \"dense\"\n"), "layer 0 (global_avgpool): unknown key `size` (global_avgpool has no keys besides `kind`)"),
+        ("relu6-key", format!("{HEAD}[[layer]]\nkind = \"relu6\"\nmax = 6\n{tail}"), "layer 0 (relu6): unknown key `max`"),
     ];
     for (name, text, want) in cases {
         let path = dir.join(format!("{name}.toml"));
@@ -291,5 +300,89 @@ fn a_described_network_trains_on_8x8x3_data_and_every_command_finds_it() {
         err.contains("architecture `rgb` takes 8x8x3 images, the data has 28x28x1"),
         "{err}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A network of every newer kind (relu6, depthwise with a multiplier, avgpool, global
+/// average pooling) on 8x8x3 data: summary counts its parameters and multiply-adds,
+/// training on two threads is deterministic (the same parameter file twice), and eval,
+/// export (the exported file gives the same accuracy) and quantize work.
+#[test]
+fn the_mobilenet_kinds_train_deterministically_on_two_threads_and_export() {
+    let dir = tmp("mobile");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    synthetic(&data, "train", 300, 1);
+    synthetic(&data, "t10k", 90, 2);
+    let net = dir.join("mobile.toml");
+    std::fs::write(
+        &net,
+        "[[layer]]\nkind = \"conv2d\"\nkernel = 3\nfilters = 4\n[[layer]]\nkind = \"relu6\"\n\
+         [[layer]]\nkind = \"depthwise\"\nkernel = 3\nmultiplier = 2\nfilters = 8\n[[layer]]\nkind = \"relu\"\n\
+         [[layer]]\nkind = \"avgpool\"\nsize = 2\n[[layer]]\nkind = \"global_avgpool\"\n[[layer]]\nkind = \"dense\"\n",
+    )
+    .unwrap();
+    let (d, n) = (data.to_str().unwrap(), net.to_str().unwrap());
+    let s = run(&["summary", "--arch", n, "--data", d]);
+    // conv 3*3*3*4 + 4 = 112, depthwise 3*3*8 + 8 = 80, dense 8*3 + 3 = 27.
+    // MACs: conv 108 * 64, depthwise 72 * 64, dense 24.
+    assert!(s.contains("219") && s.contains("11,544"), "{s}");
+    assert!(s.contains("depthwise 3x3, x2, stride 1, same"), "{s}");
+    let train = |out: &str| {
+        run(&[
+            "train",
+            "--arch",
+            n,
+            "--data",
+            d,
+            "--steps",
+            "150",
+            "--batch",
+            "16",
+            "--threads",
+            "2",
+            "--eval-every",
+            "0",
+            "--no-plots",
+            "--out",
+            out,
+        ])
+    };
+    let (a, b) = (dir.join("a/"), dir.join("b/"));
+    let t = train(a.to_str().unwrap());
+    train(b.to_str().unwrap());
+    let pa = std::fs::read(a.join("mobile.params")).unwrap();
+    assert_eq!(pa, std::fs::read(b.join("mobile.params")).unwrap());
+    let acc: f64 = t
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc > 0.9, "{t}");
+    let params = a.join("mobile.params");
+    let params = params.to_str().unwrap();
+    let e = run(&["eval", "--params", params, "--data", d]);
+    assert!(e.contains(&format!("{acc:.4}")), "{e}");
+    let mcw = dir.join("mobile.mcw");
+    run(&["export", "--params", params, "--out", mcw.to_str().unwrap()]);
+    let e2 = run(&["eval", "--params", mcw.to_str().unwrap(), "--data", d]);
+    assert!(e2.contains(&format!("{acc:.4}")), "{e2}");
+    let q = dir.join("mobile-int8.mcw");
+    let qo = run(&[
+        "quantize",
+        "--params",
+        params,
+        "--data",
+        d,
+        "--calibration",
+        "50",
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    assert!(q.exists(), "{qo}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -77,6 +77,19 @@ fn describe(l: &microconv::Layer) -> String {
             p.stride,
             pad(p.padding)
         ),
+        Layer::DepthwiseConv2d(d) => format!(
+            "depthwise {0}x{0}, x{1}, stride {2}, {3}",
+            d.kernel,
+            d.multiplier,
+            d.stride,
+            pad(d.padding)
+        ),
+        Layer::AvgPool(p) => format!(
+            "avgpool {0}x{0}, stride {1}, {2}",
+            p.size,
+            p.stride,
+            pad(p.padding)
+        ),
         Layer::Dense(d) => format!("dense {}", d.units),
         Layer::Dropout(d) => format!("dropout keep {}", d.keep),
         l => l.name().to_string(),
