@@ -288,9 +288,9 @@ pub fn layer_backward(
     check_len("params", params, arch.param_count())?;
     check_len("grads", grads, arch.param_count())?;
     let r = arch.param_offset(i)..arch.param_offset(i + 1);
-    let (w, _) = layer_params(arch, params, i, site.input);
-    let dwb = grads[r].split_at_mut(w.len());
-    arch.layers[i].backward(&site, (x, y, dy), w, dx, dwb, mode, exec, scratch)
+    let wb = layer_params(arch, params, i, site.input);
+    let dwb = grads[r].split_at_mut(wb.0.len());
+    arch.layers[i].backward(&site, (x, y, dy), wb, dx, dwb, mode, exec, scratch)
 }
 
 /// Forward, loss and backward for `labels.len()` samples: accumulates the gradients
@@ -329,8 +329,62 @@ pub fn forward_backward(
     Ok(out)
 }
 
+/// After a training pass: moves every batchnorm layer's running mean and variance toward
+/// the statistics of the batch ([`crate::layers::BatchNorm::update_running`]). The batch
+/// may be split into `parts`, each `(x, acts, n)`: its `n` input samples and the
+/// activations its [`forward`] left; the statistics are the whole batch's. A network
+/// without batchnorm is left as it is.
+pub fn update_running_stats(
+    arch: &Arch<'_>,
+    params: &mut [f32],
+    parts: &[(&[f32], &[f32], usize)],
+) -> Result<(), Error> {
+    check_len("params", params, arch.param_count())?;
+    for (i, l) in arch.layers.iter().enumerate() {
+        let Layer::BatchNorm(bn) = l else { continue };
+        let (ins, _) = arch.layer_io(i)?;
+        // Where layer i's input starts in a part's activations (per sample).
+        let mut before = 0;
+        for j in 0..i.saturating_sub(1) {
+            before += arch.out_len(j)?;
+        }
+        let mut inputs: [(&[f32], usize); 64] = [(&[], 0); 64];
+        if parts.len() > inputs.len() {
+            return Err(Error::InvalidParameter {
+                name: "batch parts (at most 64)",
+            });
+        }
+        let mut count = 0usize;
+        for (slot, &(x, acts, n)) in inputs.iter_mut().zip(parts) {
+            check_len("input batch", x, n.saturating_mul(arch.input.len()))?;
+            check_len("activations", acts, arch.activations_len(n))?;
+            let len = n * ins.len();
+            *slot = (
+                if i == 0 {
+                    x
+                } else {
+                    &acts[n * before..n * before + len]
+                },
+                n,
+            );
+            count += n * ins.h * ins.w;
+        }
+        let inputs = &inputs[..parts.len()];
+        let sums = |ch| {
+            inputs.iter().fold((0.0, 0.0), |(a, b), &(x, n)| {
+                let (s, s2) = crate::layers::BatchNorm::channel_sums(ins, n, x, ch);
+                (a + s, b + s2)
+            })
+        };
+        let r = arch.param_range(i)?;
+        let (_, b) = params[r].split_at_mut(ins.c);
+        bn.update_running(count, sums, b);
+    }
+    Ok(())
+}
+
 /// One whole training step: zero the gradients, forward, loss, backward, optimizer
-/// update. `seed` draws this step's dropout masks (use a different one every step).
+/// update (and batchnorm's running statistics, [`update_running_stats`]). `seed` draws this step's dropout masks (use a different one every step).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     arch: &Arch<'_>,
@@ -364,6 +418,7 @@ pub fn train_step(
         mode,
         exec,
     )?;
+    update_running_stats(arch, params, &[(x, ws.acts, labels.len())])?;
     opt.step(params, grads, opt_state)?;
     Ok(out)
 }

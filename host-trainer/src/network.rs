@@ -10,7 +10,9 @@
 //! (its name, its keys, how to build it and how to write it back).
 
 use anyhow::{anyhow, bail, Result};
-use microconv::layers::{AvgPool, Conv2d, Dense, DepthwiseConv2d, Dropout, Layer, MaxPool};
+use microconv::layers::{
+    AvgPool, BatchNorm, Conv2d, Dense, DepthwiseConv2d, Dropout, Layer, MaxPool,
+};
 use microconv::{Arch, Padding, Shape};
 use toml::{Table, Value};
 
@@ -211,6 +213,29 @@ pub const KINDS: &[Kind] = &[
         build: |_, _| Ok(Layer::Relu6),
         write: |_| String::new(),
     },
+    Kind {
+        name: "batchnorm",
+        keys: &["momentum", "epsilon"],
+        build: |k, _| {
+            let momentum = k.float_or("momentum", 0.99)?;
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(format!("momentum = {momentum} is out of range: it is the weight of the old running average, in [0, 1)"));
+            }
+            let epsilon = k.float_or("epsilon", 0.001)?;
+            if !(epsilon > 0.0 && epsilon.is_finite()) {
+                return Err(format!(
+                    "epsilon = {epsilon} is out of range: it is added to the variance, more than 0"
+                ));
+            }
+            Ok(Layer::BatchNorm(BatchNorm::new(momentum, epsilon)))
+        },
+        write: |l| match l {
+            Layer::BatchNorm(b) => {
+                format!("momentum = {:?}\nepsilon = {:?}\n", b.momentum, b.epsilon)
+            }
+            _ => String::new(),
+        },
+    },
 ];
 
 /// The keys of the description's top level.
@@ -257,6 +282,14 @@ impl Keys<'_> {
             Some(Value::Float(f)) => Ok(*f as f32),
             Some(Value::Integer(i)) => Ok(*i as f32),
             Some(v) => Err(format!("`{key}` must be a number, got {}", v.type_str())),
+        }
+    }
+
+    /// Number key `key`, or `default` when absent.
+    fn float_or(&self, key: &str, default: f32) -> Result<f32, String> {
+        match self.table.get(key) {
+            None => Ok(default),
+            Some(_) => self.float(key),
         }
     }
 
@@ -545,6 +578,15 @@ pub fn check(arch: &Arch<'_>, file: &str) -> Result<()> {
             e => anyhow!("{file}: {e}"),
         });
     }
+    if let Some(i) = (0..arch.layers.len()).find(|&i| {
+        matches!(arch.layers[i], Layer::BatchNorm(_))
+            && !crate::fold::foldable_into(i.checked_sub(1).map(|j| &arch.layers[j]))
+    }) {
+        bail!(
+            "{file}: layer {i} (batchnorm) follows {}: it must come directly after a conv2d, depthwise or dense layer, into which export folds it",
+            i.checked_sub(1).map_or("the input", |j| arch.layers[j].name())
+        );
+    }
     let params = arch.param_count();
     if params > MAX_PARAMS {
         let big = (0..arch.layers.len())
@@ -610,6 +652,7 @@ mod tests {
             Layer::Relu6,
             Layer::AvgPool(AvgPool::new(2, 1, Padding::Same)),
             Layer::Conv2d(Conv2d::with(1, 1, Padding::Same, 5)),
+            Layer::BatchNorm(BatchNorm::new(0.9, 1e-5)),
             Layer::GlobalAvgPool,
             Layer::Dense(Dense::new(4)),
         ];
@@ -634,6 +677,7 @@ mod tests {
             Layer::AvgPool(AvgPool::new(3, 2, Padding::Same)),
             Layer::GlobalAvgPool,
             Layer::Relu6,
+            Layer::BatchNorm(BatchNorm::new(0.9, 1e-5)),
         ] {
             assert!(kind_of(&l).is_some(), "{}", l.name());
         }

@@ -92,6 +92,10 @@ fn bad_descriptions_get_one_line_naming_the_file_and_the_problem() {
         ("avgpool", format!("{HEAD}{}{tail}", "[[layer]]\nkind = \"avgpool\"\nsize = 2\npadding = \"valid\"\n".repeat(4)), "layer 3 (avgpool) (its input is 1x1x1): the window is larger than its input"),
         ("avgpool-size", format!("{HEAD}[[layer]]\nkind = \"avgpool\"\nstride = 2\n{tail}"), "layer 0 (avgpool): missing key `size`"),
         ("gap-key", format!("{HEAD}[[layer]]\nkind = \"global_avgpool\"\nsize = 2\n[[layer]]\nkind = \"dense\"\n"), "layer 0 (global_avgpool): unknown key `size` (global_avgpool has no keys besides `kind`)"),
+        ("bn-after-relu", format!("{HEAD}{conv}[[layer]]\nkind = \"relu\"\n[[layer]]\nkind = \"batchnorm\"\n{tail}"), "layer 2 (batchnorm) follows relu: it must come directly after a conv2d, depthwise or dense layer, into which export folds it"),
+        ("bn-first", format!("{HEAD}[[layer]]\nkind = \"batchnorm\"\n{tail}"), "layer 0 (batchnorm) follows the input"),
+        ("bn-momentum", format!("{HEAD}{conv}[[layer]]\nkind = \"batchnorm\"\nmomentum = 1\n{tail}"), "layer 1 (batchnorm): momentum = 1 is out of range: it is the weight of the old running average, in [0, 1)"),
+        ("bn-epsilon", format!("{HEAD}{conv}[[layer]]\nkind = \"batchnorm\"\nepsilon = \"small\"\n{tail}"), "layer 1 (batchnorm): `epsilon` must be a number, got string"),
         ("relu6-key", format!("{HEAD}[[layer]]\nkind = \"relu6\"\nmax = 6\n{tail}"), "layer 0 (relu6): unknown key `max`"),
     ];
     for (name, text, want) in cases {
@@ -309,7 +313,16 @@ fn a_described_network_trains_on_8x8x3_data_and_every_command_finds_it() {
 /// export (the exported file gives the same accuracy) and quantize work.
 #[test]
 fn the_mobilenet_kinds_train_deterministically_on_two_threads_and_export() {
-    let dir = tmp("mobile");
+    let bn = "[[layer]]\nkind = \"batchnorm\"\nmomentum = 0.9\n";
+    // conv 3*3*3*4 + 4 = 112, depthwise 3*3*8 + 8 = 80, dense 8*3 + 3 = 27; with
+    // batchnorm 4 * 4 + 4 * 8 more. MACs: conv 108 * 64, depthwise 72 * 64, dense 24,
+    // batchnorm none.
+    mobile("mobile", "", "219");
+    mobile("mobile-bn", bn, "267");
+}
+
+fn mobile(name: &str, bn: &str, params: &str) {
+    let dir = tmp(name);
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     synthetic(&data, "train", 300, 1);
@@ -317,17 +330,20 @@ fn the_mobilenet_kinds_train_deterministically_on_two_threads_and_export() {
     let net = dir.join("mobile.toml");
     std::fs::write(
         &net,
-        "[[layer]]\nkind = \"conv2d\"\nkernel = 3\nfilters = 4\n[[layer]]\nkind = \"relu6\"\n\
-         [[layer]]\nkind = \"depthwise\"\nkernel = 3\nmultiplier = 2\nfilters = 8\n[[layer]]\nkind = \"relu\"\n\
-         [[layer]]\nkind = \"avgpool\"\nsize = 2\n[[layer]]\nkind = \"global_avgpool\"\n[[layer]]\nkind = \"dense\"\n",
+        format!("[[layer]]\nkind = \"conv2d\"\nkernel = 3\nfilters = 4\n{bn}[[layer]]\nkind = \"relu6\"\n\
+         [[layer]]\nkind = \"depthwise\"\nkernel = 3\nmultiplier = 2\nfilters = 8\n{bn}[[layer]]\nkind = \"relu\"\n\
+         [[layer]]\nkind = \"avgpool\"\nsize = 2\n[[layer]]\nkind = \"global_avgpool\"\n[[layer]]\nkind = \"dense\"\n"),
     )
     .unwrap();
     let (d, n) = (data.to_str().unwrap(), net.to_str().unwrap());
     let s = run(&["summary", "--arch", n, "--data", d]);
-    // conv 3*3*3*4 + 4 = 112, depthwise 3*3*8 + 8 = 80, dense 8*3 + 3 = 27.
-    // MACs: conv 108 * 64, depthwise 72 * 64, dense 24.
-    assert!(s.contains("219") && s.contains("11,544"), "{s}");
+    assert!(s.contains(params) && s.contains("11,544"), "{s}");
     assert!(s.contains("depthwise 3x3, x2, stride 1, same"), "{s}");
+    assert_eq!(
+        s.contains("batchnorm, momentum 0.9 (folded)"),
+        !bn.is_empty(),
+        "{s}"
+    );
     let train = |out: &str| {
         run(&[
             "train",
@@ -371,6 +387,10 @@ fn the_mobilenet_kinds_train_deterministically_on_two_threads_and_export() {
     run(&["export", "--params", params, "--out", mcw.to_str().unwrap()]);
     let e2 = run(&["eval", "--params", mcw.to_str().unwrap(), "--data", d]);
     assert!(e2.contains(&format!("{acc:.4}")), "{e2}");
+    // The exported file holds no batchnorm: folded into the layer before.
+    let wf = host_trainer::weights::WeightsFile::from_bytes(&std::fs::read(&mcw).unwrap());
+    let layers = wf.model().unwrap().arch().layers.to_vec();
+    assert_eq!(layers.len(), 7, "{name}: {layers:?}");
     let q = dir.join("mobile-int8.mcw");
     let qo = run(&[
         "quantize",
