@@ -55,6 +55,24 @@ fn the_example_descriptions_are_the_built_in_networks() {
     );
 }
 
+/// Every shipped example resolves for MNIST; the depthwise-separable ones need fewer
+/// multiply-adds than `small` (the bar), and batchnorm costs none.
+#[test]
+fn the_ds_cnn_examples_are_cheaper_than_small() {
+    use host_trainer::cmd::summary::summary;
+    let mnist = Some((Shape::new(28, 28, 1), 10));
+    let small = summary(&SMALL).unwrap().macs;
+    let mut macs = Vec::new();
+    for file in ["tiny.toml", "ds-cnn.toml", "ds-cnn-bn.toml"] {
+        let d = Description::read(&repo().join("examples/networks").join(file)).unwrap();
+        let n = d.resolve(mnist).unwrap();
+        macs.push(summary(&n.arch).unwrap().macs);
+    }
+    assert_eq!(macs[0], 9_016, "tiny.toml's comment");
+    assert!(macs[1] < small, "{} vs {small}", macs[1]);
+    assert_eq!(macs[1], macs[2]);
+}
+
 const HEAD: &str = "input = [8, 8, 1]\nclasses = 3\n";
 
 #[test]

@@ -297,7 +297,7 @@ impl BatchNorm {
     pub fn fold(&self, bn: &[f32], w: &mut [f32], bias: &mut [f32]) -> Result<(), Error> {
         let c = bias.len();
         check_len("batchnorm parameters to fold", bn, 4 * c)?;
-        if c == 0 || w.len() % c != 0 {
+        if w.len().checked_rem(c) != Some(0) {
             return Err(Error::BufferLen {
                 buffer: "weights to fold batchnorm into",
                 expected: c,
