@@ -811,4 +811,103 @@ mod tests {
         let mut ib = vec![0.0; 3];
         assert!(infer(&TINY, &params, &x, 2, &mut ib, e, &mut []).is_err());
     }
+
+    /// Batchnorm's running statistics: moved toward the batch's by `momentum`, the
+    /// same (to rounding) whether the batch comes whole or in two parts.
+    #[test]
+    fn running_statistics_follow_the_batch_in_one_part_or_two() {
+        use crate::layers::BatchNorm;
+        const BN: &[Layer] = &[
+            Layer::Conv2d(Conv2d::with(3, 1, Padding::Same, 3)),
+            Layer::BatchNorm(BatchNorm::new(0.75, 1e-3)),
+            Layer::Relu,
+            Layer::Flatten,
+            Layer::Dense(Dense::new(2)),
+        ];
+        let arch = Arch::new(Shape::new(4, 4, 1), BN);
+        let n = 6;
+        let mut params = vec![0.0; arch.param_count()];
+        init_params(&arch, Init::He, 5, &mut params).unwrap();
+        let x = rand_vec(6, n * 16, 1.0);
+        let mut acts = vec![0.0; arch.activations_len(n)];
+        let mode = Mode::Train {
+            seed: 1,
+            first_sample: 0,
+        };
+        forward(
+            &arch,
+            &params,
+            &x,
+            n,
+            &mut acts,
+            mode,
+            &Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        let mut whole = params.clone();
+        update_running_stats(&arch, &mut whole, &[(&x, &acts, n)]).unwrap();
+        // The conv's output (the batchnorm's input) is the first n * 48 activations;
+        // the layer's parameters are gamma, beta, running mean, running variance (3 each).
+        let r = arch.param_range(1).unwrap();
+        for ch in 0..3 {
+            let v: Vec<f64> = acts[..n * 48]
+                .iter()
+                .skip(ch)
+                .step_by(3)
+                .map(|&a| a as f64)
+                .collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / v.len() as f64;
+            let got_mean = whole[r.start + 6 + ch] as f64;
+            let got_var = whole[r.start + 9 + ch] as f64;
+            assert!(
+                (got_mean - 0.25 * mean).abs() < 1e-5,
+                "{ch}: {got_mean} {mean}"
+            );
+            assert!(
+                (got_var - (0.75 + 0.25 * var)).abs() < 1e-5,
+                "{ch}: {got_var} {var}"
+            );
+        }
+        // Two parts, each with its own forward pass.
+        let (mut a1, mut a2) = (
+            vec![0.0; arch.activations_len(2)],
+            vec![0.0; arch.activations_len(4)],
+        );
+        forward(
+            &arch,
+            &params,
+            &x[..32],
+            2,
+            &mut a1,
+            mode,
+            &Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        forward(
+            &arch,
+            &params,
+            &x[32..],
+            4,
+            &mut a2,
+            mode,
+            &Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        let mut parts = params.clone();
+        update_running_stats(&arch, &mut parts, &[(&x[..32], &a1, 2), (&x[32..], &a2, 4)]).unwrap();
+        for (a, b) in whole.iter().zip(&parts) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // Everything but the running statistics is untouched.
+        for (i, (a, b)) in params.iter().zip(&whole).enumerate() {
+            if !(r.start + 6..r.end).contains(&i) {
+                assert_eq!(a, b, "{i}");
+            }
+        }
+        assert!(update_running_stats(&arch, &mut parts, &[(&x, &acts[1..], n)]).is_err());
+    }
 }
