@@ -41,7 +41,9 @@ pub fn run(args: Args) -> Result<()> {
             std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0)
         );
     } else {
-        let n = export::export(&arch.arch(), &p, &args.params, &out)?;
+        // Firmware never runs batchnorm: it is folded into the layers before.
+        let (folded, p) = crate::fold::fold_batchnorm(&arch.arch(), &p)?;
+        let n = export::export(&folded, &p, &args.params, &out)?;
         println!("wrote {} ({n} bytes)", out.display());
         // The weights format has no class names: they go beside it (docs/data.md).
         if !names.is_empty() {

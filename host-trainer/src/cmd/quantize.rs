@@ -33,7 +33,8 @@ pub fn run(args: Args) -> Result<()> {
         out,
     } = args;
     let (spec, p, names) = load_any_named(&params)?;
-    let arch = spec.arch();
+    // The int8 model holds no batchnorm: folded into the layers before, as firmware runs it.
+    let (arch, p) = crate::fold::fold_batchnorm(&spec.arch(), &p)?;
     let out = match out {
         Some(o) => {
             let name = spec.name();
