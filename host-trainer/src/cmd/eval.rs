@@ -132,21 +132,22 @@ fn predictions(args: &Args, model: &Model, te: &Dataset) -> Result<(usize, Vec<u
         let model = weights::HostModel::parse(wf.bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
         crate::train::check_data(&model.arch(), &params.display().to_string(), te)?;
-        // The firmware's classifier ([`board::host_scores`]) takes MNIST's 784 pixels
-        // and gives 10 scores, as the wire protocol does.
+        // The firmware's classifier ([`board::host_scores`]) answers up to SCORES
+        // scores, as the wire protocol does (v2: any input shape).
         let arch = model.arch();
-        if arch.input.len() != microconv_firmware::protocol::IMAGE_LEN || arch.classes() != 10 {
+        let classes = arch.classes();
+        if classes > microconv_firmware::protocol::SCORES {
             bail!(
-                "{}: an int8 model of {}x{}x{} inputs and {} classes: int8 eval runs the firmware's classifier, which takes 28x28x1 and 10 classes; evaluate the float parameters (.params or .mcw) instead",
+                "{}: an int8 model of {classes} classes: the firmware's classifier, which int8 eval runs, answers at most {}; evaluate the float parameters (.params or .mcw) instead",
                 params.display(),
-                arch.input.h,
-                arch.input.w,
-                arch.input.c,
-                arch.classes()
+                microconv_firmware::protocol::SCORES
             );
         }
         let scores = board::host_scores(&model, te, te.len(), threads)?;
-        let p: Vec<usize> = scores.iter().map(|s| microconv::loss::argmax(s)).collect();
-        Ok((model.arch().classes(), p))
+        let p: Vec<usize> = scores
+            .iter()
+            .map(|s| microconv::loss::argmax(&s[..classes]))
+            .collect();
+        Ok((classes, p))
     }
 }
