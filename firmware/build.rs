@@ -9,7 +9,12 @@
 use std::path::PathBuf;
 use std::{env, fs, process};
 
-use microconv_build::Shape;
+#[path = "build/fit.rs"]
+mod fit;
+
+/// Most classes a RESULT frame carries (`microconv_firmware::protocol::SCORES`; the board
+/// binaries check the two agree at compile time).
+const SCORES: usize = 32;
 
 fn fail(msg: String) -> ! {
     eprintln!("\nerror: {msg}\n");
@@ -21,12 +26,18 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_default());
     println!("cargo:rerun-if-changed=build.rs");
     // The weights: `$OUT_DIR/model.rs` declares LAYERS, ARCH, MODEL and INT8 (see
-    // microconv-build), included by each board binary.
-    microconv_build::Embed::new("models/small.mcw")
+    // microconv-build), included by each board binary. Any input shape and any number of
+    // classes up to what a RESULT frame carries (the serial protocol, version 2).
+    let embedded = microconv_build::Embed::new("models/small.mcw")
         .env_override("MICROCONV_WEIGHTS")
-        .expect_input(Shape::new(28, 28, 1))
-        .expect_classes(10)
         .run();
+    if embedded.summary.classes > SCORES {
+        fail(format!(
+            "weights file {} holds a model with {} classes; the serial protocol carries at most {SCORES} scores per answer: train a model with fewer classes",
+            embedded.path.display(),
+            embedded.summary.classes
+        ));
+    }
 
     // Memory layout of the board being built for (the real chip's sizes, so the linker
     // proves the footprint).
@@ -84,6 +95,7 @@ fn main() {
         .unwrap_or_else(|e| fail(format!("cannot write device.x: {e}")));
     }
     if let Some(m) = memory {
+        fit::check(&embedded, m);
         fs::write(out.join("memory.x"), m)
             .unwrap_or_else(|e| fail(format!("cannot write memory.x: {e}")));
         println!("cargo:rustc-link-search={}", out.display());

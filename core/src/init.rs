@@ -41,6 +41,11 @@ pub fn init_params(
         };
         let range = arch.param_range(i)?;
         let (w, b) = params[range].split_at_mut(wlen);
+        if let crate::layers::Layer::BatchNorm(_) = layer {
+            // The identity: gamma 1, beta 0, running mean 0 and variance 1 (no draw).
+            crate::layers::BatchNorm::init(w, b);
+            continue;
+        }
         match init {
             Init::Seed => {
                 let truncated = Some(i) == last;

@@ -288,9 +288,9 @@ pub fn layer_backward(
     check_len("params", params, arch.param_count())?;
     check_len("grads", grads, arch.param_count())?;
     let r = arch.param_offset(i)..arch.param_offset(i + 1);
-    let (w, _) = layer_params(arch, params, i, site.input);
-    let dwb = grads[r].split_at_mut(w.len());
-    arch.layers[i].backward(&site, (x, y, dy), w, dx, dwb, mode, exec, scratch)
+    let wb = layer_params(arch, params, i, site.input);
+    let dwb = grads[r].split_at_mut(wb.0.len());
+    arch.layers[i].backward(&site, (x, y, dy), wb, dx, dwb, mode, exec, scratch)
 }
 
 /// Forward, loss and backward for `labels.len()` samples: accumulates the gradients
@@ -329,8 +329,62 @@ pub fn forward_backward(
     Ok(out)
 }
 
+/// After a training pass: moves every batchnorm layer's running mean and variance toward
+/// the statistics of the batch ([`crate::layers::BatchNorm::update_running`]). The batch
+/// may be split into `parts`, each `(x, acts, n)`: its `n` input samples and the
+/// activations its [`forward`] left; the statistics are the whole batch's. A network
+/// without batchnorm is left as it is.
+pub fn update_running_stats(
+    arch: &Arch<'_>,
+    params: &mut [f32],
+    parts: &[(&[f32], &[f32], usize)],
+) -> Result<(), Error> {
+    check_len("params", params, arch.param_count())?;
+    for (i, l) in arch.layers.iter().enumerate() {
+        let Layer::BatchNorm(bn) = l else { continue };
+        let (ins, _) = arch.layer_io(i)?;
+        // Where layer i's input starts in a part's activations (per sample).
+        let mut before = 0;
+        for j in 0..i.saturating_sub(1) {
+            before += arch.out_len(j)?;
+        }
+        let mut inputs: [(&[f32], usize); 64] = [(&[], 0); 64];
+        if parts.len() > inputs.len() {
+            return Err(Error::InvalidParameter {
+                name: "batch parts (at most 64)",
+            });
+        }
+        let mut count = 0usize;
+        for (slot, &(x, acts, n)) in inputs.iter_mut().zip(parts) {
+            check_len("input batch", x, n.saturating_mul(arch.input.len()))?;
+            check_len("activations", acts, arch.activations_len(n))?;
+            let len = n * ins.len();
+            *slot = (
+                if i == 0 {
+                    x
+                } else {
+                    &acts[n * before..n * before + len]
+                },
+                n,
+            );
+            count += n * ins.h * ins.w;
+        }
+        let inputs = &inputs[..parts.len()];
+        let sums = |ch| {
+            inputs.iter().fold((0.0, 0.0), |(a, b), &(x, n)| {
+                let (s, s2) = crate::layers::BatchNorm::channel_sums(ins, n, x, ch);
+                (a + s, b + s2)
+            })
+        };
+        let r = arch.param_range(i)?;
+        let (_, b) = params[r].split_at_mut(ins.c);
+        bn.update_running(count, sums, b);
+    }
+    Ok(())
+}
+
 /// One whole training step: zero the gradients, forward, loss, backward, optimizer
-/// update. `seed` draws this step's dropout masks (use a different one every step).
+/// update (and batchnorm's running statistics, [`update_running_stats`]). `seed` draws this step's dropout masks (use a different one every step).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     arch: &Arch<'_>,
@@ -364,6 +418,7 @@ pub fn train_step(
         mode,
         exec,
     )?;
+    update_running_stats(arch, params, &[(x, ws.acts, labels.len())])?;
     opt.step(params, grads, opt_state)?;
     Ok(out)
 }
@@ -755,5 +810,104 @@ mod tests {
         ));
         let mut ib = vec![0.0; 3];
         assert!(infer(&TINY, &params, &x, 2, &mut ib, e, &mut []).is_err());
+    }
+
+    /// Batchnorm's running statistics: moved toward the batch's by `momentum`, the
+    /// same (to rounding) whether the batch comes whole or in two parts.
+    #[test]
+    fn running_statistics_follow_the_batch_in_one_part_or_two() {
+        use crate::layers::BatchNorm;
+        const BN: &[Layer] = &[
+            Layer::Conv2d(Conv2d::with(3, 1, Padding::Same, 3)),
+            Layer::BatchNorm(BatchNorm::new(0.75, 1e-3)),
+            Layer::Relu,
+            Layer::Flatten,
+            Layer::Dense(Dense::new(2)),
+        ];
+        let arch = Arch::new(Shape::new(4, 4, 1), BN);
+        let n = 6;
+        let mut params = vec![0.0; arch.param_count()];
+        init_params(&arch, Init::He, 5, &mut params).unwrap();
+        let x = rand_vec(6, n * 16, 1.0);
+        let mut acts = vec![0.0; arch.activations_len(n)];
+        let mode = Mode::Train {
+            seed: 1,
+            first_sample: 0,
+        };
+        forward(
+            &arch,
+            &params,
+            &x,
+            n,
+            &mut acts,
+            mode,
+            &Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        let mut whole = params.clone();
+        update_running_stats(&arch, &mut whole, &[(&x, &acts, n)]).unwrap();
+        // The conv's output (the batchnorm's input) is the first n * 48 activations;
+        // the layer's parameters are gamma, beta, running mean, running variance (3 each).
+        let r = arch.param_range(1).unwrap();
+        for ch in 0..3 {
+            let v: Vec<f64> = acts[..n * 48]
+                .iter()
+                .skip(ch)
+                .step_by(3)
+                .map(|&a| a as f64)
+                .collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / v.len() as f64;
+            let got_mean = whole[r.start + 6 + ch] as f64;
+            let got_var = whole[r.start + 9 + ch] as f64;
+            assert!(
+                (got_mean - 0.25 * mean).abs() < 1e-5,
+                "{ch}: {got_mean} {mean}"
+            );
+            assert!(
+                (got_var - (0.75 + 0.25 * var)).abs() < 1e-5,
+                "{ch}: {got_var} {var}"
+            );
+        }
+        // Two parts, each with its own forward pass.
+        let (mut a1, mut a2) = (
+            vec![0.0; arch.activations_len(2)],
+            vec![0.0; arch.activations_len(4)],
+        );
+        forward(
+            &arch,
+            &params,
+            &x[..32],
+            2,
+            &mut a1,
+            mode,
+            &Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        forward(
+            &arch,
+            &params,
+            &x[32..],
+            4,
+            &mut a2,
+            mode,
+            &Exec::REFERENCE,
+            &mut [],
+        )
+        .unwrap();
+        let mut parts = params.clone();
+        update_running_stats(&arch, &mut parts, &[(&x[..32], &a1, 2), (&x[32..], &a2, 4)]).unwrap();
+        for (a, b) in whole.iter().zip(&parts) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // Everything but the running statistics is untouched.
+        for (i, (a, b)) in params.iter().zip(&whole).enumerate() {
+            if !(r.start + 6..r.end).contains(&i) {
+                assert_eq!(a, b, "{i}");
+            }
+        }
+        assert!(update_running_stats(&arch, &mut parts, &[(&x, &acts[1..], n)]).is_err());
     }
 }

@@ -11,7 +11,7 @@ use microconv::{Arch, Error};
 use crate::finetune::{ram_bytes, FineTune};
 use crate::protocol::{
     encode, kind, parse_request, Classification, Configured, Decoder, Digest, ErrorCode, Event,
-    Request, TrainConfig, Trained, IMAGE_LEN, MAX_RESPONSE, PONG_LEN, SCORES,
+    Pong, Request, TrainConfig, Trained, DEFAULT_CAPACITY, MAX_RESPONSE, SCORES, VERSION,
 };
 pub use crate::run::{Classifier, Runner};
 
@@ -104,13 +104,20 @@ pub enum Outcome {
 /// The application: a serial port, an output pin (on while classifying), a delay, a
 /// stopwatch and the model: a runner of one precision ([`crate::run`]), a [`Classifier`]
 /// of either (the default), or a [`FineTune`].
-pub struct App<'m, S, P, D, W, M = Classifier<'m>> {
+///
+/// `CAP` sizes the frame buffer and the image buffer:
+/// [`frame_capacity`](crate::protocol::frame_capacity) of the model's input bytes (a
+/// board binary computes it from the embedded model at build time; the default is an
+/// MNIST model's). A model whose input does not fit answers every image with `InputLen`.
+pub struct App<'m, S, P, D, W, M = Classifier<'m>, const CAP: usize = DEFAULT_CAPACITY> {
     serial: S,
     led: P,
     delay: D,
     watch: W,
     model: M,
-    decoder: Decoder,
+    decoder: Decoder<CAP>,
+    /// The request's image, expanded (its first `arch().input.len()` bytes).
+    image: [u8; CAP],
     idle_us: u32,
     stack_probe: fn() -> u32,
     /// Counters.
@@ -122,7 +129,7 @@ fn no_probe() -> u32 {
     0
 }
 
-impl<'m, S, P, D, W, M> App<'m, S, P, D, W, M>
+impl<'m, S, P, D, W, M, const CAP: usize> App<'m, S, P, D, W, M, CAP>
 where
     S: Read + ReadReady + Write,
     P: OutputPin,
@@ -139,6 +146,7 @@ where
             watch,
             model,
             decoder: Decoder::new(),
+            image: [0; CAP],
             idle_us: 0,
             stack_probe: no_probe,
             stats: Stats::default(),
@@ -164,7 +172,7 @@ where
 
     fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), S::Error> {
         let mut out = [0u8; MAX_RESPONSE];
-        // Payloads sent here are at most RESULT_LEN bytes, which MAX_RESPONSE holds.
+        // Payloads sent here are at most MAX_RESULT_LEN bytes, which MAX_RESPONSE holds.
         if let Some(n) = encode(kind, payload, &mut out) {
             self.serial.write_all(&out[..n])?;
             self.serial.flush()?;
@@ -198,21 +206,29 @@ where
         if self.serial.read(&mut byte)? == 0 {
             return Ok(Outcome::Idle);
         }
-        // Copy the request out of the decoder so that answering can borrow `self`.
-        let mut image = [0u8; IMAGE_LEN];
+        // The request's image goes to `self.image` (the model's input length), so that
+        // answering can borrow `self`.
+        let mut input_len = 0;
         let request = match self.decoder.push(byte[0]) {
             None => return Ok(Outcome::Busy),
             Some(Event::Error(e)) => Err(e),
-            Some(Event::Frame { kind, payload }) => parse_request(kind, payload, &mut image),
+            Some(Event::Frame { kind, payload }) => {
+                let a = self.model.arch();
+                input_len = a.input.len();
+                match self.image.get_mut(..input_len) {
+                    Some(image) => parse_request(kind, payload, image, a.classes()),
+                    None => Err(ErrorCode::InputLen),
+                }
+            }
         };
         match request {
             Err(e) => self.refuse(e),
-            Ok(Request::Classify) => self.classify(&image, None),
-            Ok(Request::Evaluate { label }) => self.classify(&image, Some(label)),
+            Ok(Request::Classify) => self.classify(input_len, None),
+            Ok(Request::Evaluate { label }) => self.classify(input_len, Some(label)),
             Ok(Request::Train { label, lr }) => {
                 let _ = self.led.set_high();
                 self.watch.start();
-                let result = self.model.train(&image, label, lr);
+                let result = self.model.train(&self.image[..input_len], label, lr);
                 let ticks = self.watch.ticks();
                 let _ = self.led.set_low();
                 match (result, self.model.digest()) {
@@ -257,36 +273,41 @@ where
             }
             Ok(Request::Ping) => {
                 let a = self.model.arch();
-                let mut p = [0u8; PONG_LEN];
-                let stack = (self.stack_probe)() as usize;
-                let fields = [
-                    self.model.param_count(),
-                    self.model.classes(),
-                    a.input.h,
-                    a.input.w,
-                    a.input.c,
-                    stack,
-                ];
-                for (o, v) in p.chunks_exact_mut(4).zip(fields) {
-                    o.copy_from_slice(&(v as u32).to_le_bytes());
-                }
-                self.send(kind::PONG, &p)?;
+                let dim = |d: usize| u32::try_from(d).unwrap_or(u32::MAX);
+                let p = Pong {
+                    version: VERSION,
+                    params: dim(self.model.param_count()),
+                    classes: dim(self.model.classes()),
+                    input: [dim(a.input.h), dim(a.input.w), dim(a.input.c)],
+                    stack: (self.stack_probe)(),
+                    max_payload: dim(self.decoder.max_payload()),
+                };
+                self.send(kind::PONG, &p.to_bytes())?;
                 Ok(Outcome::Answered)
             }
         }
     }
 
-    /// Classifies `image` and answers RESULT; with a label (EVALUATE), counts it.
-    fn classify(&mut self, image: &[u8], label: Option<u8>) -> Result<Outcome, S::Error> {
+    /// Classifies the first `len` bytes of the image buffer and answers RESULT; with a
+    /// label (EVALUATE), counts it.
+    fn classify(&mut self, len: usize, label: Option<u8>) -> Result<Outcome, S::Error> {
+        let classes = self.model.arch().classes();
+        let Ok(classes) = u8::try_from(classes) else {
+            return self.refuse(ErrorCode::Model);
+        };
+        if classes as usize > SCORES {
+            return self.refuse(ErrorCode::Model);
+        }
         let _ = self.led.set_high();
         self.watch.start();
-        let result = self.model.classify(image);
+        let result = self.model.classify(&self.image[..len]);
         let ticks = self.watch.ticks();
         let _ = self.led.set_low();
         match result {
             Ok((digit, scores)) => {
                 let c = Classification {
                     digit,
+                    classes,
                     scores,
                     ticks,
                 };

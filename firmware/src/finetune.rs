@@ -35,10 +35,9 @@ use microconv::loss::{argmax, cross_entropy_with_logits};
 use microconv::{Arch, Error, Layer};
 
 pub use crate::protocol::TrainConfig;
-use crate::protocol::IMAGE_LEN;
+use crate::protocol::SCORES;
 
 /// Classes of the digit models.
-const CLASSES: usize = 10;
 /// Most layers a [`TrainConfig`] can name (bits of a `u32`).
 pub const MAX_LAYERS: usize = 32;
 
@@ -202,7 +201,7 @@ pub const fn arena_len(arch: &Arch<'_>, c: &TrainConfig) -> usize {
 /// ([`Arch::inference_len`]`(1)`, also the backward pass' gradient buffers) and the
 /// image as floats.
 pub const fn ram_bytes(arch: &Arch<'_>, c: &TrainConfig) -> usize {
-    4 * (arena_len(arch, c) + arch.inference_len(1) + IMAGE_LEN) + marks_len(arch, c)
+    4 * (arena_len(arch, c) + arch.inference_len(1) + arch.input.len()) + marks_len(arch, c)
 }
 
 /// The memory of a [`FineTune`], all of it the caller's (firmware declares it `static`).
@@ -215,7 +214,7 @@ pub struct Buffers<'m> {
     /// Inference ping-pong buffers, then the backward pass' gradients:
     /// [`Arch::inference_len`]`(1)`.
     pub buf: &'m mut [f32],
-    /// One image as floats: 784.
+    /// One image as floats: the model's input, `h*w*c`.
     pub input: &'m mut [f32],
 }
 
@@ -293,10 +292,10 @@ impl<'m> FineTune<'m> {
         let n = arch.layers.len();
         if n > MAX_LAYERS
             || !matches!(arch.layers[n - 1], Layer::Dense(_))
-            || arch.classes() != CLASSES
+            || arch.classes() > SCORES
         {
             return Err(Error::InvalidParameter {
-                name: "training needs at most 32 layers, the last dense with 10 outputs",
+                name: "training needs at most 32 layers, the last dense with at most 32 outputs",
             });
         }
         if !arch.layers.iter().all(trains_on_device) {
@@ -311,7 +310,7 @@ impl<'m> FineTune<'m> {
         }
         Error::expect_len("params", arch.param_count(), params.len())?;
         Error::expect_len("inference buffer", arch.inference_len(1), buf.len())?;
-        Error::expect_len("input", IMAGE_LEN, input.len())?;
+        Error::expect_len("input", arch.input.len(), input.len())?;
         let mut ft = FineTune {
             arch,
             params,
@@ -420,8 +419,8 @@ impl<'m> FineTune<'m> {
         &mut self,
         pixels: &[u8],
         record: bool,
-    ) -> Result<([f32; CLASSES], usize, usize), Error> {
-        Error::expect_len("image", IMAGE_LEN, pixels.len())?;
+    ) -> Result<([f32; SCORES], usize, usize), Error> {
+        Error::expect_len("image", self.arch.input.len(), pixels.len())?;
         for (x, &p) in self.input.iter_mut().zip(pixels) {
             *x = p as f32 / 255.0;
         }
@@ -495,15 +494,18 @@ impl<'m> FineTune<'m> {
             }
             core::mem::swap(&mut cur, &mut next);
         }
-        let mut z = [0.0f32; CLASSES];
-        z.copy_from_slice(&cur[..CLASSES]);
+        let n = self.arch.classes();
+        let mut z = [0.0f32; SCORES];
+        z[..n].copy_from_slice(&cur[..n]);
         Ok((z, save, mark))
     }
 
-    /// Classifies one 28x28 image with the current (possibly trained) weights.
-    pub fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; CLASSES]), Error> {
+    /// Classifies one image (the model's input, `h*w*c` bytes) with the current
+    /// (possibly trained) weights: the class and the scores (the model's `classes()`
+    /// logits, then zeros).
+    pub fn classify(&mut self, pixels: &[u8]) -> Result<(u8, [f32; SCORES]), Error> {
         let (z, _, _) = self.forward(pixels, false)?;
-        Ok((argmax(&z) as u8, z))
+        Ok((argmax(&z[..self.arch.classes()]) as u8, z))
     }
 
     /// Sets SGD's learning rate (positive and finite).
@@ -527,13 +529,14 @@ impl<'m> FineTune<'m> {
     /// before the step.
     pub fn train(&mut self, pixels: &[u8], label: u8) -> Result<(f32, u8), Error> {
         let label = label as usize;
-        if label >= CLASSES {
+        let n = self.arch.classes();
+        if label >= n {
             return Err(Error::InvalidParameter { name: "label" });
         }
         let (z, mut save, mut mark) = self.forward(pixels, true)?;
-        let before = argmax(&z) as u8;
-        let mut dz = [0.0f32; CLASSES];
-        let loss = cross_entropy_with_logits(&z, label, 1.0, Some(&mut dz))?;
+        let before = argmax(&z[..n]) as u8;
+        let mut dz = [0.0f32; SCORES];
+        let loss = cross_entropy_with_logits(&z[..n], label, 1.0, Some(&mut dz[..n]))?;
 
         let c = self.config;
         let arch = self.arch;
@@ -547,7 +550,7 @@ impl<'m> FineTune<'m> {
         let first = first_learning(&arch, &c);
         let (a, b) = self.buf.split_at_mut(arch.max_len());
         let (mut dy, mut dx) = (a, b);
-        dy[..CLASSES].copy_from_slice(&dz);
+        dy[..n].copy_from_slice(&dz[..n]);
         for i in (first..arch.layers.len()).rev() {
             let (ins, outs) = arch.layer_io(i)?;
             let g = &dy[..outs.len()];

@@ -11,7 +11,7 @@ use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
 
 use crate::app::{App, Runner, Stopwatch};
-use crate::protocol::{encode, Decoder, Event, OVERHEAD};
+use crate::protocol::{encode, Decoder, Event, DEFAULT_CAPACITY, OVERHEAD};
 
 /// A serial port: the app reads `rx` and appends what it sends to `tx`.
 #[derive(Default)]
@@ -92,11 +92,20 @@ impl Stopwatch for Watch {
     }
 }
 
-/// The app over mock peripherals.
-pub type MockApp<'m, M> = App<'m, Serial, Pin, Delay, Watch, M>;
+/// The app over mock peripherals, with a frame buffer of `CAP` bytes (an MNIST
+/// model's by default).
+pub type MockApp<'m, M, const CAP: usize = DEFAULT_CAPACITY> =
+    App<'m, Serial, Pin, Delay, Watch, M, CAP>;
 
-/// The app over mock peripherals whose stopwatch reads `ticks`, answering with `model`.
+/// The app over mock peripherals whose stopwatch reads `ticks`, answering with `model`
+/// (whose input is at most an MNIST image: see [`app_sized`]).
 pub fn app<'m, M: Runner<'m>>(model: M, ticks: u32) -> MockApp<'m, M> {
+    app_sized(model, ticks)
+}
+
+/// [`app`] with a frame buffer of `CAP` bytes
+/// ([`frame_capacity`](crate::protocol::frame_capacity)`(input bytes)`, as a board binary sizes it).
+pub fn app_sized<'m, M: Runner<'m>, const CAP: usize>(model: M, ticks: u32) -> MockApp<'m, M, CAP> {
     App::new(
         Serial::default(),
         Pin::default(),
@@ -117,7 +126,8 @@ pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The well-formed frames in `tx` (what the app sent) as (kind, payload) pairs.
 pub fn answers(tx: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut d = Decoder::new();
+    // Answers are at most a RESULT of 32 scores: the default capacity holds them.
+    let mut d: Decoder = Decoder::new();
     let mut out = Vec::new();
     for &b in tx {
         if let Some(Event::Frame { kind, payload }) = d.push(b) {

@@ -10,7 +10,8 @@ use microconv_firmware::app::{Outcome, Runner, FRAME_TIMEOUT_US, POLL_US};
 use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buffers, FineTune};
 use microconv_firmware::mock::{self, answers, frame, MockApp};
 use microconv_firmware::protocol::{
-    kind, pack_bits, Classification, Configured, Digest, ErrorCode, TrainConfig, Trained, IMAGE_LEN,
+    frame_capacity, kind, pack_bits, Classification, Configured, Digest, ErrorCode, Pong,
+    TrainConfig, Trained, IMAGE_LEN, PONG_LEN, SCORES, VERSION,
 };
 use microconv_firmware::run::{Classifier, FloatClassifier, Int8Classifier};
 
@@ -48,10 +49,11 @@ fn expected(model: &Model<'_>, img: &[u8]) -> Classification {
         &mut [],
     )
     .unwrap();
-    let mut scores = [0.0; 10];
-    scores.copy_from_slice(logits);
+    let mut scores = [0.0; SCORES];
+    scores[..logits.len()].copy_from_slice(logits);
     Classification {
-        digit: microconv::loss::argmax(&scores) as u8,
+        digit: microconv::loss::argmax(logits) as u8,
+        classes: logits.len() as u8,
         scores,
         ticks: TICKS,
     }
@@ -109,7 +111,10 @@ impl TuneRig {
 }
 
 /// Polls until the input is drained plus `extra` idle polls; returns the poll count.
-fn drain<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>, extra: usize) -> usize {
+fn drain<'m, M: Runner<'m>, const CAP: usize>(
+    app: &mut MockApp<'m, M, CAP>,
+    extra: usize,
+) -> usize {
     let mut polls = 0;
     let mut idle = 0;
     while idle <= extra {
@@ -143,10 +148,12 @@ fn classifies_like_the_host_and_blinks() {
         assert_eq!(Classification::from_bytes(payload).unwrap(), want);
     }
     assert_eq!(got[2].0, kind::PONG);
-    assert_eq!(
-        u32::from_le_bytes(got[2].1[..4].try_into().unwrap()) as usize,
-        model.arch().param_count()
-    );
+    assert_eq!(got[2].1.len(), PONG_LEN);
+    let pong = Pong::from_bytes(&got[2].1).unwrap();
+    assert_eq!(pong.version, VERSION);
+    assert_eq!(pong.params as usize, model.arch().param_count());
+    assert_eq!((pong.input, pong.classes), ([28, 28, 1], 10));
+    assert_eq!(pong.max_payload as usize, 5 + IMAGE_LEN + 7);
     assert_eq!(app_led(&mut app), vec![true, false, true, false]);
     assert_eq!(app.stats.classified, 2);
 }
@@ -163,6 +170,7 @@ fn errors_are_answered_and_the_app_resynchronises() {
     rx.extend(frame(kind::CLASSIFY, &img[..100])); // short image
     rx.extend(frame(0x55, &[])); // unknown kind
     rx.extend(frame(kind::CLASSIFY_PACKED, &[0x05, 1, 2])); // malformed PackBits
+    rx.extend(frame(kind::PING, &[0])); // PING with a payload
     rx.extend([0xA5, 0x5A, 0x01, 0xFF, 0x7F]); // absurd length
     rx.extend(frame(kind::CLASSIFY, &img));
     app_feed(&mut app, &rx);
@@ -173,8 +181,9 @@ fn errors_are_answered_and_the_app_resynchronises() {
         codes,
         [
             ErrorCode::BadChecksum,
-            ErrorCode::BadLength,
+            ErrorCode::InputLen,
             ErrorCode::UnknownKind,
+            ErrorCode::InputLen,
             ErrorCode::BadLength,
             ErrorCode::BadLength
         ]
@@ -255,13 +264,13 @@ fn random_and_adversarial_streams_never_stop_valid_frames() {
 }
 
 // Access to the mocks inside the app.
-fn app_feed<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>, bytes: &[u8]) {
+fn app_feed<'m, M: Runner<'m>, const CAP: usize>(app: &mut MockApp<'m, M, CAP>, bytes: &[u8]) {
     app.serial_mut().rx.extend(bytes);
 }
-fn app_tx<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>) -> Vec<u8> {
+fn app_tx<'m, M: Runner<'m>, const CAP: usize>(app: &mut MockApp<'m, M, CAP>) -> Vec<u8> {
     std::mem::take(&mut app.serial_mut().tx)
 }
-fn app_led<'m, M: Runner<'m>>(app: &mut MockApp<'m, M>) -> Vec<bool> {
+fn app_led<'m, M: Runner<'m>, const CAP: usize>(app: &mut MockApp<'m, M, CAP>) -> Vec<bool> {
     std::mem::take(&mut app.pin_mut().0)
 }
 
@@ -481,7 +490,7 @@ fn the_int8_runner_answers_the_cores_dequantized_logits() {
         let mut b = vec![0i8; a.inference_len(1)];
         let q = infer_i8(&net, &x, 1, &mut b).unwrap();
         let out = net.layers.last().unwrap().output;
-        let mut scores = [0.0f32; 10];
+        let mut scores = [0.0f32; SCORES];
         for (s, &l) in scores.iter_mut().zip(q) {
             *s = out.dequantize(l);
         }
@@ -489,6 +498,7 @@ fn the_int8_runner_answers_the_cores_dequantized_logits() {
         assert_eq!(either.classify(&img).unwrap(), (digit, scores));
         wanted.push(Classification {
             digit,
+            classes: 10,
             scores,
             ticks: TICKS,
         });
@@ -507,7 +517,7 @@ fn the_int8_runner_answers_the_cores_dequantized_logits() {
 fn runners_take_their_sizes_from_the_model() {
     use microconv::layers::Dense;
     use microconv::{Arch, Layer, Shape};
-    // Three classes: a RESULT carries their scores first, then zeros.
+    // Three classes: a RESULT carries their 3 scores (20 bytes), the count says 3.
     let layers = [Layer::Flatten, Layer::Dense(Dense::new(3))];
     let arch = Arch::new(Shape::new(28, 28, 1), &layers);
     let mut r = Rng::new(5);
@@ -520,44 +530,151 @@ fn runners_take_their_sizes_from_the_model() {
     let img = image(11);
     app_feed(&mut app, &frame(kind::CLASSIFY, &img));
     drain(&mut app, 1);
-    let got = of_kind(
-        &answers(&app_tx(&mut app)),
-        kind::RESULT,
-        Classification::from_bytes,
-    );
+    let sent = answers(&app_tx(&mut app));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.len(), 8 + 4 * 3);
+    let got = Classification::from_bytes(&sent[0].1).unwrap();
     let x: Vec<f32> = img.iter().map(|&p| p as f32 / 255.0).collect();
     let mut b = vec![0.0; arch.inference_len(1)];
     let logits = infer(&arch, &params, &x, 1, &mut b, &Exec::REFERENCE, &mut []).unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(&got[0].scores[..3], logits);
-    assert_eq!(got[0].scores[3..], [0.0; 7]);
-    assert_eq!(got[0].digit as usize, microconv::loss::argmax(logits));
-    // An 8x8 model: its input is 64 values, and a 784-pixel frame is refused
-    // (a model error answer, not a panic) since the protocol carries 28x28 images.
+    assert_eq!(got.logits(), logits);
+    assert_eq!(got.classes, 3);
+    assert_eq!(got.digit as usize, microconv::loss::argmax(logits));
+    // Buffers of the wrong size are refused when the runner is built.
     let small = Arch::new(Shape::new(8, 8, 1), &layers);
     let params = vec![0.01; small.param_count()];
-    let mut arena = vec![0.0; small.planned_len(1)];
-    let mut clf = FloatClassifier::new(small, &params, &mut arena).unwrap();
-    assert!(clf.classify(&[0; 64]).is_ok());
-    assert!(
-        clf.classify(&[0; 63]).is_err(),
-        "63 pixels for an 8x8 model"
-    );
+    let mut arena = vec![0.0; small.inference_len(1)];
+    assert!(FloatClassifier::new(small, &params, &mut arena).is_err());
+    // More classes than a RESULT carries: an error answer, not a panic.
+    let wide = [Layer::Flatten, Layer::Dense(Dense::new(SCORES + 1))];
+    let wide = Arch::new(Shape::new(8, 8, 1), &wide);
+    let params = vec![0.01; wide.param_count()];
+    let mut arena = vec![0.0; wide.planned_len(1)];
+    let mut clf = FloatClassifier::new(wide, &params, &mut arena).unwrap();
+    assert!(clf.classify(&[0; 64]).is_err(), "33 classes, 32 scores");
     let mut app = mock::app(clf, TICKS);
-    app_feed(&mut app, &frame(kind::CLASSIFY, &img));
+    app_feed(&mut app, &frame(kind::CLASSIFY, &[0; 64]));
     drain(&mut app, 1);
     assert_eq!(
         answers(&app_tx(&mut app)),
         vec![(kind::ERROR, vec![ErrorCode::Model as u8])]
     );
-    // Buffers of the wrong size are refused when the runner is built.
-    let mut arena = vec![0.0; small.inference_len(1)];
-    assert!(FloatClassifier::new(small, &params, &mut arena).is_err());
-    // More classes than a RESULT carries: an error, not a panic.
-    let wide = [Layer::Flatten, Layer::Dense(Dense::new(11))];
-    let wide = Arch::new(Shape::new(8, 8, 1), &wide);
-    let params = vec![0.01; wide.param_count()];
-    let mut arena = vec![0.0; wide.planned_len(1)];
-    let mut clf = FloatClassifier::new(wide, &params, &mut arena).unwrap();
-    assert!(clf.classify(&[0; 64]).is_err(), "11 classes, 10 scores");
+}
+
+/// An 8x8x3 model with 3 classes (conv, pool, dense), random parameters.
+fn colour_model(layers: &[microconv::Layer]) -> (microconv::Arch<'_>, Vec<f32>) {
+    let arch = microconv::Arch::new(microconv::Shape::new(8, 8, 3), layers);
+    let mut r = Rng::new(77);
+    let params = (0..arch.param_count())
+        .map(|_| r.below(1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    (arch, params)
+}
+
+fn colour_layers() -> [microconv::Layer; 5] {
+    use microconv::layers::{Conv2d, Dense, MaxPool};
+    use microconv::{Layer, Padding};
+    [
+        Layer::Conv2d(Conv2d::new(3, 4)),
+        Layer::Relu,
+        Layer::MaxPool(MaxPool::new(2, 2, Padding::Valid)),
+        Layer::Flatten,
+        Layer::Dense(Dense::new(3)),
+    ]
+}
+
+#[test]
+fn a_model_of_another_shape_is_served_with_its_own_buffers() {
+    const CAP: usize = frame_capacity(8 * 8 * 3);
+    let layers = colour_layers();
+    let (arch, params) = colour_model(&layers);
+    let mut arena = vec![0.0; arch.planned_len(1)];
+    let clf = FloatClassifier::new(arch, &params, &mut arena).unwrap();
+    let mut app = mock::app_sized::<_, CAP>(clf, TICKS);
+    let mut r = Rng::new(3);
+    let imgs: Vec<Vec<u8>> = (0..4)
+        .map(|_| (0..192).map(|_| r.below(256) as u8).collect())
+        .collect();
+    let mut rx = frame(kind::PING, &[]);
+    for img in &imgs {
+        rx.extend(frame(kind::CLASSIFY, img));
+        rx.extend(frame(kind::CLASSIFY_PACKED, &packed(img)));
+    }
+    rx.extend(frame(kind::CLASSIFY, &imgs[0][..191])); // a byte short
+    rx.extend(frame(kind::CLASSIFY_PACKED, &packed(&imgs[0][..64]))); // expands short
+    rx.extend(frame(kind::CLASSIFY, &image(1))); // an MNIST image: longer than any request
+    rx.extend(std::iter::repeat_n(0u8, IMAGE_LEN + 8)); // (its bytes are read as garbage)
+    rx.extend(frame(kind::CLASSIFY, &imgs[1]));
+    app_feed(&mut app, &rx);
+    drain(&mut app, 1);
+    let got = answers(&app_tx(&mut app));
+    let pong = Pong::from_bytes(&got[0].1).unwrap();
+    assert_eq!((pong.input, pong.classes), ([8, 8, 3], 3));
+    assert_eq!(pong.input_len(), 192);
+    assert_eq!(pong.max_payload as usize, CAP - 7);
+    let want = |img: &[u8]| {
+        let x: Vec<f32> = img.iter().map(|&p| p as f32 / 255.0).collect();
+        let mut b = vec![0.0; arch.inference_len(1)];
+        infer(&arch, &params, &x, 1, &mut b, &Exec::REFERENCE, &mut [])
+            .unwrap()
+            .to_vec()
+    };
+    let results = of_kind(&got, kind::RESULT, Classification::from_bytes);
+    assert_eq!(results.len(), 9);
+    for (i, c) in results.iter().enumerate() {
+        let img = if i == 8 { &imgs[1] } else { &imgs[i / 2] };
+        // Bit-identical to the host's inference.
+        assert_eq!(c.logits(), &want(img)[..], "answer {i}");
+    }
+    assert_eq!(
+        errors(&got),
+        [
+            ErrorCode::InputLen as u8,
+            ErrorCode::InputLen as u8,
+            ErrorCode::BadLength as u8
+        ]
+    );
+}
+
+#[test]
+fn labels_are_checked_against_the_models_classes() {
+    const CAP: usize = frame_capacity(8 * 8 * 3);
+    let layers = colour_layers();
+    let (arch, params) = colour_model(&layers);
+    let all = plain(all_layers(&arch), false);
+    let (mut arena, mut marks) = (
+        vec![0.0; arena_len(&arch, &all)],
+        vec![0; marks_len(&arch, &all)],
+    );
+    let (mut buf, mut input) = (vec![0.0; arch.inference_len(1)], vec![0.0; 192]);
+    let bufs = Buffers {
+        arena: &mut arena,
+        marks: &mut marks,
+        buf: &mut buf,
+        input: &mut input,
+    };
+    let tuner = FineTune::new(arch, &params, bufs, 0.01).unwrap();
+    let mut app = mock::app_sized::<_, CAP>(tuner, TICKS);
+    let img: Vec<u8> = (0..192).map(|i| (i * 5 % 256) as u8).collect();
+    let mut rx = train_frame(2, 0.01, &img);
+    rx.extend(train_frame(3, 0.01, &img)); // label 3 of 3 classes
+    rx.extend(evaluate_frame(2, &img));
+    rx.extend(evaluate_frame(9, &img));
+    rx.extend(train_frame(1, 0.01, &img[..150])); // short image
+    app_feed(&mut app, &rx);
+    drain(&mut app, 1);
+    let got = answers(&app_tx(&mut app));
+    assert_eq!(of_kind(&got, kind::TRAINED, Trained::from_bytes).len(), 1);
+    assert_eq!(
+        of_kind(&got, kind::RESULT, Classification::from_bytes).len(),
+        1
+    );
+    assert_eq!(
+        errors(&got),
+        [
+            ErrorCode::BadValue as u8,
+            ErrorCode::BadValue as u8,
+            ErrorCode::InputLen as u8
+        ]
+    );
 }

@@ -24,7 +24,7 @@ use microconv_firmware::finetune::{all_layers, arena_len, marks_len, plain, Buff
 use microconv_firmware::mock::{self, frame};
 use microconv_firmware::protocol::{
     kind, pack_bits, parse_request, unpack_bits, Classification, Decoder, Digest, ErrorCode,
-    Event, Trained, IMAGE_LEN, MAX_PAYLOAD, PONG_LEN,
+    Event, Pong, Trained, IMAGE_LEN, MAX_PAYLOAD, PONG_LEN,
 };
 use microconv_firmware::run::{FloatClassifier, Int8Classifier};
 
@@ -95,7 +95,7 @@ fn script(data: &[u8]) -> Vec<Chunk> {
 
 /// Target `serial`: the frame decoder and the payload codecs.
 pub fn run(data: &[u8]) {
-    let mut d = Decoder::new();
+    let mut d: Decoder = Decoder::new();
     for chunk in script(data) {
         let Chunk::Bytes(bytes) = chunk else {
             d.reset();
@@ -114,20 +114,20 @@ fn payload_codecs(k: u8, payload: &[u8]) {
     // Every payload parses to a request or a refusal; a parsed image is whole.
     let mut img = [0u8; IMAGE_LEN];
     if let Ok(microconv_firmware::protocol::Request::Train { label, lr }) =
-        parse_request(k, payload, &mut img)
+        parse_request(k, payload, &mut img, 10)
     {
         assert!(label <= 9 && lr.is_finite() && lr > 0.0);
     }
     // A parsed CONFIGURE is in range and encodes back to its payload.
     if let Ok(microconv_firmware::protocol::Request::Configure(c)) =
-        parse_request(k, payload, &mut img)
+        parse_request(k, payload, &mut img, 10)
     {
         assert!(c.is_valid());
         assert_eq!(&c.to_bytes()[..], payload);
     }
     // The frame encodes again and decodes to itself.
     let again = frame(k, payload);
-    let mut d = Decoder::new();
+    let mut d: Decoder = Decoder::new();
     let mut got = None;
     for &b in &again {
         if let Some(e) = d.push(b) {
@@ -155,7 +155,7 @@ fn payload_codecs(k: u8, payload: &[u8]) {
     assert_eq!(back, payload);
     // The answers' payloads.
     if let Some(c) = Classification::from_bytes(payload) {
-        assert!(c.digit <= 9);
+        assert!(c.digit < c.classes && c.logits().len() == c.classes as usize);
         let b = c.to_bytes();
         let c2 = Classification::from_bytes(&b).expect("a written result reads back");
         assert_eq!(c2.to_bytes(), b);
@@ -245,7 +245,7 @@ fn play<'m, M: Runner<'m>>(model: M, data: &[u8]) {
     }
     // Everything the app sent is a well-formed answer, one per request it answered.
     let tx = std::mem::take(&mut app.serial_mut().tx);
-    let mut d = Decoder::new();
+    let mut d: Decoder = Decoder::new();
     let (mut results, mut pongs, mut errors, mut steps) = (0, 0, 0, 0);
     for b in tx {
         match d.push(b) {
@@ -258,6 +258,8 @@ fn play<'m, M: Runner<'m>>(model: M, data: &[u8]) {
                 }
                 kind::PONG => {
                     assert_eq!(payload.len(), PONG_LEN);
+                    let p = Pong::from_bytes(payload).expect("a version 2 PONG");
+                    assert_eq!((p.input, p.classes), ([28, 28, 1], 10));
                     pongs += 1;
                 }
                 kind::DIGEST_RESULT => {

@@ -1,6 +1,8 @@
-//! `host-trainer board`: the PC side of the wire. Sends MNIST test images to the
-//! firmware (a QEMU process it starts, or a board on a serial port), and checks every
-//! answer against the host running the same core code on the same weights.
+//! `host-trainer board`: the PC side of the wire (protocol version 2). Sends the test
+//! images of any dataset the model takes (MNIST by default, `--data` for IDX files of
+//! the model's input shape) to the firmware (a QEMU process it starts, or a board on a
+//! serial port), and checks every answer against the host running the same core code on
+//! the same weights.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use microconv_firmware::app::Classifier;
 use microconv_firmware::protocol::{
-    encode, kind, pack_bits, Classification, Decoder, ErrorCode, Event, IMAGE_LEN, OVERHEAD,
-    PONG_LEN,
+    encode, kind, pack_bits, packed_max, Classification, Decoder, ErrorCode, Event, Pong, OVERHEAD,
+    SCORES,
 };
 
 use crate::data::Dataset;
@@ -53,7 +55,7 @@ pub struct Report {
     pub host_correct: usize,
     /// Board digit equal to the host's.
     pub agree: usize,
-    /// All ten scores bit-identical to the host's.
+    /// All the model's scores bit-identical to the host's.
     pub bit_exact: usize,
     /// Largest |board score - host score|.
     pub max_abs_diff: f32,
@@ -334,23 +336,17 @@ pub(crate) fn open(target: &Target) -> Result<Link> {
     }
 }
 
-/// Test image `i` as the 8-bit pixels sent on the wire (the IDX file's own bytes).
-fn pixels(test: &Dataset, i: usize) -> [u8; IMAGE_LEN] {
-    let mut p = [0u8; IMAGE_LEN];
-    p.copy_from_slice(test.image(i));
-    p
-}
-
-/// The host's scores for `n` test images, with the firmware's own classifier (the
-/// reference kernels, float or int8) on the same 8-bit pixels it receives.
+/// The host's scores (the model's classes, then zeros) for `n` test images, with the
+/// firmware's own classifier (the reference kernels, float or int8) on the same 8-bit
+/// values it receives (the IDX file's own bytes).
 pub fn host_scores(
     model: &HostModel<'_>,
     test: &Dataset,
     n: usize,
     threads: usize,
-) -> Result<Vec<[f32; 10]>> {
+) -> Result<Vec<[f32; SCORES]>> {
     let arch = model.arch();
-    let mut out = vec![[0.0f32; 10]; n];
+    let mut out = vec![[0.0f32; SCORES]; n];
     thread::scope(|s| -> Result<()> {
         let mut rest = &mut out[..];
         let mut handles = Vec::new();
@@ -366,7 +362,7 @@ pub fn host_scores(
                     HostModel::Int8(m) => Classifier::new_int8(m.net(), &mut qarena)?,
                 };
                 for (o, i) in mine.iter_mut().zip(r) {
-                    *o = clf.classify(&pixels(test, i))?.1;
+                    *o = clf.classify(test.image(i))?.1;
                 }
                 Ok(())
             }));
@@ -380,11 +376,75 @@ pub fn host_scores(
     Ok(out)
 }
 
+/// Whether a data set (`what`: "test", "training") is what the model takes: its input
+/// shape, labels below its classes, and no more classes than a RESULT frame carries.
+pub fn check_data(
+    arch: &microconv::Arch<'_>,
+    what: &str,
+    test: &Dataset,
+    weights: &Path,
+) -> Result<()> {
+    let (want, got) = (arch.input, test.shape());
+    if want != got {
+        bail!(
+            "the {what} images are {}x{}x{} but the model in {} takes {}x{}x{}: give --data a directory of IDX files of its input shape (the data it was trained on)",
+            got.h,
+            got.w,
+            got.c,
+            weights.display(),
+            want.h,
+            want.w,
+            want.c
+        );
+    }
+    if arch.classes() > SCORES {
+        bail!(
+            "the model in {} has {} classes; the serial protocol carries at most {SCORES} scores",
+            weights.display(),
+            arch.classes()
+        );
+    }
+    test.check_labels(arch.classes())
+}
+
+/// The firmware's PONG, checked against the model in `weights`: protocol version,
+/// parameters, input shape, classes.
+pub(crate) fn check_pong(
+    what: &str,
+    payload: &[u8],
+    arch: &microconv::Arch<'_>,
+    weights: &Path,
+) -> Result<Pong> {
+    let p = Pong::from_bytes(payload).map_err(|e| anyhow!("{what}: {e}"))?;
+    let a = arch;
+    if p.params as usize != a.param_count() {
+        bail!(
+            "{what}: the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
+            p.params,
+            weights.display(),
+            a.param_count()
+        );
+    }
+    let [h, w, c] = p.input.map(|d| d as usize);
+    if (h, w, c) != (a.input.h, a.input.w, a.input.c) || p.classes as usize != a.classes() {
+        bail!(
+            "{what}: the firmware's model takes {h}x{w}x{c} inputs into {} classes but {} takes {}x{}x{} into {}: flash the firmware built with these weights",
+            p.classes,
+            weights.display(),
+            a.input.h,
+            a.input.w,
+            a.input.c,
+            a.classes()
+        );
+    }
+    Ok(p)
+}
+
 /// How [`run`] sends its images.
 pub struct Options {
     /// Test images to send (at most the test set).
     pub images: usize,
-    /// PackBits-compressed frames instead of raw 784-byte images.
+    /// PackBits-compressed frames instead of raw images (`h*w*c` bytes).
     pub packed: bool,
     /// Threads of the host's own inference.
     pub threads: usize,
@@ -395,9 +455,9 @@ pub struct Options {
 /// What every link's session shares: the weights, the host's scores, how to send.
 struct Shared<'a> {
     weights: &'a Path,
-    params: usize,
+    arch: microconv::Arch<'a>,
     test: &'a Dataset,
-    host: &'a [[f32; 10]],
+    host: &'a [[f32; SCORES]],
     packed: bool,
     log: &'a (dyn Fn(&str) + Sync),
 }
@@ -421,16 +481,17 @@ pub fn run(
     let file = WeightsFile::from_bytes(&bytes);
     let model =
         HostModel::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
+    let arch = model.arch();
+    check_data(&arch, "test", test, weights)?;
     let n = images.min(test.len());
     let host = host_scores(&model, test, n, threads)?;
-    let params = model.arch().param_count();
     let ranges = match target {
         Target::Qemu { .. } => split(n, jobs.max(1)),
         Target::Port { .. } => split(n, 1),
     };
     let shared = Shared {
         weights,
-        params,
+        arch,
         test,
         host: &host,
         packed,
@@ -495,7 +556,7 @@ pub fn run(
 fn session(target: &Target, range: std::ops::Range<usize>, shared: &Shared<'_>) -> Result<Report> {
     let Shared {
         weights,
-        params,
+        arch,
         test,
         host,
         packed,
@@ -504,36 +565,29 @@ fn session(target: &Target, range: std::ops::Range<usize>, shared: &Shared<'_>) 
     let mut link = open(target)?;
     let timeout = Duration::from_secs(20);
 
-    // Who is there?
+    // Who is there, and what does it take?
     link.send(kind::PING, &[])?;
     let (k, p) = link.recv(timeout)?;
-    if k != kind::PONG || p.len() != PONG_LEN {
+    if k != kind::PONG {
         bail!("{}: unexpected answer to PING (kind {k:#04x})", link.what);
     }
-    let word = |p: &[u8], i: usize| {
-        u32::from_le_bytes([p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]])
-    };
+    let pong = check_pong(&link.what, &p, &arch, weights)?;
     let mut report = Report {
-        firmware_params: word(&p, 0),
+        firmware_params: pong.params,
         ..Report::default()
     };
-    if report.firmware_params as usize != params {
-        bail!(
-            "the firmware runs a model with {} parameters but {} has {params}: flash the firmware built with these weights",
-            report.firmware_params,
-            weights.display(),
-        );
-    }
+    let (input_len, classes) = (arch.input.len(), arch.classes());
 
-    // Bad frames on the wire get error answers, and the link resynchronises.
+    // Bad frames on the wire get error answers, and the link resynchronises: a corrupted
+    // frame, and an image one byte shorter than the model's input.
     let mut bad = vec![0u8; OVERHEAD];
     let bn = encode(kind::PING, &[], &mut bad).unwrap_or(0);
     bad[bn - 1] ^= 0xFF;
     link.send_raw(b"\x00garbage\xa5\x13")?;
     link.send_raw(&bad[..bn])?;
-    for want in [ErrorCode::BadChecksum, ErrorCode::BadLength] {
-        if want == ErrorCode::BadLength {
-            link.send(kind::CLASSIFY, &[0u8; 10])?;
+    for want in [ErrorCode::BadChecksum, ErrorCode::InputLen] {
+        if want == ErrorCode::InputLen {
+            link.send(kind::CLASSIFY, &vec![0u8; input_len - 1])?;
         }
         let (k, p) = link.recv(timeout)?;
         if k != kind::ERROR || p.first().copied().and_then(ErrorCode::from_u8) != Some(want) {
@@ -544,23 +598,23 @@ fn session(target: &Target, range: std::ops::Range<usize>, shared: &Shared<'_>) 
         }
     }
     log(&format!(
-        "{}: bad frames answered with BadChecksum and BadLength errors, link resynchronised",
-        link.what
+        "{}: protocol version {}, model input {}x{}x{} ({input_len} bytes), {classes} classes; bad frames answered with BadChecksum and InputLen errors, link resynchronised",
+        link.what, pong.version, arch.input.h, arch.input.w, arch.input.c
     ));
 
     let mut ticks_sum = 0f64;
     let (mut tmin, mut tmax) = (u32::MAX, 0u32);
-    let mut packed_buf = [0u8; IMAGE_LEN + IMAGE_LEN / 128 + 2];
+    let mut packed_buf = vec![0u8; packed_max(input_len)];
     for i in range.clone() {
-        let want = &host[i];
-        let pixels = pixels(test, i);
+        let want = &host[i][..classes];
+        let pixels = test.image(i);
         // A frame can be refused in transit (a timeout while the emulator or the
         // line stalls, a corrupted byte): the protocol resynchronises, so send it again.
         let mut attempts = 0;
         let p = loop {
-            match (packed, pack_bits(&pixels, &mut packed_buf)) {
+            match (packed, pack_bits(pixels, &mut packed_buf)) {
                 (true, Some(m)) => link.send(kind::CLASSIFY_PACKED, &packed_buf[..m])?,
-                _ => link.send(kind::CLASSIFY, &pixels)?,
+                _ => link.send(kind::CLASSIFY, pixels)?,
             }
             let (k, p) = link.recv(timeout).with_context(|| format!("image {i}"))?;
             let code = p.first().copied().and_then(ErrorCode::from_u8);
@@ -582,19 +636,20 @@ fn session(target: &Target, range: std::ops::Range<usize>, shared: &Shared<'_>) 
                 ),
             }
         };
-        let c =
-            Classification::from_bytes(&p).ok_or_else(|| anyhow!("image {i}: malformed result"))?;
+        let c = Classification::from_bytes(&p)
+            .filter(|c| c.classes as usize == classes)
+            .ok_or_else(|| anyhow!("image {i}: malformed result (not {classes} scores): {p:?}"))?;
         let host_digit = microconv::loss::argmax(want) as u8;
         report.images += 1;
         report.correct += (c.digit == test.labels[i]) as usize;
         report.host_correct += (host_digit == test.labels[i]) as usize;
         report.agree += (c.digit == host_digit) as usize;
         report.bit_exact += c
-            .scores
+            .logits()
             .iter()
             .zip(want)
             .all(|(a, b)| a.to_bits() == b.to_bits()) as usize;
-        for (a, b) in c.scores.iter().zip(want) {
+        for (a, b) in c.logits().iter().zip(want) {
             report.max_abs_diff = report.max_abs_diff.max((a - b).abs());
         }
         ticks_sum += c.ticks as f64;
@@ -615,8 +670,8 @@ fn session(target: &Target, range: std::ops::Range<usize>, shared: &Shared<'_>) 
     report.ticks = (ticks_sum / report.images.max(1) as f64, tmin, tmax);
     link.send(kind::PING, &[])?;
     let (_, p) = link.recv(timeout)?;
-    if p.len() == PONG_LEN {
-        report.stack_bytes = word(&p, 5);
+    if let Ok(p) = Pong::from_bytes(&p) {
+        report.stack_bytes = p.stack;
     }
     Ok(report)
 }
@@ -695,5 +750,67 @@ mod tests {
             b"microconv-qemu:qemu-system-arm;;cortex-m0;;"
         )))
         .contains("no machine"));
+    }
+
+    #[test]
+    fn pong_and_data_are_checked_against_the_model() {
+        use microconv::layers::Dense;
+        use microconv::{Arch, Layer, Shape};
+        use microconv_firmware::protocol::VERSION;
+        static LAYERS: [Layer; 2] = [Layer::Flatten, Layer::Dense(Dense::new(3))];
+        let arch = Arch::new(Shape::new(14, 14, 2), &LAYERS);
+        let w = Path::new("digits.mcw");
+        let pong = Pong {
+            version: VERSION,
+            params: arch.param_count() as u32,
+            classes: 3,
+            input: [14, 14, 2],
+            stack: 1,
+            max_payload: 400,
+        };
+        assert_eq!(
+            check_pong("QEMU", &pong.to_bytes(), &arch, w).unwrap(),
+            pong
+        );
+        let msg = |p: &[u8]| format!("{:#}", check_pong("QEMU", p, &arch, w).unwrap_err());
+        // A version 1 firmware (24-byte PONG), a version 3 one.
+        assert!(msg(&pong.to_bytes()[..24]).contains("protocol version 1"));
+        let mut v3 = pong.to_bytes();
+        v3[0] = 3;
+        assert!(msg(&v3).contains("protocol version 3"));
+        // Another model: parameters, then shape or classes.
+        let other = |f: &dyn Fn(&mut Pong)| {
+            let mut p = pong;
+            f(&mut p);
+            msg(&p.to_bytes())
+        };
+        assert!(other(&|p| p.params += 1).contains("parameters"));
+        let m = other(&|p| p.input = [28, 28, 1]);
+        assert!(m.contains("28x28x1") && m.contains("14x14x2"), "{m}");
+        assert!(other(&|p| p.classes = 10).contains("10 classes"));
+        // Data of another shape, labels past the classes.
+        let data = |rows, cols, channels, label| Dataset {
+            images: vec![0; rows * cols * channels],
+            labels: vec![label],
+            rows,
+            cols,
+            channels,
+            labels_file: "labels".into(),
+            class_names: Vec::new(),
+        };
+        assert!(check_data(&arch, "test", &data(14, 14, 2, 2), w).is_ok());
+        let e = format!(
+            "{:#}",
+            check_data(&arch, "test", &data(28, 28, 1, 0), w).unwrap_err()
+        );
+        assert!(
+            e.contains("test images are 28x28x1") && e.contains("takes 14x14x2"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            check_data(&arch, "test", &data(14, 14, 2, 3), w).unwrap_err()
+        );
+        assert!(e.contains("label 3"), "{e}");
     }
 }

@@ -51,6 +51,15 @@ pub struct Header {
     /// checkpoints of earlier builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<std::path::PathBuf>,
+    /// Training images held out for validation (`train --validation`,
+    /// [`crate::train::RunOptions::validation`]). Absent (0) in checkpoints of earlier
+    /// builds and of runs without one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub validation: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A whole checkpoint.
@@ -185,6 +194,7 @@ mod tests {
                 seconds: 1.5,
                 window: (0.5, 3),
                 out: None,
+                validation: 0,
             },
             params: vec![1.0, -2.5, f32::MIN_POSITIVE],
             state: vec![0.25; 6],

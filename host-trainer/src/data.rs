@@ -29,8 +29,11 @@ pub struct Dataset {
     pub cols: usize,
     /// Channels per pixel (1 for an idx3 file).
     pub channels: usize,
-    /// The label file, for errors about labels.
+    /// The label file (an image folder's directory), for errors about labels.
     pub labels_file: String,
+    /// The class names, label 0 first: an image folder's subfolders ([`crate::folder`]);
+    /// empty for IDX files, whose classes are numbers.
+    pub class_names: Vec<String>,
 }
 
 impl Dataset {
@@ -50,8 +53,12 @@ impl Dataset {
     pub fn shape(&self) -> microconv::Shape {
         microconv::Shape::new(self.rows, self.cols, self.channels)
     }
-    /// The number of classes the labels show: the largest label plus one (0 if empty).
+    /// The number of classes: an image folder's class count, else what the labels show,
+    /// the largest label plus one (0 if empty).
     pub fn classes(&self) -> usize {
+        if !self.class_names.is_empty() {
+            return self.class_names.len();
+        }
         self.labels.iter().max().map_or(0, |&l| l as usize + 1)
     }
     /// Every label must be below `classes` (the network's): the error names the label
@@ -102,7 +109,29 @@ impl Dataset {
             cols: self.cols,
             channels: self.channels,
             labels_file: self.labels_file.clone(),
+            class_names: self.class_names.clone(),
         }
+    }
+    /// The images `idx` (in that order) as a new dataset.
+    pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let mut images = Vec::with_capacity(idx.len() * self.pixels());
+        for &i in idx {
+            images.extend_from_slice(self.image(i));
+        }
+        Dataset {
+            images,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            class_names: self.class_names.clone(),
+            labels_file: self.labels_file.clone(),
+            ..*self
+        }
+    }
+    /// The name of class `k`: the folder's, or the number.
+    pub fn class_name(&self, k: usize) -> String {
+        self.class_names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
     }
 }
 
@@ -297,6 +326,7 @@ fn dataset(idims: &[usize], images: Vec<u8>, labels: Vec<u8>, labels_file: &str)
         cols: idims[2],
         channels: idims.get(3).copied().unwrap_or(1),
         labels_file: labels_file.to_string(),
+        class_names: Vec::new(),
     }
 }
 
@@ -334,7 +364,7 @@ fn find(dir: &Path, stems: &[&str]) -> Result<PathBuf> {
             }
         }
     }
-    bail!("{}: no {}.gz or {} (expected MNIST-named IDX files; the repo vendors MNIST's in data/mnist)", dir.display(), stems[0], stems.join(" or "))
+    bail!("{}: no {}.gz or {} (expected MNIST-named IDX files, or an image folder with one subfolder per class: docs/data.md; the repo vendors MNIST's in data/mnist)", dir.display(), stems[0], stems.join(" or "))
 }
 
 /// The training and test sets from `dir`: MNIST's four file names (images may be

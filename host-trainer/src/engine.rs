@@ -289,7 +289,33 @@ impl Trainer {
             );
         }
         parallel_update(&mut self.opt, &mut self.params, g, &mut self.state, &parts)?;
+        self.update_batchnorm(x)?;
         Ok(total)
+    }
+
+    /// Batchnorm's running averages after a step, from the whole batch's statistics
+    /// (each worker's share of `x` and the activations it left); nothing without
+    /// batchnorm layers.
+    fn update_batchnorm(&mut self, x: &[f32]) -> Result<()> {
+        let arch = &self.arch;
+        if !arch.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_))) {
+            return Ok(());
+        }
+        let inlen = arch.input.len();
+        let shares: Vec<(&[f32], &[f32], usize)> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (r, n) = (w.range.clone(), w.range.len());
+                (
+                    &x[r.start * inlen..r.end * inlen],
+                    &w.acts[..arch.activations_len(n)],
+                    n,
+                )
+            })
+            .collect();
+        net::update_running_stats(arch, &mut self.params, &shares)?;
+        Ok(())
     }
 }
 

@@ -68,18 +68,30 @@ impl Confusion {
 
     /// The report `eval` prints.
     pub fn report(&self) -> String {
+        self.report_named(&[])
+    }
+
+    /// [`Confusion::report`] with the classes' names after their numbers (none: the
+    /// numbers alone, as for MNIST).
+    pub fn report_named(&self, names: &[String]) -> String {
+        // A name that is the number (a folder of classes `0` to `9`) is not repeated.
+        let label = |c: usize| match names.get(c) {
+            Some(n) if *n != c.to_string() => format!("{c} {n}"),
+            _ => c.to_string(),
+        };
         let mut s = String::new();
         let _ = writeln!(s, "per-class accuracy:");
         for (c, right, n) in self.per_class() {
             let _ = writeln!(
                 s,
-                "  {c}: {:.4} ({right}/{n})",
+                "  {}: {:.4} ({right}/{n})",
+                label(c),
                 right as f64 / n.max(1) as f64
             );
         }
         let _ = writeln!(s, "most confused (true -> predicted: count):");
         for (t, p, c) in self.most_confused(5) {
-            let _ = writeln!(s, "  {t} -> {p}: {c}");
+            let _ = writeln!(s, "  {} -> {}: {c}", label(t), label(p));
         }
         s
     }
@@ -189,6 +201,12 @@ mod tests {
         assert_eq!(c.per_class()[1], (1, 1, 3));
         assert_eq!(c.most_confused(2), vec![(1, 2, 2), (0, 1, 1)]);
         assert!(c.report().contains("  1 -> 2: 2"));
+        let names = ["cat", "dog", "eel"].map(String::from);
+        let r = c.report_named(&names);
+        assert!(r.contains("  1 dog -> 2 eel: 2"), "{r}");
+        assert!(r.contains("  0 cat: 0.5000 (1/2)"), "{r}");
+        let digits = ["0", "1", "2"].map(String::from);
+        assert_eq!(c.report_named(&digits), c.report());
         assert!(Confusion::new(3, &[0], &[3]).is_err());
         assert!(Confusion::new(3, &[0, 1], &[0]).is_err());
         let dir = std::env::temp_dir().join(format!("mc-conf-{}", std::process::id()));

@@ -20,8 +20,8 @@ use microconv_firmware::finetune::{
     FineTune, TrainConfig, MAX_LAYERS,
 };
 use microconv_firmware::protocol::{
-    kind, pack_bits, Classification, Configured, Digest, ErrorCode, Trained, IMAGE_LEN,
-    MAX_ACCUMULATE, PONG_LEN,
+    kind, pack_bits, packed_max, Classification, Configured, Digest, ErrorCode, Pong, Trained,
+    MAX_ACCUMULATE,
 };
 
 use crate::board::{open, Link, Target};
@@ -37,10 +37,13 @@ pub enum Task {
     Shifted,
 }
 
+/// A labelled image: the model's input (`h*w*c` bytes) and its class.
+pub type Sample = (Vec<u8>, u8);
+
 impl Task {
-    /// The task's version of MNIST image `src`.
-    pub fn apply(self, src: &[u8]) -> [u8; IMAGE_LEN] {
-        let mut out = [0u8; IMAGE_LEN];
+    /// The task's version of image `src` of shape `shape` (channels last).
+    pub fn apply(self, src: &[u8], shape: microconv::Shape) -> Vec<u8> {
+        let mut out = vec![0u8; src.len()];
         match self {
             Task::Inverted => {
                 for (o, &p) in out.iter_mut().zip(src) {
@@ -48,10 +51,14 @@ impl Task {
                 }
             }
             Task::Shifted => {
+                let (w, c) = (shape.w, shape.c.max(1));
                 for (i, o) in out.iter_mut().enumerate() {
-                    let (r, c) = (i / 28, i % 28);
-                    if r >= 6 && c >= 6 {
-                        *o = src.get((r - 6) * 28 + c - 6).copied().unwrap_or(0);
+                    let (r, col) = (i / c / w, i / c % w);
+                    if r >= 6 && col >= 6 {
+                        *o = src
+                            .get(((r - 6) * w + col - 6) * c + i % c)
+                            .copied()
+                            .unwrap_or(0);
                     }
                 }
             }
@@ -308,18 +315,13 @@ pub struct Report {
 
 /// The examples of one run in the order they are trained on: `passes` times the
 /// task's examples, each followed by its plain image when `rehearse`.
-fn recipe(
-    task: &[([u8; IMAGE_LEN], u8)],
-    plain: &[([u8; IMAGE_LEN], u8)],
-    passes: usize,
-    rehearse: bool,
-) -> Vec<([u8; IMAGE_LEN], u8)> {
+fn recipe(task: &[Sample], plain: &[Sample], passes: usize, rehearse: bool) -> Vec<Sample> {
     let mut out = Vec::with_capacity(task.len() * passes.max(1) * (1 + usize::from(rehearse)));
     for _ in 0..passes.max(1) {
         for (t, p) in task.iter().zip(plain) {
-            out.push(*t);
+            out.push(t.clone());
             if rehearse {
-                out.push(*p);
+                out.push(p.clone());
             }
         }
     }
@@ -352,7 +354,7 @@ impl Replica {
             arena: vec![0.0; arena_len(arch, tc).max(arena_len(arch, &default))],
             marks: vec![0u8; marks_len(arch, tc).max(marks_len(arch, &default))],
             buf: vec![0.0; arch.inference_len(1)],
-            input: vec![0.0; IMAGE_LEN],
+            input: vec![0.0; arch.input.len()],
         }
     }
 
@@ -413,12 +415,13 @@ pub fn choose_lr(
     let folds = n / v;
     let mut order: Vec<usize> = (0..n).collect();
     microconv::init::Rng::new(microconv::init::mix64(cfg.seed ^ 0x4c52_4155)).shuffle(&mut order);
-    let task = |i: usize| (cfg.task.apply(train.image(i)), train.labels[i]);
-    let plain = |i: usize| {
-        let mut a = [0u8; IMAGE_LEN];
-        a.copy_from_slice(train.image(i));
-        (a, train.labels[i])
+    let task = |i: usize| {
+        (
+            cfg.task.apply(train.image(i), train.shape()),
+            train.labels[i],
+        )
     };
+    let plain = |i: usize| (train.image(i).to_vec(), train.labels[i]);
     // Before training: the plain images every fold validates on.
     let mut r0 = Replica::new(arch, tc);
     let mut ft0 = r0.start(*arch, params, *tc, cfg.lr_grid[0])?;
@@ -520,7 +523,7 @@ fn packed(label: u8, lr: Option<f32>, img: &[u8]) -> Result<Vec<u8>> {
     if let Some(lr) = lr {
         p.extend_from_slice(&lr.to_le_bytes());
     }
-    let mut buf = vec![0u8; 2 * IMAGE_LEN];
+    let mut buf = vec![0u8; packed_max(img.len())];
     let n = pack_bits(img, &mut buf).context("PackBits buffer too small")?;
     p.extend_from_slice(buf.get(..n).unwrap_or_default());
     Ok(p)
@@ -568,7 +571,7 @@ fn ask(link: &mut Link, k: u8, payload: &[u8], want: u8, retries: &mut usize) ->
 fn evaluate(
     link: Option<&mut Link>,
     host: &mut FineTune<'_>,
-    images: &[([u8; IMAGE_LEN], u8)],
+    images: &[Sample],
     retries: &mut usize,
 ) -> Result<(usize, usize, f64)> {
     let Some(link) = link else {
@@ -706,14 +709,7 @@ fn handshake(
 ) -> Result<usize> {
     let mut capacity = 0;
     let pong = ask(link, kind::PING, &[], kind::PONG, retries)?;
-    if pong.len() != PONG_LEN || word(&pong, 0) as usize != arch.param_count() {
-        bail!(
-            "the firmware runs a model with {} parameters but {} has {}: flash the firmware built with these weights",
-            word(&pong, 0),
-            weights.display(),
-            arch.param_count()
-        );
-    }
+    crate::board::check_pong(&link.what, &pong, arch, weights)?;
     if *tc != last_layer(arch) {
         link.send(kind::CONFIGURE, &tc.to_bytes())?;
         let (got, p) = link.recv(Duration::from_secs(30))?;
@@ -751,24 +747,14 @@ fn handshake(
     Ok(capacity)
 }
 
-/// Little-endian word `i` of a payload (0 past its end).
-fn word(p: &[u8], i: usize) -> u32 {
-    p.get(4 * i..4 * i + 4)
-        .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-}
-
 /// The first `n` images of `set` with their labels, through `t` (or as they are).
-fn pick_images(set: &Dataset, n: usize, t: Option<Task>) -> Vec<([u8; IMAGE_LEN], u8)> {
+fn pick_images(set: &Dataset, n: usize, t: Option<Task>) -> Vec<Sample> {
     (0..n)
         .map(|i| {
             let img = set.image(i);
             let x = match t {
-                Some(t) => t.apply(img),
-                None => {
-                    let mut a = [0u8; IMAGE_LEN];
-                    a.copy_from_slice(img);
-                    a
-                }
+                Some(t) => t.apply(img, set.shape()),
+                None => img.to_vec(),
             };
             (x, set.labels[i])
         })
@@ -792,6 +778,8 @@ pub fn run(
         .model()
         .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
     let arch = model.arch();
+    crate::board::check_data(&arch, "training", train, weights)?;
+    crate::board::check_data(&arch, "test", test, weights)?;
     let tc = cfg.layers.config(&arch, cfg.momentum, cfg.accumulate)?;
     let (selection, lr0) = select_rate(&arch, model.params(), &tc, train, cfg, weights, log)?;
     let mut replica = Replica::new(&arch, &tc);
@@ -905,7 +893,7 @@ pub fn run(
         let pong = ask(link, kind::PING, &[], kind::PONG, &mut retries)?;
         r.weights_equal = d.crc == host.digest() && d.steps as usize == examples.len();
         r.steps = d.steps;
-        r.stack_bytes = word(&pong, 5);
+        r.stack_bytes = Pong::from_bytes(&pong).map_or(0, |p| p.stack);
     } else {
         r.weights_equal = true;
         r.steps = host.steps;

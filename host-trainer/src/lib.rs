@@ -17,6 +17,8 @@ pub mod engine;
 pub mod eval;
 pub mod export;
 pub mod finetune;
+pub mod fold;
+pub mod folder;
 pub mod interop;
 pub mod kernels;
 pub mod network;

@@ -10,7 +10,9 @@
 //! (its name, its keys, how to build it and how to write it back).
 
 use anyhow::{anyhow, bail, Result};
-use microconv::layers::{Conv2d, Dense, Dropout, Layer, MaxPool};
+use microconv::layers::{
+    AvgPool, BatchNorm, Conv2d, Dense, DepthwiseConv2d, Dropout, Layer, MaxPool,
+};
 use microconv::{Arch, Padding, Shape};
 use toml::{Table, Value};
 
@@ -41,6 +43,9 @@ pub struct Description {
     pub classes: Option<usize>,
     /// The layers. A last `dense` without `units` has `units = 0` here until resolved.
     pub layers: Vec<Layer>,
+    /// `(layer index, filters)` of the depthwise layers that state `filters`: checked
+    /// against their input's channels times the multiplier once the shapes are known.
+    pub depthwise_filters: Vec<(usize, usize)>,
 }
 
 /// A resolved network: its name, the architecture (layers leaked once for the
@@ -151,6 +156,86 @@ pub const KINDS: &[Kind] = &[
         build: |_, _| Ok(Layer::Flatten),
         write: |_| String::new(),
     },
+    Kind {
+        name: "depthwise",
+        // `filters`, if stated, is checked against the input's channels times the
+        // multiplier when the shapes are known ([`Description::resolve`]).
+        keys: &["kernel", "stride", "padding", "multiplier", "filters"],
+        build: |k, _| {
+            Ok(Layer::DepthwiseConv2d(DepthwiseConv2d::new(
+                k.int("kernel", None)?,
+                k.int("stride", Some(1))?,
+                k.padding()?,
+                k.int("multiplier", Some(1))?,
+            )))
+        },
+        write: |l| match l {
+            Layer::DepthwiseConv2d(d) => format!(
+                "kernel = {}\nstride = {}\npadding = \"{}\"\nmultiplier = {}\n",
+                d.kernel,
+                d.stride,
+                padding_name(d.padding),
+                d.multiplier
+            ),
+            _ => String::new(),
+        },
+    },
+    Kind {
+        name: "avgpool",
+        keys: &["size", "stride", "padding"],
+        build: |k, _| {
+            let size = k.int("size", None)?;
+            Ok(Layer::AvgPool(AvgPool::new(
+                size,
+                k.int("stride", Some(size))?,
+                k.padding()?,
+            )))
+        },
+        write: |l| match l {
+            Layer::AvgPool(p) => format!(
+                "size = {}\nstride = {}\npadding = \"{}\"\n",
+                p.size,
+                p.stride,
+                padding_name(p.padding)
+            ),
+            _ => String::new(),
+        },
+    },
+    Kind {
+        name: "global_avgpool",
+        keys: &[],
+        build: |_, _| Ok(Layer::GlobalAvgPool),
+        write: |_| String::new(),
+    },
+    Kind {
+        name: "relu6",
+        keys: &[],
+        build: |_, _| Ok(Layer::Relu6),
+        write: |_| String::new(),
+    },
+    Kind {
+        name: "batchnorm",
+        keys: &["momentum", "epsilon"],
+        build: |k, _| {
+            let momentum = k.float_or("momentum", 0.99)?;
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(format!("momentum = {momentum} is out of range: it is the weight of the old running average, in [0, 1)"));
+            }
+            let epsilon = k.float_or("epsilon", 0.001)?;
+            if !(epsilon > 0.0 && epsilon.is_finite()) {
+                return Err(format!(
+                    "epsilon = {epsilon} is out of range: it is added to the variance, more than 0"
+                ));
+            }
+            Ok(Layer::BatchNorm(BatchNorm::new(momentum, epsilon)))
+        },
+        write: |l| match l {
+            Layer::BatchNorm(b) => {
+                format!("momentum = {:?}\nepsilon = {:?}\n", b.momentum, b.epsilon)
+            }
+            _ => String::new(),
+        },
+    },
 ];
 
 /// The keys of the description's top level.
@@ -197,6 +282,14 @@ impl Keys<'_> {
             Some(Value::Float(f)) => Ok(*f as f32),
             Some(Value::Integer(i)) => Ok(*i as f32),
             Some(v) => Err(format!("`{key}` must be a number, got {}", v.type_str())),
+        }
+    }
+
+    /// Number key `key`, or `default` when absent.
+    fn float_or(&self, key: &str, default: f32) -> Result<f32, String> {
+        match self.table.get(key) {
+            None => Ok(default),
+            Some(_) => self.float(key),
         }
     }
 
@@ -298,8 +391,12 @@ impl Description {
             );
         }
         let mut layers = Vec::with_capacity(tables.len());
+        let mut depthwise_filters = Vec::new();
         for (i, t) in tables.iter().enumerate() {
-            layers.push(layer(t, i, i + 1 == tables.len()).map_err(|m| anyhow!("{file}: {m}"))?);
+            let (l, filters) =
+                layer(t, i, i + 1 == tables.len()).map_err(|m| anyhow!("{file}: {m}"))?;
+            layers.push(l);
+            depthwise_filters.extend(filters.map(|f| (i, f)));
         }
         Ok(Description {
             file: file.to_string(),
@@ -307,6 +404,7 @@ impl Description {
             input,
             classes,
             layers,
+            depthwise_filters,
         })
     }
 
@@ -347,6 +445,19 @@ impl Description {
             d.units = classes;
         }
         let arch = Arch::new(input, &layers);
+        for &(i, filters) in &self.depthwise_filters {
+            // Layers before `i` that do not fit are `check`'s to report.
+            if let Ok((ins, outs)) = arch.layer_io(i) {
+                if outs.c != filters {
+                    bail!(
+                        "{file}: layer {i} (depthwise) (its input is {}): filters = {filters} does not match: a depthwise layer outputs its input's {} channels times the multiplier, {} (change `multiplier`, or use a 1x1 conv2d to change the channel count)",
+                        fmt_shape(ins),
+                        ins.c,
+                        outs.c
+                    );
+                }
+            }
+        }
         check(&arch, file)?;
         if arch.classes() != classes {
             let i = layers.len() - 1;
@@ -398,8 +509,8 @@ fn input_shape(v: &Value) -> Result<Shape, String> {
     Ok(s)
 }
 
-/// Layer `i` from its table.
-fn layer(t: &Value, i: usize, last: bool) -> Result<Layer, String> {
+/// Layer `i` from its table, and the `filters` it states if it is a depthwise layer.
+fn layer(t: &Value, i: usize, last: bool) -> Result<(Layer, Option<usize>), String> {
     let Some(table) = t.as_table() else {
         return Err(format!("layer {i}: not a table"));
     };
@@ -425,7 +536,15 @@ fn layer(t: &Value, i: usize, last: bool) -> Result<Layer, String> {
             format!("unknown key `{key}` (known: {})", k.keys.join(", "))
         }));
     }
-    (k.build)(&Keys { table }, last).map_err(at)
+    let keys = Keys { table };
+    let l = (k.build)(&keys, last).map_err(at)?;
+    let filters = match l {
+        Layer::DepthwiseConv2d(_) if table.contains_key("filters") => {
+            Some(keys.int("filters", None).map_err(at)?)
+        }
+        _ => None,
+    };
+    Ok((l, filters))
 }
 
 fn kind_names() -> String {
@@ -458,6 +577,15 @@ pub fn check(arch: &Arch<'_>, file: &str) -> Result<()> {
             }
             e => anyhow!("{file}: {e}"),
         });
+    }
+    if let Some(i) = (0..arch.layers.len()).find(|&i| {
+        matches!(arch.layers[i], Layer::BatchNorm(_))
+            && !crate::fold::foldable_into(i.checked_sub(1).map(|j| &arch.layers[j]))
+    }) {
+        bail!(
+            "{file}: layer {i} (batchnorm) follows {}: it must come directly after a conv2d, depthwise or dense layer, into which export folds it",
+            i.checked_sub(1).map_or("the input", |j| arch.layers[j].name())
+        );
     }
     let params = arch.param_count();
     if params > MAX_PARAMS {
@@ -519,7 +647,17 @@ mod tests {
 
     #[test]
     fn canonical_text_round_trips_the_shipped_networks() {
-        for (name, arch) in [("small", SMALL), ("seed", SEED)] {
+        const MOBILE: &[Layer] = &[
+            Layer::DepthwiseConv2d(DepthwiseConv2d::new(3, 2, Padding::Valid, 2)),
+            Layer::Relu6,
+            Layer::AvgPool(AvgPool::new(2, 1, Padding::Same)),
+            Layer::Conv2d(Conv2d::with(1, 1, Padding::Same, 5)),
+            Layer::BatchNorm(BatchNorm::new(0.9, 1e-5)),
+            Layer::GlobalAvgPool,
+            Layer::Dense(Dense::new(4)),
+        ];
+        let mobile = Arch::new(Shape::new(12, 10, 3), MOBILE);
+        for (name, arch) in [("small", SMALL), ("seed", SEED), ("mobile", mobile)] {
             let n = from_text(&canonical(name, &arch), "t").unwrap();
             assert_eq!(n.arch, arch, "{name}");
             assert_eq!(n.name, name);
@@ -535,6 +673,11 @@ mod tests {
             Layer::Relu,
             Layer::Dropout(Dropout::new(0.3)),
             Layer::Flatten,
+            Layer::DepthwiseConv2d(DepthwiseConv2d::new(3, 2, Padding::Valid, 2)),
+            Layer::AvgPool(AvgPool::new(3, 2, Padding::Same)),
+            Layer::GlobalAvgPool,
+            Layer::Relu6,
+            Layer::BatchNorm(BatchNorm::new(0.9, 1e-5)),
         ] {
             assert!(kind_of(&l).is_some(), "{}", l.name());
         }

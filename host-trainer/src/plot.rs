@@ -62,6 +62,8 @@ pub struct MetricsRow {
     pub batch_accuracy: Option<f64>,
     /// Test-set accuracy.
     pub test_accuracy: Option<f64>,
+    /// Accuracy on the validation images (absent in files of earlier builds).
+    pub validation_accuracy: Option<f64>,
 }
 
 /// Reads a metrics CSV written by `train`.
@@ -89,6 +91,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
             loss: num(1)?,
             batch_accuracy: num(2)?,
             test_accuracy: num(3)?,
+            // Absent in files of earlier builds, whose 5th column is the learning rate.
+            validation_accuracy: if f.len() >= 7 { num(4)? } else { None },
         });
     }
     Ok(rows)
@@ -180,10 +184,15 @@ where
         .iter()
         .filter_map(|r| r.test_accuracy.map(|a| (r.step, a)))
         .collect();
+    let validation: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.validation_accuracy.map(|a| (r.step, a)))
+        .collect();
     // The first point (an untrained network, about 0.1) would flatten the rest.
     let floor = batch
         .iter()
         .chain(&test)
+        .chain(&validation)
         .filter(|p| p.0 > 0.0)
         .map(|p| p.1)
         .fold(1.0, f64::min)
@@ -208,9 +217,22 @@ where
     .label("batch about to be trained")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RGBColor(150, 150, 150)));
     c.draw_series(LineSeries::new(test.clone(), RED.stroke_width(2)))?
-        .label("test set (10,000 images)")
+        .label("test set")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
     c.draw_series(test.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
+    if !validation.is_empty() {
+        let green = RGBColor(0, 150, 0);
+        c.draw_series(LineSeries::new(validation.clone(), green.stroke_width(2)))?
+            .label("validation (held out of the training images)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], green.stroke_width(2))
+            });
+        c.draw_series(
+            validation
+                .iter()
+                .map(|&p| Circle::new(p, 3, green.filled())),
+        )?;
+    }
     c.configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
         .border_style(BLACK)

@@ -255,6 +255,9 @@ pub fn quantize(
             | Layer::GlobalAvgPool
             | Layer::Flatten
             | Layer::Dropout(_) => {}
+            Layer::BatchNorm(_) => bail!(
+                "layer {i} (batchnorm): fold it into the layer before first (host_trainer::fold)"
+            ),
         }
         s_in = l.output;
         layers.push(l);

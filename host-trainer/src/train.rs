@@ -21,6 +21,8 @@ pub struct TrainOutcome {
     pub params: Vec<f32>,
     /// Accuracy on the whole test set.
     pub test_accuracy: f64,
+    /// Accuracy on the validation images at the end, if [`RunOptions::validation`].
+    pub validation_accuracy: Option<f64>,
     /// Training wall time in seconds (without the final evaluation), over all sessions
     /// of a resumed run.
     pub seconds: f64,
@@ -50,8 +52,14 @@ pub struct RunOptions {
     /// Where the run saves its parameters, recorded in its checkpoints so that a resumed
     /// run writes where this one did.
     pub params_path: Option<PathBuf>,
-    /// Test-set accuracy every this many steps, in the metrics (0: only at the end).
+    /// Accuracy every this many steps, in the metrics (0: only at the end): on the
+    /// validation images if there are, else on the test set.
     pub eval_every: usize,
+    /// Hold this many training images out for validation: drawn at random (seeded by the
+    /// run's seed) from the images trained on, never trained on, evaluated every
+    /// `eval_every` steps and at the end; the test set is then evaluated at the end only.
+    /// 0 (the default) keeps a run as it was before validation existed.
+    pub validation: usize,
     /// Fault injection for tests: before step `.0`, parameter `.1` becomes NaN.
     pub inject_nan: Option<(usize, usize)>,
     /// For the crash-safety test: pause this long in the middle of each checkpoint write.
@@ -61,8 +69,11 @@ pub struct RunOptions {
 /// The columns of the metrics file. One row every `log_every` steps and one at the end:
 /// `loss` is the mean training loss per sample over the steps since the previous row,
 /// `batch_accuracy` the seed's accuracy on the batch about to be trained (dropout off),
-/// `test_accuracy` on the whole test set where evaluated, `seconds` of training so far.
-pub const METRICS_HEADER: &str = "step,loss,batch_accuracy,test_accuracy,lr,seconds";
+/// `test_accuracy` on the whole test set where evaluated (every `eval_every` steps
+/// without a validation split, else at the end only), `validation_accuracy` on the
+/// validation images where evaluated (empty without them), `seconds` of training so far.
+pub const METRICS_HEADER: &str =
+    "step,loss,batch_accuracy,test_accuracy,validation_accuracy,lr,seconds";
 
 /// The largest metrics file read back (a resumed run's history, the curves): 256 MiB, a
 /// row every 100 steps for far more steps than any run takes.
@@ -100,10 +111,15 @@ impl Metrics {
             let columns = METRICS_HEADER.split(',').count();
             for line in old.lines().skip(1) {
                 // A row cut short by a crash has fewer columns: dropped (written again).
-                let whole = old.ends_with('\n') && line.split(',').count() == columns;
-                let step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
+                // Rows of earlier builds have no validation column: given an empty one.
+                let mut f: Vec<&str> = line.split(',').collect();
+                if f.len() == columns - 1 {
+                    f.insert(4, "");
+                }
+                let whole = old.ends_with('\n') && f.len() == columns;
+                let step = f.first().and_then(|s| s.parse::<usize>().ok());
                 if whole && step.is_some_and(|s| s < at) {
-                    kept.push_str(line);
+                    kept.push_str(&f.join(","));
                     kept.push('\n');
                 }
             }
@@ -137,21 +153,23 @@ impl Metrics {
         r
     }
 
+    /// One row; `acc` is `(test, validation)` accuracy where evaluated.
     fn row(
         &mut self,
         step: usize,
         loss: Option<f64>,
         batch_acc: Option<f64>,
-        test_acc: Option<f64>,
+        acc: (Option<f64>, Option<f64>),
         lr: f32,
         seconds: f64,
     ) -> Result<()> {
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         self.write(&format!(
-            "{step},{},{},{},{lr:e},{seconds:.3}\n",
+            "{step},{},{},{},{},{lr:e},{seconds:.3}\n",
             opt(loss),
             opt(batch_acc),
-            opt(test_acc)
+            opt(acc.0),
+            opt(acc.1)
         ))
     }
 }
@@ -205,6 +223,7 @@ fn header(
         seconds,
         window,
         out: None,
+        validation: 0,
     }
 }
 
@@ -255,7 +274,7 @@ fn check(cfg: &TrainConfig, train: &Dataset, test: &Dataset) -> Result<microconv
 
 /// The checks of a network (`name`) against a data set: the image shape must be the
 /// network's input (an image file of `rows x cols` pixels is one of `rows x cols x 1`),
-/// and every label one of its classes.
+/// an image folder's class count the network's, and every label one of its classes.
 pub fn check_data(arch: &microconv::Arch<'_>, name: &str, data: &Dataset) -> Result<()> {
     let (i, d) = (arch.input, data.shape());
     if i != d {
@@ -270,7 +289,16 @@ pub fn check_data(arch: &microconv::Arch<'_>, name: &str, data: &Dataset) -> Res
             data.labels_file
         );
     }
-    data.check_labels(arch.classes())
+    let k = arch.classes();
+    if !data.class_names.is_empty() && data.class_names.len() != k {
+        bail!(
+            "{}: {} classes ({}) but architecture `{name}` has {k}",
+            data.labels_file,
+            data.class_names.len(),
+            data.class_names.join(", ")
+        );
+    }
+    data.check_labels(k)
 }
 
 /// The sample order: shuffled epochs over the training images `holdout..`, and the
@@ -315,6 +343,8 @@ struct Run<'a> {
     cfg: &'a TrainConfig,
     opts: RunOptions,
     test: &'a Dataset,
+    /// The validation images ([`RunOptions::validation`]), if any.
+    validation: Option<Dataset>,
     trainer: Trainer,
     sampler: Sampler,
     /// The first step of this session (a resumed run's checkpoint step, else 0).
@@ -362,7 +392,7 @@ impl<'a> Run<'a> {
             cfg.batch,
             cfg.threads,
         )?;
-        let order: Vec<usize> = (cfg.holdout..train.len()).collect();
+        let (order, validation) = split_validation(cfg, opts.validation, train)?;
         let mut sampler = Sampler {
             rng: Rng::new(mix64(cfg.seed ^ 0x5348_5546)),
             pos: order.len(),
@@ -370,7 +400,7 @@ impl<'a> Run<'a> {
         };
         let (mut first, mut seconds_before, mut window) = (0, 0.0, (0.0f64, 0usize));
         if let Some(c) = &opts.resume {
-            resume(c, cfg, train, &mut trainer, &mut sampler)?;
+            resume(c, cfg, opts.validation, &mut trainer, &mut sampler)?;
             (first, seconds_before, window) = (c.header.step, c.header.seconds, c.header.window);
         }
         let metrics = match &opts.metrics {
@@ -386,6 +416,7 @@ impl<'a> Run<'a> {
             cfg,
             opts,
             test,
+            validation,
             trainer,
             sampler,
             first,
@@ -431,6 +462,7 @@ impl<'a> Run<'a> {
         let c = Checkpoint {
             header: Header {
                 out: self.opts.params_path.clone(),
+                validation: self.opts.validation,
                 ..header(self.cfg, step, &s.rng, s.pos, t, secs, self.window)
             },
             params: self.trainer.params.clone(),
@@ -470,15 +502,21 @@ impl<'a> Run<'a> {
     /// Accuracy on the whole test set. The test set stays bytes; the trainer's own
     /// buffers compute its logits.
     fn evaluate(&mut self) -> Result<f64> {
-        let logits = self
-            .trainer
-            .predict(Images::U8(&self.test.images), self.test.len())?;
-        Ok(accuracy(&logits, &self.test.labels))
+        evaluate_on(&mut self.trainer, self.test)
+    }
+
+    /// Accuracy on the validation images, if there are.
+    fn validate(&mut self) -> Result<Option<f64>> {
+        match &self.validation {
+            Some(v) => evaluate_on(&mut self.trainer, v).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The outcome of a run stopped before `step` by `stop_after`.
     fn stopped(mut self, step: usize) -> Result<TrainOutcome> {
         Ok(TrainOutcome {
+            validation_accuracy: self.validate()?,
             test_accuracy: self.evaluate()?,
             seconds: self.seconds(),
             params: self.trainer.params,
@@ -499,15 +537,19 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let every = self.opts.eval_every;
-        let test_acc = if every > 0 && step > 0 && step.is_multiple_of(every) {
-            Some(self.evaluate()?)
+        // Without validation images the test set is the periodic one, as it always was.
+        let held = if every > 0 && step > 0 && step.is_multiple_of(every) {
+            match self.validate()? {
+                Some(v) => (None, Some(v)),
+                None => (Some(self.evaluate()?), None),
+            }
         } else {
-            None
+            (None, None)
         };
         let mean = (self.window.1 > 0).then(|| self.window.0 / self.window.1 as f64);
         let secs = self.seconds();
         if let Some(m) = &mut self.metrics {
-            if let Err(e) = m.row(step, mean, Some(acc), test_acc, lr, secs) {
+            if let Err(e) = m.row(step, mean, Some(acc), held, lr, secs) {
                 log(&format!("warning: {e:#}; training goes on without metrics"));
             }
         }
@@ -565,10 +607,12 @@ impl<'a> Run<'a> {
             }
         }
         let test_accuracy = self.evaluate()?;
+        let validation_accuracy = self.validate()?;
         let lr = self.lr_at(self.cfg.steps);
         let mean = (self.window.1 > 0).then(|| self.window.0 / self.window.1 as f64);
         if let Some(m) = &mut self.metrics {
-            let last = m.row(self.cfg.steps, mean, None, Some(test_accuracy), lr, secs);
+            let held = (Some(test_accuracy), validation_accuracy);
+            let last = m.row(self.cfg.steps, mean, None, held, lr, secs);
             if let Err(e) = last {
                 log(&format!(
                     "warning: {e:#}; the last metrics row is not saved"
@@ -578,6 +622,7 @@ impl<'a> Run<'a> {
         Ok(TrainOutcome {
             params: self.trainer.params,
             test_accuracy,
+            validation_accuracy,
             seconds: secs,
             history: self.history,
             stopped_at: None,
@@ -585,12 +630,44 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Accuracy of the trainer's network on `data` (kept as bytes; the trainer's own
+/// buffers compute the logits).
+fn evaluate_on(trainer: &mut Trainer, data: &Dataset) -> Result<f64> {
+    let logits = trainer.predict(Images::U8(&data.images), data.len())?;
+    Ok(accuracy(&logits, &data.labels))
+}
+
+/// The indices of the training images `cfg.holdout..` trained on, in ascending order,
+/// and the `validation` of them held out instead (drawn with the run's seed; none if
+/// 0, when every image is trained on as before validation existed).
+fn split_validation(
+    cfg: &TrainConfig,
+    validation: usize,
+    train: &Dataset,
+) -> Result<(Vec<usize>, Option<Dataset>)> {
+    let mut order: Vec<usize> = (cfg.holdout..train.len()).collect();
+    if validation == 0 {
+        return Ok((order, None));
+    }
+    if validation >= order.len() {
+        bail!(
+            "--validation {validation} leaves no training images out of {}",
+            order.len()
+        );
+    }
+    Rng::new(mix64(cfg.seed ^ 0x5641_4C49_4441_5445)).shuffle(&mut order);
+    let mut held = order.split_off(order.len() - validation);
+    held.sort_unstable();
+    order.sort_unstable();
+    Ok((order, Some(train.subset(&held))))
+}
+
 /// Continues checkpoint `c`: checks that it is of this run and fits it, then restores
 /// the parameters, the optimizer state and the sampler.
 fn resume(
     c: &Checkpoint,
     cfg: &TrainConfig,
-    train: &Dataset,
+    validation: usize,
     trainer: &mut Trainer,
     sampler: &mut Sampler,
 ) -> Result<()> {
@@ -608,6 +685,7 @@ fn resume(
     let same = Header {
         rng: h.rng,
         out: h.out.clone(),
+        validation,
         config: TrainConfig {
             log_every: h.config.log_every,
             ..expected.config
@@ -617,14 +695,16 @@ fn resume(
     if &same != h {
         bail!("the checkpoint is of another run (its configuration differs from this one's)");
     }
+    // The epoch order is a permutation of the images trained on (this run's order).
+    let mut mine = sampler.order.clone();
+    let mut theirs: Vec<usize> = c.order.iter().map(|&i| i as usize).collect();
+    mine.sort_unstable();
+    theirs.sort_unstable();
     if c.params.len() != trainer.params.len()
         || c.state.len() != trainer.state.len()
-        || c.order.len() != sampler.order.len()
         || h.pos > sampler.order.len()
         || h.step > cfg.steps
-        || c.order
-            .iter()
-            .any(|&i| !(cfg.holdout..train.len()).contains(&(i as usize)))
+        || mine != theirs
     {
         bail!("the checkpoint's arrays do not fit this run (other data or architecture)");
     }

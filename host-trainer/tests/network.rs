@@ -55,6 +55,24 @@ fn the_example_descriptions_are_the_built_in_networks() {
     );
 }
 
+/// Every shipped example resolves for MNIST; the depthwise-separable ones need fewer
+/// multiply-adds than `small` (the issue's bar), and batchnorm costs none.
+#[test]
+fn the_ds_cnn_examples_are_cheaper_than_small() {
+    use host_trainer::cmd::summary::summary;
+    let mnist = Some((Shape::new(28, 28, 1), 10));
+    let small = summary(&SMALL).unwrap().macs;
+    let mut macs = Vec::new();
+    for file in ["tiny.toml", "ds-cnn.toml", "ds-cnn-bn.toml"] {
+        let d = Description::read(&repo().join("examples/networks").join(file)).unwrap();
+        let n = d.resolve(mnist).unwrap();
+        macs.push(summary(&n.arch).unwrap().macs);
+    }
+    assert_eq!(macs[0], 9_016, "tiny.toml's comment");
+    assert!(macs[1] < small, "{} vs {small}", macs[1]);
+    assert_eq!(macs[1], macs[2]);
+}
+
 const HEAD: &str = "input = [8, 8, 1]\nclasses = 3\n";
 
 #[test]
@@ -84,6 +102,19 @@ fn bad_descriptions_get_one_line_naming_the_file_and_the_problem() {
         ("too-many", format!("{HEAD}{}{tail}", "[[layer]]\nkind = \"relu\"\n".repeat(40)), "42 layers, more than the weights file's 32"),
         ("input", format!("input = [8, 0, 1]\nclasses = 3\n{tail}"), "input = [8, 0, 1] must be [height, width, channels]"),
         ("no-input", format!("classes = 3\n{tail}"), "no `input = [height, width, channels]` and no data"),
+        ("dw-filters", format!("{HEAD}{conv}[[layer]]\nkind = \"depthwise\"\nkernel = 3\nfilters = 4\n{tail}"), "layer 1 (depthwise) (its input is 8x8x2): filters = 4 does not match: a depthwise layer outputs its input's 2 channels times the multiplier, 2"),
+        ("dw-multiplier", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nkernel = 3\nmultiplier = 0\n{tail}"), "layer 0 (depthwise): multiplier = 0 is out of range"),
+        ("dw-kernel", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nstride = 2\n{tail}"), "layer 0 (depthwise): missing key `kernel`"),
+        ("dw-key", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nkernel = 3\nunits = 2\n{tail}"), "layer 0 (depthwise): unknown key `units` (known: kernel, stride, padding, multiplier, filters)"),
+        ("dw-valid", format!("{HEAD}[[layer]]\nkind = \"depthwise\"\nkernel = 9\npadding = \"valid\"\n{tail}"), "layer 0 (depthwise) (its input is 8x8x1): the window is larger than its input"),
+        ("avgpool", format!("{HEAD}{}{tail}", "[[layer]]\nkind = \"avgpool\"\nsize = 2\npadding = \"valid\"\n".repeat(4)), "layer 3 (avgpool) (its input is 1x1x1): the window is larger than its input"),
+        ("avgpool-size", format!("{HEAD}[[layer]]\nkind = \"avgpool\"\nstride = 2\n{tail}"), "layer 0 (avgpool): missing key `size`"),
+        ("gap-key", format!("{HEAD}[[layer]]\nkind = \"global_avgpool\"\nsize = 2\n[[layer]]\nkind = \"dense\"\n"), "layer 0 (global_avgpool): unknown key `size` (global_avgpool has no keys besides `kind`)"),
+        ("bn-after-relu", format!("{HEAD}{conv}[[layer]]\nkind = \"relu\"\n[[layer]]\nkind = \"batchnorm\"\n{tail}"), "layer 2 (batchnorm) follows relu: it must come directly after a conv2d, depthwise or dense layer, into which export folds it"),
+        ("bn-first", format!("{HEAD}[[layer]]\nkind = \"batchnorm\"\n{tail}"), "layer 0 (batchnorm) follows the input"),
+        ("bn-momentum", format!("{HEAD}{conv}[[layer]]\nkind = \"batchnorm\"\nmomentum = 1\n{tail}"), "layer 1 (batchnorm): momentum = 1 is out of range: it is the weight of the old running average, in [0, 1)"),
+        ("bn-epsilon", format!("{HEAD}{conv}[[layer]]\nkind = \"batchnorm\"\nepsilon = \"small\"\n{tail}"), "layer 1 (batchnorm): `epsilon` must be a number, got string"),
+        ("relu6-key", format!("{HEAD}[[layer]]\nkind = \"relu6\"\nmax = 6\n{tail}"), "layer 0 (relu6): unknown key `max`"),
     ];
     for (name, text, want) in cases {
         let path = dir.join(format!("{name}.toml"));
@@ -291,5 +322,105 @@ fn a_described_network_trains_on_8x8x3_data_and_every_command_finds_it() {
         err.contains("architecture `rgb` takes 8x8x3 images, the data has 28x28x1"),
         "{err}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A network of every newer kind (relu6, depthwise with a multiplier, avgpool, global
+/// average pooling) on 8x8x3 data: summary counts its parameters and multiply-adds,
+/// training on two threads is deterministic (the same parameter file twice), and eval,
+/// export (the exported file gives the same accuracy) and quantize work.
+#[test]
+fn the_mobilenet_kinds_train_deterministically_on_two_threads_and_export() {
+    let bn = "[[layer]]\nkind = \"batchnorm\"\nmomentum = 0.9\n";
+    // conv 3*3*3*4 + 4 = 112, depthwise 3*3*8 + 8 = 80, dense 8*3 + 3 = 27; with
+    // batchnorm 4 * 4 + 4 * 8 more. MACs: conv 108 * 64, depthwise 72 * 64, dense 24,
+    // batchnorm none.
+    mobile("mobile", "", "219");
+    mobile("mobile-bn", bn, "267");
+}
+
+fn mobile(name: &str, bn: &str, params: &str) {
+    let dir = tmp(name);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    synthetic(&data, "train", 300, 1);
+    synthetic(&data, "t10k", 90, 2);
+    let net = dir.join("mobile.toml");
+    std::fs::write(
+        &net,
+        format!("[[layer]]\nkind = \"conv2d\"\nkernel = 3\nfilters = 4\n{bn}[[layer]]\nkind = \"relu6\"\n\
+         [[layer]]\nkind = \"depthwise\"\nkernel = 3\nmultiplier = 2\nfilters = 8\n{bn}[[layer]]\nkind = \"relu\"\n\
+         [[layer]]\nkind = \"avgpool\"\nsize = 2\n[[layer]]\nkind = \"global_avgpool\"\n[[layer]]\nkind = \"dense\"\n"),
+    )
+    .unwrap();
+    let (d, n) = (data.to_str().unwrap(), net.to_str().unwrap());
+    let s = run(&["summary", "--arch", n, "--data", d]);
+    assert!(s.contains(params) && s.contains("11,544"), "{s}");
+    assert!(s.contains("depthwise 3x3, x2, stride 1, same"), "{s}");
+    assert_eq!(
+        s.contains("batchnorm, momentum 0.9 (folded)"),
+        !bn.is_empty(),
+        "{s}"
+    );
+    let train = |out: &str| {
+        run(&[
+            "train",
+            "--arch",
+            n,
+            "--data",
+            d,
+            "--steps",
+            "150",
+            "--batch",
+            "16",
+            "--threads",
+            "2",
+            "--eval-every",
+            "0",
+            "--no-plots",
+            "--out",
+            out,
+        ])
+    };
+    let (a, b) = (dir.join("a/"), dir.join("b/"));
+    let t = train(a.to_str().unwrap());
+    train(b.to_str().unwrap());
+    let pa = std::fs::read(a.join("mobile.params")).unwrap();
+    assert_eq!(pa, std::fs::read(b.join("mobile.params")).unwrap());
+    let acc: f64 = t
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc > 0.9, "{t}");
+    let params = a.join("mobile.params");
+    let params = params.to_str().unwrap();
+    let e = run(&["eval", "--params", params, "--data", d]);
+    assert!(e.contains(&format!("{acc:.4}")), "{e}");
+    let mcw = dir.join("mobile.mcw");
+    run(&["export", "--params", params, "--out", mcw.to_str().unwrap()]);
+    let e2 = run(&["eval", "--params", mcw.to_str().unwrap(), "--data", d]);
+    assert!(e2.contains(&format!("{acc:.4}")), "{e2}");
+    // The exported file holds no batchnorm: folded into the layer before.
+    let wf = host_trainer::weights::WeightsFile::from_bytes(&std::fs::read(&mcw).unwrap());
+    let layers = wf.model().unwrap().arch().layers.to_vec();
+    assert_eq!(layers.len(), 7, "{name}: {layers:?}");
+    let q = dir.join("mobile-int8.mcw");
+    let qo = run(&[
+        "quantize",
+        "--params",
+        params,
+        "--data",
+        d,
+        "--calibration",
+        "50",
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    assert!(q.exists(), "{qo}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -24,6 +24,7 @@ use crate::quant::QLayer;
 use crate::shape::{Padding, Shape};
 
 pub mod avgpool;
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
 pub mod depthwise;
@@ -35,6 +36,7 @@ pub mod relu;
 pub mod relu6;
 
 pub use avgpool::AvgPool;
+pub use batchnorm::BatchNorm;
 pub use conv2d::{Conv2d, ConvAlgo, ConvKernels};
 pub use dense::Dense;
 pub use depthwise::DepthwiseConv2d;
@@ -64,6 +66,8 @@ pub enum Layer {
     GlobalAvgPool,
     /// `min(max(x, 0), 6)` ([`crate::layers::relu6`]).
     Relu6,
+    /// Batch normalization, folded away before inference ([`crate::layers::batchnorm`]).
+    BatchNorm(BatchNorm),
 }
 
 /// A layer's record in the weights file (`docs/weights-format.md`): its kind code and
@@ -72,7 +76,7 @@ pub enum Layer {
 pub struct Record {
     /// The kind code (`KIND` in each layer's file: conv2d 1, maxpool 2, dense 3, relu 4,
     /// dropout 5, flatten 6, depthwise conv2d 7,
-    /// average pool 8, global average pool 9, ReLU6 10).
+    /// average pool 8, global average pool 9, ReLU6 10, batch normalization 11).
     pub kind: u8,
     /// The padding code ([`Padding::code`]), 0 for kinds without padding.
     pub padding: u8,
@@ -233,6 +237,7 @@ impl fmt::Display for RustCode<'_> {
             Layer::AvgPool(p) => p.write_rust(f),
             Layer::GlobalAvgPool => f.write_str(global_avgpool::RUST),
             Layer::Relu6 => f.write_str(relu6::RUST),
+            Layer::BatchNorm(b) => b.write_rust(f),
         }
     }
 }
@@ -252,13 +257,16 @@ impl Layer {
             Layer::DepthwiseConv2d(d) => d.output_shape(input),
             Layer::AvgPool(p) => p.output_shape(input),
             Layer::GlobalAvgPool => global_avgpool::output_shape(input),
+            Layer::BatchNorm(b) => b.output_shape(input),
         }
     }
 
-    /// Checks the hyper-parameters that do not depend on the input (dropout's keep).
+    /// Checks the hyper-parameters that do not depend on the input (dropout's keep,
+    /// batchnorm's momentum and epsilon).
     pub const fn validate(&self) -> Result<(), Error> {
         match self {
             Layer::Dropout(d) => d.validate(),
+            Layer::BatchNorm(b) => b.validate(),
             _ => Ok(()),
         }
     }
@@ -267,7 +275,7 @@ impl Layer {
     pub const fn has_params(&self) -> bool {
         matches!(
             self,
-            Layer::Conv2d(_) | Layer::Dense(_) | Layer::DepthwiseConv2d(_)
+            Layer::Conv2d(_) | Layer::Dense(_) | Layer::DepthwiseConv2d(_) | Layer::BatchNorm(_)
         )
     }
 
@@ -277,6 +285,7 @@ impl Layer {
             Layer::Conv2d(c) => c.param_len(input),
             Layer::Dense(d) => d.param_len(input),
             Layer::DepthwiseConv2d(d) => d.param_len(input),
+            Layer::BatchNorm(b) => b.param_len(input),
             _ => 0,
         }
     }
@@ -287,6 +296,7 @@ impl Layer {
             Layer::Conv2d(c) => c.weight_len(input),
             Layer::Dense(d) => d.weight_len(input),
             Layer::DepthwiseConv2d(d) => d.weight_len(input),
+            Layer::BatchNorm(b) => b.weight_len(input),
             _ => 0,
         }
     }
@@ -297,6 +307,7 @@ impl Layer {
             Layer::Conv2d(c) => Some(c.param_shapes(input)),
             Layer::Dense(d) => Some(d.param_shapes(input)),
             Layer::DepthwiseConv2d(d) => Some(d.param_shapes(input)),
+            Layer::BatchNorm(b) => Some(b.param_shapes(input)),
             _ => None,
         }
     }
@@ -322,6 +333,7 @@ impl Layer {
             Layer::AvgPool(_) => "avgpool",
             Layer::GlobalAvgPool => "global_avgpool",
             Layer::Relu6 => "relu6",
+            Layer::BatchNorm(_) => "batchnorm",
         }
     }
 
@@ -338,6 +350,7 @@ impl Layer {
             Layer::AvgPool(p) => p.record(),
             Layer::GlobalAvgPool => Record::of(global_avgpool::KIND),
             Layer::Relu6 => Record::of(relu6::KIND),
+            Layer::BatchNorm(b) => b.record(),
         }
     }
 
@@ -366,6 +379,7 @@ impl Layer {
                 relu6::from_record(r)?;
                 Layer::Relu6
             }
+            batchnorm::KIND => Layer::BatchNorm(BatchNorm::from_record(r)?),
             _ => return Err("unknown layer kind"),
         })
     }
@@ -408,18 +422,21 @@ impl Layer {
             Layer::AvgPool(p) => p.forward(ins, n, x, y),
             Layer::GlobalAvgPool => global_avgpool::forward(ins, n, x, y),
             Layer::Relu6 => relu6::forward(x, y),
+            Layer::BatchNorm(bn) => {
+                bn.forward(ins, n, x, w, b, y, matches!(mode, Mode::Train { .. }))
+            }
         }
         .map_err(at)
     }
 
-    /// Float backward pass of this layer at `site`: accumulates into `dw`, `db`; writes
-    /// `dx` if given.
+    /// Float backward pass of this layer at `site` (weights `w`, biases `b`): accumulates
+    /// into `dw`, `db`; writes `dx` if given.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward(
         &self,
         site: &Site,
         (x, y, dy): (&[f32], &[f32], &[f32]),
-        w: &[f32],
+        (w, b): (&[f32], &[f32]),
         dx: Option<&mut [f32]>,
         (dw, db): (&mut [f32], &mut [f32]),
         mode: Mode,
@@ -451,6 +468,10 @@ impl Layer {
             }
             (Layer::Dense(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db, exec.gemm),
             (Layer::DepthwiseConv2d(d), dx) => d.backward(ins, n, x, w, dy, dx, dw, db),
+            (Layer::BatchNorm(bn), dx) => {
+                let train = matches!(mode, Mode::Train { .. });
+                bn.backward(ins, n, x, (w, b), dy, dx, (dw, db), train)
+            }
             (_, None) => Ok(()),
             (Layer::MaxPool(p), Some(dx)) => p.backward(ins, n, x, dy, dx),
             (Layer::Relu, Some(dx)) => relu::backward(y, dy, dx),
@@ -484,6 +505,11 @@ impl Layer {
             Layer::MaxPool(p) => p.forward_i8(site, x, y),
             Layer::Relu => relu::forward_i8(site, z_in, x, y),
             Layer::Flatten | Layer::Dropout(_) => flatten::forward_i8(site, x, y),
+            // Folded into the layer before it by the host before quantization.
+            Layer::BatchNorm(_) => Err(Error::BadLayer {
+                index: site.index,
+                reason: "batchnorm has no int8 pass: fold it into the layer before (host-trainer quantize does)",
+            }),
         }
     }
 
@@ -535,7 +561,7 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
-    const EVERY_KIND: [Layer; 10] = [
+    const EVERY_KIND: [Layer; 11] = [
         Layer::Conv2d(Conv2d::with(5, 2, Padding::Valid, 8)),
         Layer::MaxPool(MaxPool::new(2, 2, Padding::Same)),
         Layer::Dense(Dense::new(10)),
@@ -546,6 +572,7 @@ mod tests {
         Layer::AvgPool(AvgPool::new(3, 2, Padding::Same)),
         Layer::GlobalAvgPool,
         Layer::Relu6,
+        Layer::BatchNorm(BatchNorm::new(0.99, 1e-3)),
     ];
 
     #[test]
@@ -585,6 +612,7 @@ mod tests {
                 "microconv::Layer::AvgPool(microconv::layers::AvgPool::new(3, 2, microconv::Padding::Same))",
                 "microconv::Layer::GlobalAvgPool",
                 "microconv::Layer::Relu6",
+                "microconv::Layer::BatchNorm(microconv::layers::BatchNorm::new(f32::from_bits(0x3f7d70a4), f32::from_bits(0x3a83126f)))",
             ]
         );
     }

@@ -48,6 +48,12 @@ type Slot = (usize, u8, u8, u8, [u32; 4]);
 /// Every tensor of `arch`'s int8 file, in order.
 fn slots(arch: &Arch<'_>, mut f: impl FnMut(Slot) -> Result<(), Error>) -> Result<(), Error> {
     for (i, l) in arch.layers.iter().enumerate() {
+        if let Layer::BatchNorm(_) = l {
+            return Err(Error::BadLayer {
+                index: i,
+                reason: "batchnorm has no int8 form: fold it into the layer before (host-trainer quantize does)",
+            });
+        }
         let (ins, _) = arch.layer_io(i)?;
         // Every dimension is a u32 in the file: one that does not fit cannot be written,
         // and truncating it would describe fewer weights than the layer needs.

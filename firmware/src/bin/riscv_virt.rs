@@ -26,8 +26,8 @@ use riscv::singleton;
 mod model;
 
 use model::{
-    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
-    SIZES,
+    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, FRAME_CAP, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8,
+    PARAMS, QNET, SIZES,
 };
 
 /// Read by `host-trainer board --qemu` (see host-trainer/src/board.rs, `machine_of`);
@@ -222,8 +222,9 @@ fn main() -> ! {
 /// what building the runner left there, not in a frame of its own below it.
 #[inline(always)]
 fn serve<M: Runner<'static>>(runner: M) -> ! {
-    let mut app = App::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), runner)
-        .with_stack_probe(stack_high_water);
+    let mut app =
+        App::<_, _, _, _, _, FRAME_CAP>::new(Uart16550, NoLed, TimerDelay, MtimeWatch(0), runner)
+            .with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();
         if let Outcome::Refused(_) = outcome {

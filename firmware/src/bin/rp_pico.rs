@@ -26,8 +26,8 @@ mod probe;
 use probe::{embedded_failed, taken};
 
 use model::{
-    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
-    SIZES,
+    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, FRAME_CAP, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8,
+    PARAMS, QNET, SIZES,
 };
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, first 256 bytes of flash
@@ -119,7 +119,7 @@ fn main() -> ! {
 }
 
 /// Answers requests forever, logging each.
-fn serve<S, P, M>(mut app: App<'static, S, P, Timer, Micros, M>) -> !
+fn serve<S, P, M>(mut app: App<'static, S, P, Timer, Micros, M, FRAME_CAP>) -> !
 where
     S: embedded_io::Read + embedded_io::ReadReady + embedded_io::Write,
     P: OutputPin,

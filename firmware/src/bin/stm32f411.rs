@@ -28,8 +28,8 @@ mod probe;
 use probe::{embedded_failed, taken};
 
 use model::{
-    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8, PARAMS, QNET,
-    SIZES,
+    infer_f32, infer_i8, ARCH, F32_ARENA_LEN, FRAME_CAP, I8_ARENA_LEN, I8_SCRATCH_LEN, INT8,
+    PARAMS, QNET, SIZES,
 };
 
 /// USART1 as an embedded-io port (the HAL offers non-blocking reads and writes).
@@ -157,7 +157,7 @@ fn main() -> ! {
 
 /// Answers requests forever, logging each.
 fn serve<P: OutputPin, D: embedded_hal::delay::DelayNs, M: Runner<'static>>(
-    mut app: App<'static, Port, P, D, Cycles, M>,
+    mut app: App<'static, Port, P, D, Cycles, M, FRAME_CAP>,
 ) -> ! {
     defmt::info!("microconv on STM32F411: {=usize} parameters, waiting for frames on USART1 (PA9/PA10, 115200)", model::PARAM_COUNT);
     loop {

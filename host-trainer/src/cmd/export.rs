@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::load_any;
+use super::load_any_named;
 use crate::{export, interop, outputs};
 
 // The command's options (no doc comment: the subcommand's help is its variant's).
@@ -21,7 +21,7 @@ pub struct Args {
 
 /// Converts `--params` into `--out`.
 pub fn run(args: Args) -> Result<()> {
-    let (arch, p) = load_any(&args.params)?;
+    let (arch, p, names) = load_any_named(&args.params)?;
     let out = outputs::resolve(&args.out, &format!("{}.mcw", arch.name()));
     if outputs::prepare(&out, "weights file")?.exists {
         println!("note: replacing {}", out.display());
@@ -41,8 +41,18 @@ pub fn run(args: Args) -> Result<()> {
             std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0)
         );
     } else {
-        let n = export::export(&arch.arch(), &p, &args.params, &out)?;
+        // Firmware never runs batchnorm: it is folded into the layers before.
+        let (folded, p) = crate::fold::fold_batchnorm(&arch.arch(), &p)?;
+        let n = export::export(&folded, &p, &args.params, &out)?;
         println!("wrote {} ({n} bytes)", out.display());
+        // The weights format has no class names: they go beside it (docs/data.md).
+        if !names.is_empty() {
+            crate::params_file::save_labels(&out, &names)?;
+            println!(
+                "class names in {}",
+                crate::params_file::labels_path(&out).display()
+            );
+        }
     }
     Ok(())
 }

@@ -43,7 +43,8 @@ pub enum Command {
     /// Measure training and inference speed and peak memory per architecture and thread count
     Bench(bench::Args),
     /// Classify image files (PNG, JPEG, PGM/PPM) of any size, colour or polarity, brought to
-    /// MNIST's 28x28 convention first (host-trainer/src/predict.rs says how)
+    /// MNIST's 28x28 convention first (host-trainer/src/predict.rs says how), or for a
+    /// model trained on an image folder converted as its folder was (docs/data.md)
     Predict(predict::Args),
     /// Evaluate saved parameters on the test set
     Eval(eval::Args),
@@ -73,7 +74,8 @@ impl Command {
 /// The options of every command that trains or reads MNIST.
 #[derive(Args, Clone)]
 pub struct Common {
-    /// Directory with MNIST's four IDX files (gzip or raw) [default: the repo's data/mnist]
+    /// Directory with MNIST's four IDX files (gzip or raw), or an image folder (one
+    /// subfolder per class, docs/data.md) [default: the repo's data/mnist]
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Threads [default: all cores]
@@ -96,9 +98,18 @@ impl Common {
             .max(1)
     }
 
-    /// MNIST's training and test sets from `--data`.
+    /// The training and test sets from `--data` (IDX files or an image folder).
     pub fn load(&self) -> Result<(data::Dataset, data::Dataset)> {
-        data::load_mnist(&self.data.clone().unwrap_or_else(data::default_dir))
+        self.load_for(None)
+    }
+
+    /// [`Common::load`], an image folder's images converted to `input` (the network's)
+    /// if given ([`crate::folder`]).
+    pub fn load_for(
+        &self,
+        input: Option<microconv::Shape>,
+    ) -> Result<(data::Dataset, data::Dataset)> {
+        crate::folder::load_dir(&self.data.clone().unwrap_or_else(data::default_dir), input)
     }
 }
 
@@ -141,6 +152,19 @@ impl LinkArgs {
             1.0
         }
     }
+}
+
+/// [`load_any`] with the model's class names: a parameter file's own (version 3), or
+/// else those of the labels file beside it ([`params_file::labels_path`]); none if
+/// neither has them.
+pub fn load_any_named(path: &Path) -> Result<(crate::config::ArchSpec, Vec<f32>, Vec<String>)> {
+    if crate::bytes::head(path, 8)?.starts_with(b"MCPARAMS") {
+        let (arch, names, p) = params_file::load_model_named(path)?;
+        return Ok((arch, p, names));
+    }
+    let (arch, p) = load_any(path)?;
+    let names = params_file::load_labels(path, arch.arch().classes())?;
+    Ok((arch, p, names))
 }
 
 /// Parameters from a parameter file (`train`), a weights file (`export`) or a safetensors

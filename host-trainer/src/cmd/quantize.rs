@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::{load_any, Common};
+use super::{load_any_named, Common};
 use crate::{engine, outputs, quantize};
 
 // The command's options (no doc comment: the subcommand's help is its variant's).
@@ -32,8 +32,9 @@ pub fn run(args: Args) -> Result<()> {
         calibration,
         out,
     } = args;
-    let (spec, p) = load_any(&params)?;
-    let arch = spec.arch();
+    let (spec, p, names) = load_any_named(&params)?;
+    // The int8 model holds no batchnorm: folded into the layers before, as firmware runs it.
+    let (arch, p) = crate::fold::fold_batchnorm(&spec.arch(), &p)?;
     let out = match out {
         Some(o) => {
             let name = spec.name();
@@ -45,7 +46,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let (tr, te) = common.load()?;
+    // An image folder is read at the model's input, as `train` read it.
+    let (tr, te) = common.load_for(Some(arch.input))?;
     crate::train::check_data(&arch, spec.name(), &tr)?;
     crate::train::check_data(&arch, spec.name(), &te)?;
     if calibration == 0 || calibration > tr.len() {
@@ -86,6 +88,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(out) = out {
         let bytes = q.to_file()?;
         outputs::write_or_rescue(&out, &bytes, "int8 weights")?;
+        crate::params_file::save_labels(&out, &names)?;
         println!(
             "wrote {} ({} bytes, int8 weights file version 2)",
             out.display(),

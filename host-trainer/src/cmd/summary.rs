@@ -77,8 +77,22 @@ fn describe(l: &microconv::Layer) -> String {
             p.stride,
             pad(p.padding)
         ),
+        Layer::DepthwiseConv2d(d) => format!(
+            "depthwise {0}x{0}, x{1}, stride {2}, {3}",
+            d.kernel,
+            d.multiplier,
+            d.stride,
+            pad(d.padding)
+        ),
+        Layer::AvgPool(p) => format!(
+            "avgpool {0}x{0}, stride {1}, {2}",
+            p.size,
+            p.stride,
+            pad(p.padding)
+        ),
         Layer::Dense(d) => format!("dense {}", d.units),
         Layer::Dropout(d) => format!("dropout keep {}", d.keep),
+        Layer::BatchNorm(b) => format!("batchnorm, momentum {} (folded)", b.momentum),
         l => l.name().to_string(),
     }
 }
@@ -93,13 +107,21 @@ pub fn summary(arch: &Arch<'_>) -> Result<Summary> {
             layer: describe(l),
             output: outs,
             params: l.param_len(ins),
-            // Every weight is used once per output position.
-            macs: l.weight_len(ins).saturating_mul(outs.h * outs.w),
+            // Every weight is used once per output position; batchnorm is folded into
+            // the layer before it at export and costs nothing.
+            macs: match l {
+                microconv::Layer::BatchNorm(_) => 0,
+                l => l.weight_len(ins).saturating_mul(outs.h * outs.w),
+            },
         });
     }
+    // The firmware's network: batchnorm folded away (the parameters do not matter here).
+    let params = arch.param_count();
+    let (arch, _) = crate::fold::fold_batchnorm(arch, &vec![0.0; params])?;
+    let arch = &arch;
     let arena = arch.planned_len(1);
     Ok(Summary {
-        params: arch.param_count(),
+        params,
         macs: rows.iter().map(|r| r.macs).sum(),
         rows,
         ram_f32: arena * 4,
@@ -177,7 +199,12 @@ pub fn run(args: Args) -> Result<()> {
     let arch = ArchArg::parse(&args.arch)?;
     let data = match &args.data {
         Some(dir) => {
-            let (tr, te) = crate::data::load_mnist(dir)?;
+            // An image folder is read as `train` reads it: converted to a stated input.
+            let input = match &arch {
+                ArchArg::Builtin(a) => Some(a.arch().input),
+                ArchArg::File(d) => d.input,
+            };
+            let (tr, te) = crate::folder::load_dir(dir, input)?;
             Some((tr.shape(), crate::data::classes(&tr, &te)))
         }
         None => None,

@@ -30,7 +30,8 @@ pub struct Args {
     /// Optimizer steps
     #[arg(long, default_value_t = 12_000)]
     pub steps: usize,
-    /// Passes over the 60,000 training images instead of --steps (rounded up to whole steps)
+    /// Passes over the training images (MNIST: 60,000; less any --validation ones)
+    /// instead of --steps (rounded up to whole steps)
     #[arg(long, conflicts_with = "steps")]
     pub epochs: Option<f64>,
     /// Samples per step
@@ -56,9 +57,14 @@ pub struct Args {
     /// options that would change it cannot be given with this one)
     #[arg(long, conflicts_with_all = ["arch", "loss", "init", "steps", "epochs", "batch", "lr", "schedule", "augment", "seed", "threads"])]
     pub resume: Option<PathBuf>,
-    /// Evaluate on the test set every this many steps, for the metrics (0: at the end only)
+    /// Evaluate every this many steps, for the metrics and curves (0: at the end only):
+    /// on the validation images with --validation, else on the test set
     #[arg(long, default_value_t = 2000)]
     pub eval_every: usize,
+    /// Hold this many training images out for validation (drawn with --seed, never
+    /// trained on); the test set is then evaluated once, at the end
+    #[arg(long, default_value_t = 0, conflicts_with = "resume")]
+    pub validation: usize,
     /// Do not draw the training curves
     #[arg(long)]
     pub no_plots: bool,
@@ -150,13 +156,28 @@ pub fn run(args: Args) -> Result<()> {
     };
     let resumed = args.resume.as_deref().zip(resume.as_ref());
     let out = outputs::train_files(resumed, args.out.clone(), &name, args.no_plots)?;
-    let (tr, te) = args.common.load()?;
+    // An image folder is converted to the network's input where the network states it.
+    let input = match (&resume, &described) {
+        (Some(c), _) => Some(c.header.config.arch.arch().input),
+        (None, Some(ArchArg::Builtin(a))) => Some(a.arch().input),
+        (None, Some(ArchArg::File(d))) => d.input,
+        (None, None) => None,
+    };
+    let (tr, te) = args.common.load_for(input)?;
+    let validation = match &resume {
+        Some(c) => c.header.validation,
+        None => args.validation,
+    };
     let cfg = match &resume {
         Some(c) => c.config(100),
         None => {
             let arch = ArchArg::parse(&args.arch)?
                 .resolve(Some((tr.shape(), crate::data::classes(&tr, &te))))?;
-            config(&args, arch, steps(&args, tr.len()))
+            config(
+                &args,
+                arch,
+                steps(&args, tr.len().saturating_sub(validation)),
+            )
         }
     };
     let arch = &cfg.arch;
@@ -187,6 +208,7 @@ pub fn run(args: Args) -> Result<()> {
         metrics_from: out.metrics_from.clone(),
         params_path: std::path::absolute(&out.params).ok(),
         eval_every: args.eval_every,
+        validation,
         inject_nan: args.hooks.inject_nan(),
         slow_checkpoint: args.hooks.slow_checkpoint(),
     };
@@ -202,10 +224,11 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    report(&cfg, &o, &out, args.no_plots)
+    report(&cfg, &o, &out, args.no_plots, &tr.class_names)
 }
 
-/// `--steps`, or `--epochs` passes over `train_len` images rounded up to whole steps.
+/// `--steps`, or `--epochs` passes over the `train_len` images trained on, rounded up
+/// to whole steps.
 fn steps(args: &Args, train_len: usize) -> usize {
     match args.epochs {
         Some(e) => (e * train_len as f64 / args.batch.max(1) as f64).ceil() as usize,
@@ -233,11 +256,17 @@ fn config(args: &Args, arch: ArchSpec, steps: usize) -> TrainConfig {
 
 /// Saves the parameters (printing the accuracy even if that fails), draws the curves and
 /// prints the closing lines.
-fn report(cfg: &TrainConfig, o: &TrainOutcome, out: &TrainFiles, no_plots: bool) -> Result<()> {
+fn report(
+    cfg: &TrainConfig,
+    o: &TrainOutcome,
+    out: &TrainFiles,
+    no_plots: bool,
+    classes: &[String],
+) -> Result<()> {
     let arch = &cfg.arch;
     let saved = outputs::write_or_rescue(
         &out.params,
-        &params_file::to_bytes(arch, &o.params),
+        &params_file::to_bytes_named(arch, classes, &o.params),
         "parameters",
     );
     if saved.is_err() {
@@ -264,6 +293,12 @@ fn report(cfg: &TrainConfig, o: &TrainOutcome, out: &TrainFiles, no_plots: bool)
             }
             Err(e) => println!("no training curves: {e:#}"),
         }
+    }
+    if !classes.is_empty() {
+        println!("classes: {}", classes.join(", "));
+    }
+    if let Some(v) = o.validation_accuracy {
+        println!("validation accuracy: {v:.4}");
     }
     println!("test accuracy: {:.4}", o.test_accuracy);
     Ok(())

@@ -307,7 +307,9 @@ where
     P: OutputPin,
     M: Runner<'static>,
 {
-    let mut app = App::new(serial, led, delay, watch, model).with_stack_probe(stack_high_water);
+    let mut app =
+        App::<_, _, _, _, _, { crate::model::FRAME_CAP }>::new(serial, led, delay, watch, model)
+            .with_stack_probe(stack_high_water);
     loop {
         let Ok(outcome) = app.poll();
         match outcome {
