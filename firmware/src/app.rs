@@ -213,10 +213,10 @@ where
             None => return Ok(Outcome::Busy),
             Some(Event::Error(e)) => Err(e),
             Some(Event::Frame { kind, payload }) => {
-                let a = self.model.arch();
-                input_len = a.input.len();
+                input_len = self.model.arch().input.len();
+                let classes = self.model.classes();
                 match self.image.get_mut(..input_len) {
-                    Some(image) => parse_request(kind, payload, image, a.classes()),
+                    Some(image) => parse_request(kind, payload, image, classes),
                     None => Err(ErrorCode::InputLen),
                 }
             }
@@ -291,7 +291,7 @@ where
     /// Classifies the first `len` bytes of the image buffer and answers RESULT; with a
     /// label (EVALUATE), counts it.
     fn classify(&mut self, len: usize, label: Option<u8>) -> Result<Outcome, S::Error> {
-        let classes = self.model.arch().classes();
+        let classes = self.model.classes();
         let Ok(classes) = u8::try_from(classes) else {
             return self.refuse(ErrorCode::Model);
         };

@@ -43,8 +43,8 @@ def sections(elf):
 
 
 RULES = [
-    (r"::MODEL\b|^MODEL\b|::model::(PARAMS|Q\d+_[WBMS])\b", "weights (the embedded model)"),
-    (r"::model::(QLAYERS|QNET|PLAN)\b|::model::infer_(f32|i8)\b", "generated model code (microconv-build: layer table, per-step calls)"),
+    (r"::MODEL\b|^MODEL\b|::model::(compiled::)?(PARAMS|Q\d+_[WBMS])\b", "weights (the embedded model)"),
+    (r"::model::(compiled::)?(QLAYERS|QNET|PLAN)\b|::model::(compiled::)?infer_(f32|i8)\b", "generated model code (microconv-build: layer table, per-step calls)"),
     (r"^microconv::plan|microconv\.\.plan", "microconv core: planned inference (plan.rs, with the kernels it inlines)"),
     (r"^microconv::quant", "microconv core: int8 (quant)"),
     (r"^microconv::(weights::int8|qformat)", "microconv core: int8 weights file (weights::int8)"),

@@ -41,7 +41,7 @@ pub trait Runner<'m> {
     fn param_count(&self) -> usize {
         self.arch().param_count()
     }
-    /// Classes the model scores (PING's answer): `arch().classes()`, unless the runner
+    /// Classes the model scores (PING's answer, the labels' bound): `arch().classes()`, unless the runner
     /// has it as a constant.
     fn classes(&self) -> usize {
         self.arch().classes()
