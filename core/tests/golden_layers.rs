@@ -235,3 +235,85 @@ fn inference_mode_network_matches_tensorflow() {
     assert_eq!(g["eval"]["training"], Value::Bool(false));
     check_case(&EVAL, "eval", Mode::Eval);
 }
+
+/// The cases can tell the conventions apart: from TensorFlow's own layer outputs, the
+/// other common conventions (a SAME average pool dividing by the whole window, batch
+/// normalization with the unbiased variance, running variance updated with it) give
+/// values far outside the tolerance (and so would depthwise weights read as [k, k, m, c]), so the comparisons above would catch them.
+#[test]
+fn the_cases_tell_the_conventions_apart() {
+    let g = golden();
+    let scaled = |a: f32, b: f32| (a - b).abs() / (1.0 + b.abs());
+    // Average pool 3x3, stride 1, SAME on [2, 4, 4, 6], dividing by 9 everywhere.
+    let acts = &g["eval"]["activations"];
+    let (x, y) = (data(&acts[2]), data(&acts[3]));
+    let (h, w, c) = (4usize, 4usize, 6usize);
+    let mut worst = 0.0f32;
+    for img in 0..2 {
+        for oy in 0..h {
+            for ox in 0..w {
+                for ch in 0..c {
+                    let mut s = 0.0;
+                    for iy in oy.saturating_sub(1)..(oy + 2).min(h) {
+                        for ix in ox.saturating_sub(1)..(ox + 2).min(w) {
+                            s += x[((img * h + iy) * w + ix) * c + ch];
+                        }
+                    }
+                    let at = ((img * h + oy) * w + ox) * c + ch;
+                    worst = worst.max(scaled(s / 9.0, y[at]));
+                }
+            }
+        }
+    }
+    assert!(worst > 1e-2, "whole-window SAME average: worst {worst}");
+    // Depthwise weights read as [k, k, m, c] (multiplier before channel) instead of
+    // TensorFlow's [k, k, c, m].
+    let t = &g["train"];
+    let (x0, y0) = (data(&t["input"]), data(&t["activations"][0]));
+    let (w0, b0) = (data(&t["params"]["dw0_w"]), data(&t["params"]["dw0_b"]));
+    let (cin, mult) = (3usize, 2usize);
+    let swapped: Vec<f32> = (0..w0.len())
+        .map(|i| {
+            let (kk, oc) = (i / (cin * mult), i % (cin * mult));
+            w0[kk * cin * mult + (oc % mult) * cin + oc / mult]
+        })
+        .collect();
+    let mut alt = vec![0.0; y0.len()];
+    DepthwiseConv2d::new(3, 1, Padding::Same, 2)
+        .forward(Shape::new(8, 8, 3), 2, &x0, &swapped, &b0, &mut alt)
+        .unwrap();
+    let worst_dw = alt
+        .iter()
+        .zip(&y0)
+        .fold(0.0f32, |a, (&p, &q)| a.max(scaled(p, q)));
+    assert!(worst_dw > 1e-2, "[k, k, m, c] depthwise: worst {worst_dw}");
+    // Batch normalization with the unbiased variance (m / (m - 1), m = 2 * 8 * 8).
+    let (x, y) = (data(&t["activations"][0]), data(&t["activations"][1]));
+    let p = |k: &str| data(&t["params"][k]);
+    let (gamma, beta, var0) = (p("bn1_gamma"), p("bn1_beta"), p("bn1_var"));
+    let after = data(&t["running_after"]["bn1_var"]);
+    let (c, m) = (6usize, (x.len() / 6) as f64);
+    let (mut worst_y, mut worst_r) = (0.0f32, 0.0f32);
+    for ch in 0..c {
+        let v: Vec<f64> = x.iter().skip(ch).step_by(c).map(|&v| v as f64).collect();
+        let mean = v.iter().sum::<f64>() / m;
+        let unbiased = v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (m - 1.0);
+        let is = 1.0 / (unbiased + EPS as f64).sqrt();
+        for (a, &b) in v.iter().zip(y.iter().skip(ch).step_by(c)) {
+            let alt = (gamma[ch] as f64 * (a - mean) * is + beta[ch] as f64) as f32;
+            worst_y = worst_y.max(scaled(alt, b));
+        }
+        let alt_r = (0.9 * var0[ch] as f64 + 0.1 * unbiased) as f32;
+        worst_r = worst_r.max(scaled(alt_r, after[ch]));
+    }
+    assert!(
+        worst_y > 1e-3,
+        "unbiased-variance batchnorm: worst {worst_y}"
+    );
+    assert!(worst_r > 2e-5, "unbiased running variance: worst {worst_r}");
+    eprintln!(
+        "other conventions, worst scaled error: [k, k, m, c] depthwise {worst_dw:.1e}, \
+         whole-window SAME average {worst:.1e}, \
+         unbiased batchnorm {worst_y:.1e}, unbiased running variance {worst_r:.1e}"
+    );
+}
