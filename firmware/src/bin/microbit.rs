@@ -2,10 +2,10 @@
 //! FPU, so the int8 model runs the core's portable kernels (the same results, bit for
 //! bit, as the DSP ones: CI compares both with the host).
 //!
-//! RAM: the micro:bit's nRF51822-QFAA has 16 KiB, which the int8 firmware does not fit
-//! (about 27 KiB of buffers and stack, see README); build.rs links for the nRF51822-QFAC
-//! (256 KiB flash, 32 KiB RAM) and `host-trainer` starts QEMU's microbit machine with
-//! that part's RAM (`-global nrf51-soc.sram-size=32768`).
+//! RAM: the micro:bit's own nRF51822-QFAA, 16 KiB, which the int8 firmware fits (about
+//! 4.6 KiB of static buffers and 3 KiB of stack, see README); build.rs links for it and
+//! `host-trainer` starts QEMU's microbit machine with that RAM, stated
+//! (`-global nrf51-soc.sram-size=16384`).
 //!
 //! Serial: the nRF51 UART at 0x4000_2000 (TX P0.24, RX P0.25 on the micro:bit).
 //! Logs: defmt over semihosting. Cost: SysTick at the 16 MHz core clock, reported in
@@ -102,7 +102,7 @@ impl Board for Microbit {
     }
     const CLOCK_HZ: u32 = 16_000_000;
     const TAG: &'static [u8] =
-        b"microconv-qemu:qemu-system-arm;microbit;cortex-m0;-global nrf51-soc.sram-size=32768;\0";
+        b"microconv-qemu:qemu-system-arm;microbit;cortex-m0;-global nrf51-soc.sram-size=16384;\0";
 }
 
 #[entry]
