@@ -5,6 +5,8 @@
 //! `1e-5 * (1 + |reference|)` (f32 sums in another order differ in the last bits), except the
 //! "big logits" case (logits around 1e5) compared with a relative `1e-5`.
 
+mod common;
+use common::{assert_close, data};
 use microconv::layers::{Conv2d, Dense, MaxPool};
 use microconv::loss::{batch_loss, Loss, Reduction};
 use microconv::net::{self, Exec, Mode, Workspace};
@@ -29,29 +31,6 @@ const PARAMS: [&str; 6] = [
 
 fn golden() -> Value {
     serde_json::from_str(include_str!("data/golden.json")).unwrap()
-}
-
-fn data(v: &Value) -> Vec<f32> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0.0f32;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / (1.0 + w.abs());
-        worst = worst.max(err);
-        assert!(err <= tol, "{what}[{i}]: microconv {g} vs TensorFlow {w}");
-    }
-    eprintln!(
-        "{what}: {} values, worst scaled error {worst:.1e}",
-        got.len()
-    );
 }
 
 /// The flat parameter buffer in microconv's layout (per layer: weights, then biases;

@@ -11,6 +11,8 @@
 //! get a zero gradient, and (training case) the running mean and variance after one
 //! update against Keras's `moving_mean` / `moving_variance`.
 
+mod common;
+use common::{assert_close, data};
 use microconv::layers::{AvgPool, BatchNorm, Dense, DepthwiseConv2d};
 use microconv::loss::{batch_loss, Loss, Reduction};
 use microconv::net::{self, Exec, Mode, Workspace};
@@ -51,29 +53,6 @@ const RUNNING: [&str; 2] = ["bn1_mean", "bn1_var"];
 
 fn golden() -> Value {
     serde_json::from_str(include_str!("data/golden_layers.json")).unwrap()
-}
-
-fn data(v: &Value) -> Vec<f32> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0.0f32;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / (1.0 + w.abs());
-        worst = worst.max(err);
-        assert!(err <= tol, "{what}[{i}]: microconv {g} vs TensorFlow {w}");
-    }
-    eprintln!(
-        "{what}: {} values, worst scaled error {worst:.1e}",
-        got.len()
-    );
 }
 
 /// The parameter names of a case, in microconv's order (per layer: weights, then
