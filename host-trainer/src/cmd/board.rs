@@ -20,7 +20,7 @@ pub struct Args {
     /// Test images to send
     #[arg(long, default_value_t = 10_000)]
     pub images: usize,
-    /// Send raw 784-byte images instead of PackBits-compressed ones
+    /// Send raw images (the model's H*W*C bytes each) instead of PackBits-compressed ones
     #[arg(long)]
     pub raw: bool,
     /// Fail unless every board answer equals the host's prediction

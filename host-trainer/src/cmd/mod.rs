@@ -28,7 +28,8 @@ pub enum Command {
     Train(train::Args),
     /// The seed experiment: the seed CNN trained with the naive, log-softmax and fused losses
     Reproduce(reproduce::Args),
-    /// Send MNIST test images to the firmware (QEMU or a serial port) and compare with the host
+    /// Send test images of the model's dataset (MNIST by default, --data for others) to the
+    /// firmware (QEMU or a serial port) and compare its scores with the host's
     Board(board::Args),
     /// Train on the microcontroller: the model's last layer, or any selection of its
     /// layers (--layers), learns on the device from examples of a task it does badly on,
